@@ -1,0 +1,45 @@
+"""Alert events and the payload shape that webhooks receive."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+EVENTS = (
+    "spend_tracked",
+    "budget_crossed",
+    "threshold_crossed",
+    "soft_budget_crossed",
+    "projected_limit_exceeded",
+    "key_created",
+)
+EVENT_GROUPS = ("customer", "internal_user", "key", "team", "proxy")
+
+
+@dataclass(kw_only=True)
+class Alert:
+    """One event. :meth:`payload` is the JSON body a webhook receives.
+
+    Fields are declared in the order the webhook payload lists them.
+    """
+
+    spend: float | None = None
+    max_budget: float | None = None
+    token: str | None = None
+    customer_id: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    user_email: str | None = None
+    key_alias: str | None = None
+    projected_exceeded_date: str | None = None
+    projected_spend: float | None = None
+    event: str
+    event_group: str
+    event_message: str
+    alert_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def payload(self) -> dict[str, Any]:
+        body = asdict(self)
+        body.pop("alert_id")
+        return body

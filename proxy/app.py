@@ -1,0 +1,103 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import peewee
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from proxy.config import Config, load_config
+from proxy.db import database, init_database
+from proxy.deployments import ModelTable
+from proxy.errors import ProxyError, ServiceUnavailable
+from proxy.gateway import Services
+from proxy.migrate import migrate
+from proxy.plugins import make_plugin_manager
+from proxy.upstream import UpstreamClient
+
+log = logging.getLogger("comptroller")
+
+_HTTP_TYPES = {
+    401: "auth_error",
+    403: "auth_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ProxyError)
+    def _proxy_error(err: ProxyError) -> Response:
+        return err.response()
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> Response:
+        status = err.code or 500
+        message = err.description or err.name
+        if status == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = f"Request body too large: the limit is {limit} bytes."
+        return ProxyError(
+            message, status=status, type=_HTTP_TYPES.get(status, "invalid_request_error")
+        ).response()
+
+    @app.errorhandler(peewee.OperationalError)
+    @app.errorhandler(peewee.InterfaceError)
+    def _database_down(err: Exception) -> Response:
+        log.error("database error: %s", err)
+        if not database.is_closed():
+            try:
+                database.close()
+            except Exception:
+                log.debug("closing a broken connection failed", exc_info=True)
+        return ServiceUnavailable(
+            "Database unavailable; the call was not made and nothing was charged."
+        ).response()
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> Response:
+        log.exception("unhandled error")
+        return ProxyError(
+            "Internal error in Comptroller; it has been logged.", status=500, type="api_error"
+        ).response()
+
+
+def create_app(config: Config | None = None, extra_plugins: list[tuple[str, Any]] | None = None) -> Flask:
+    """Build the Flask app for ``config`` (default: :func:`load_config`).
+
+    ``extra_plugins`` registers plugin objects directly (``(name, plugin)``),
+    as tests and embedding applications do.
+    """
+    config = config or load_config()
+    app = Flask("comptroller")
+    app.config["MAX_CONTENT_LENGTH"] = int(config.general_settings.max_request_size_mb * 1024 * 1024)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    init_database(config.database_url)
+    pm = make_plugin_manager(config, extra_plugins)
+    tables = [model for models in pm.hook.plugin_tables() for model in models or []]
+    migrate(tables)
+    services = Services(config=config, models=ModelTable(config), upstream=UpstreamClient(), pm=pm)
+    app.extensions["comptroller"] = services
+
+    @app.before_request
+    def _connect() -> None:
+        database.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close(exc: BaseException | None) -> None:
+        if not database.is_closed():
+            database.close()
+
+    from proxy.views import admin, health, llm
+
+    app.register_blueprint(llm.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(health.bp)
+    _register_error_handlers(app)
+    pm.hook.plugin_startup(app=app, config=config)
+    return app

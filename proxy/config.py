@@ -1,0 +1,219 @@
+"""Load and validate the LiteLLM-compatible ``config.yaml``.
+
+Every string of the form ``os.environ/NAME`` is replaced by the environment
+variable before validation, so a missing variable and a wrong type are both
+reported with the key path that holds them. Unknown keys are ignored with a
+warning: operators bring LiteLLM configs that carry many settings we do not
+use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+log = logging.getLogger("comptroller.config")
+
+ENV_PREFIX = "os.environ/"
+DEFAULT_MASTER_KEY = "sk-1234"
+DEFAULT_DATABASE_URL = "sqlite:///comptroller.db"
+
+
+class ConfigError(Exception):
+    """The config cannot be used; the message names the key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class LitellmParams(_Section):
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    api_version: str | None = None
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+    timeout: float = Field(default=600.0, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+
+    @property
+    def provider(self) -> str:
+        return self.model.split("/", 1)[0] if "/" in self.model else "openai"
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model.split("/", 1)[1] if "/" in self.model else self.model
+
+
+class ModelInfo(_Section):
+    access_groups: list[str] = Field(default_factory=list)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    mode: str | None = None
+
+
+class ModelEntry(_Section):
+    model_name: str
+    litellm_params: LitellmParams
+    model_info: ModelInfo = Field(default_factory=ModelInfo)
+
+
+class GeneralSettings(_Section):
+    master_key: str | None = None
+    database_url: str | None = None
+    alerting: list[str] = Field(default_factory=list)
+    budget_enforcement: Literal["check", "strict"] = "check"
+    clamp_max_tokens: bool = False
+    webhook_secret: str | None = None
+    max_request_size_mb: float = Field(default=10.0, gt=0)
+
+
+class LitellmSettings(_Section):
+    max_budget: float | None = Field(default=None, ge=0)
+    budget_duration: str | None = None
+    max_user_budget: float | None = Field(default=None, ge=0)
+    max_end_user_budget_id: str | None = None
+
+    @field_validator("budget_duration")
+    @classmethod
+    def _duration_is_valid(cls, value: str | None) -> str | None:
+        from proxy.durations import parse_duration
+
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class PluginSettings(_Section):
+    disable: list[str] = Field(default_factory=list)
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Config(_Section):
+    model_list: list[ModelEntry] = Field(default_factory=list)
+    general_settings: GeneralSettings = Field(default_factory=GeneralSettings)
+    litellm_settings: LitellmSettings = Field(default_factory=LitellmSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    # Not from the file: filled in by load_config so the app needs no env reads.
+    source: str = "built-in defaults"
+
+    @property
+    def master_key(self) -> str:
+        return self.general_settings.master_key or DEFAULT_MASTER_KEY
+
+    @property
+    def database_url(self) -> str:
+        return self.general_settings.database_url or DEFAULT_DATABASE_URL
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        return self.plugins.settings.get(name, {})
+
+
+def _mock_model(name: str, upstream: str, inp: float, out: float, groups: list[str]) -> dict:
+    return {
+        "model_name": name,
+        "litellm_params": {
+            "model": f"mock/{upstream}",
+            "input_cost_per_token": inp,
+            "output_cost_per_token": out,
+        },
+        "model_info": {"access_groups": groups},
+    }
+
+
+def default_model_list() -> list[dict]:
+    """Mock models under the names the seeds use, priced like the real ones."""
+    return [
+        _mock_model("gpt-3.5-turbo", "gpt-3.5-turbo", 0.0000015, 0.000002, []),
+        _mock_model("azure-gpt-3.5", "gpt-3.5-turbo", 0.0000015, 0.000002, ["azure-models"]),
+        _mock_model("mistral", "mistral-small", 0.000002, 0.000006, []),
+        _mock_model("gpt-4o-mini", "gpt-4o-mini", 0.00000015, 0.0000006, []),
+        _mock_model(
+            "text-embedding-ada-002", "text-embedding-ada-002", 0.0000001, 0.0, ["beta-models"]
+        ),
+    ]
+
+
+def resolve_env_refs(value: Any, path: str = "") -> Any:
+    """Replace every ``os.environ/NAME`` string with the variable's value."""
+    if isinstance(value, dict):
+        return {k: resolve_env_refs(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env_refs(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX) :]
+        if name not in os.environ:
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+        return os.environ[name]
+    return value
+
+
+def _warn_unknown_keys(model: BaseModel, path: str = "") -> None:
+    for key in model.model_extra or {}:
+        log.warning("config: unknown key %s ignored", f"{path}.{key}" if path else key)
+    for name in type(model).model_fields:
+        child = getattr(model, name)
+        children = child if isinstance(child, list) else [child]
+        for i, item in enumerate(children):
+            if isinstance(item, BaseModel):
+                where = f"{path}.{name}" if path else name
+                _warn_unknown_keys(item, f"{where}[{i}]" if isinstance(child, list) else where)
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ""
+        for item in e["loc"]:
+            loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
+        parts.append(f"{loc}: {e['msg']}")
+    return "invalid config: " + "; ".join(parts)
+
+
+def build_config(raw: dict | None, source: str = "built-in defaults") -> Config:
+    """Validate a parsed config dict, apply environment overrides and defaults."""
+    raw = resolve_env_refs(dict(raw or {}))
+    if not isinstance(raw, dict):
+        raise ConfigError("config: top level must be a mapping")
+    for section in ("general_settings", "litellm_settings", "plugins"):
+        if raw.get(section) is None:
+            raw.pop(section, None)
+    if not raw.get("model_list"):
+        raw["model_list"] = default_model_list()
+    try:
+        config = Config.model_validate({**raw, "source": source})
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+    _warn_unknown_keys(config)
+    general = config.general_settings
+    env_master = os.environ.get("COMPTROLLER_MASTER_KEY") or os.environ.get("LITELLM_MASTER_KEY")
+    if env_master and not general.master_key:
+        general.master_key = env_master
+    if os.environ.get("DATABASE_URL"):
+        general.database_url = os.environ["DATABASE_URL"]
+    names = [m.model_name for m in config.model_list]
+    if len(set(names)) != len(names):
+        log.info("config: several deployments share a model_name; the first one answers")
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read ``path`` (or ``$COMPTROLLER_CONFIG``, else ``config.yaml`` if present)."""
+    explicit = path is not None or "COMPTROLLER_CONFIG" in os.environ
+    candidate = Path(path or os.environ.get("COMPTROLLER_CONFIG", "config.yaml"))
+    if not candidate.exists():
+        if explicit:
+            raise ConfigError(f"config file {candidate} does not exist")
+        return build_config(None)
+    try:
+        raw = yaml.safe_load(candidate.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {candidate} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {candidate}: top level must be a mapping")
+    return build_config(raw, source=str(candidate))

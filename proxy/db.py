@@ -1,0 +1,93 @@
+"""One database handle for SQLite and PostgreSQL.
+
+``database`` is a Peewee ``DatabaseProxy``; :func:`init_database` points it
+at the configured URL. Every model of the core and of the plugins binds to
+it, so the same code runs on both backends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+database = peewee.DatabaseProxy()
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class JSONField(peewee.TextField):
+    """JSON stored as text on both backends (keeps SQLite and Postgres one path)."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+def _sqlite(path: str) -> peewee.SqliteDatabase:
+    if path not in ("", ":memory:"):
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+    db = peewee.SqliteDatabase(
+        path or ":memory:",
+        pragmas={
+            "journal_mode": "wal",
+            "busy_timeout": 10000,
+            "synchronous": "normal",
+            "foreign_keys": 1,
+        },
+        check_same_thread=False,
+        # Writers take the lock at BEGIN, so concurrent writers queue on
+        # busy_timeout instead of failing with "database is locked" mid-way.
+        lock_type="IMMEDIATE",
+    )
+    # SQLite >= 3.35 has RETURNING; the spend ledger reads new totals with it.
+    db.returning_clause = True
+    return db
+
+
+def _postgres(url: str) -> PooledPostgresqlDatabase:
+    parsed = urlparse(url)
+    options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    return PooledPostgresqlDatabase(
+        unquote(parsed.path.lstrip("/")),
+        user=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password else None,
+        host=parsed.hostname or "127.0.0.1",
+        port=parsed.port or 5432,
+        max_connections=int(options.pop("max_connections", 32)),
+        stale_timeout=300,
+        timeout=10,
+        autorollback=True,
+        **options,
+    )
+
+
+def make_database(url: str) -> peewee.Database:
+    if url.startswith("sqlite:///"):
+        return _sqlite(url[len("sqlite:///") :])
+    if url.startswith("sqlite://"):
+        return _sqlite(url[len("sqlite://") :])
+    if url.startswith(("postgresql://", "postgres://")):
+        return _postgres(url)
+    raise ValueError(f"unsupported database_url {url!r}: use sqlite:///path or postgresql://...")
+
+
+def init_database(url: str) -> peewee.Database:
+    db = make_database(url)
+    database.initialize(db)
+    return db
+
+
+def is_postgres() -> bool:
+    return isinstance(database.obj, peewee.PostgresqlDatabase)

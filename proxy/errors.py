@@ -1,0 +1,99 @@
+"""Domain errors and the OpenAI-shaped error body every route answers with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify
+
+
+class ProxyError(Exception):
+    """An error a client should see: status plus OpenAI's error object."""
+
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        self.param = param
+        self.code = code or str(self.status)
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param if self.param is not None else "None",
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> Response:
+        resp = jsonify(self.body())
+        resp.status_code = self.status
+        for name, value in self.headers.items():
+            resp.headers[name] = value
+        return resp
+
+
+class BadRequest(ProxyError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthError(ProxyError):
+    status = 401
+    type = "auth_error"
+
+
+class Forbidden(ProxyError):
+    status = 403
+    type = "auth_error"
+
+
+class NotFound(ProxyError):
+    status = 404
+    type = "not_found_error"
+
+
+class Conflict(ProxyError):
+    status = 409
+    type = "invalid_request_error"
+
+
+class RateLimited(ProxyError):
+    status = 429
+    type = "rate_limit_error"
+
+
+class UpstreamError(ProxyError):
+    """The upstream answered an error, could not be reached or timed out."""
+
+    status = 502
+    type = "api_error"
+
+
+class ServiceUnavailable(ProxyError):
+    status = 503
+    type = "service_unavailable"
+
+
+def error_response(
+    status: int, message: str, type: str, param: str | None = None, code: str | None = None
+) -> Response:
+    return ProxyError(message, status=status, type=type, param=param, code=code).response()

@@ -1,0 +1,84 @@
+"""The hooks a Comptroller plugin may implement.
+
+Builtin plugins (``plugins/``) and third-party plugins (entry-point group
+``comptroller``) implement the same hooks with ``@hookimpl``. Hooks are
+called with keyword arguments only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from proxy.alerts import Alert
+    from proxy.config import Config
+    from proxy.context import CallContext, Refusal, Usage
+
+hookspec = pluggy.HookspecMarker("comptroller")
+hookimpl = pluggy.HookimplMarker("comptroller")
+
+
+@hookspec
+def plugin_tables() -> list[Any]:
+    """Return the Peewee models this plugin owns.
+
+    Called at start-up; missing tables are created (``CREATE TABLE IF NOT
+    EXISTS``) after the core migrations have run.
+    """
+
+
+@hookspec
+def plugin_startup(app: Flask, config: Config) -> None:
+    """Called once per process when the app is created.
+
+    A plugin reads its settings here (``config.plugin_settings(name)``) and
+    may start background work. It must not open a database connection that
+    outlives this call: gunicorn forks workers after start-up.
+    """
+
+
+@hookspec(firstresult=True)
+def pre_request_check(ctx: CallContext) -> Refusal | None:
+    """Decide whether the call described by ``ctx`` may go upstream.
+
+    Return a :class:`~proxy.context.Refusal` to refuse it (the first refusal
+    wins and later plugins are not asked) or ``None`` to let it pass. A plugin
+    that takes something to decide (a rate-limit slot, a reservation) records
+    it on ``ctx`` so that :func:`call_finished` can give it back. May add
+    response headers to ``ctx.response_headers``.
+    """
+
+
+@hookspec
+def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
+    """A metered call succeeded and cost ``cost`` US dollars.
+
+    Runs inside the spend transaction, after the core has written the spend
+    log and the spend increments, so any statement a plugin runs here lands
+    or rolls back with them. Alerts go to ``ctx.alerts``; the core hands them
+    to :func:`on_alert` in the same transaction.
+    """
+
+
+@hookspec
+def call_finished(ctx: CallContext, outcome: str) -> None:
+    """The call is over: ``outcome`` is ``success``, ``refused``, ``failed``
+    or ``disconnected``. Give back whatever :func:`pre_request_check` took.
+
+    Always called once per call that reached the checks, including after a
+    refusal. Every implementation runs even if another raises.
+    """
+
+
+@hookspec
+def on_alert(alert: Alert) -> None:
+    """Deliver ``alert`` (or queue it for delivery).
+
+    Called inside the transaction that caused the alert, so a queued alert
+    lands exactly when the spend does. Every implementation runs even if
+    another raises; an implementation must not block on the network.
+    """

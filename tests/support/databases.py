@@ -1,0 +1,75 @@
+"""Fresh databases for tests: a SQLite file, or a PostgreSQL database of our own.
+
+Each test session creates one PostgreSQL database with a random name and
+drops it at the end; tests empty its tables before they start.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import psycopg2
+from psycopg2 import sql
+
+PG_ADMIN_URL = os.environ.get("COMPTROLLER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _admin_connection() -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(PG_ADMIN_URL)
+    conn.autocommit = True
+    return conn
+
+
+def postgres_available() -> bool:
+    try:
+        _admin_connection().close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
+def create_pg_database(prefix: str = "comptroller_test") -> str:
+    """Create a database with a random name; return its URL."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    with _admin_connection() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    conn = _admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def truncate_pg_tables(url: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'comptroller_migration'"
+            )
+            tables = [row[0] for row in cur.fetchall()]
+            if tables:
+                cur.execute(
+                    sql.SQL("TRUNCATE {} CASCADE").format(
+                        sql.SQL(", ").join(sql.Identifier(t) for t in tables)
+                    )
+                )
+                cur.execute("INSERT INTO proxy_spend (id, spend, created_at) VALUES (1, 0, 0) "
+                            "ON CONFLICT DO NOTHING")
+    finally:
+        conn.close()
