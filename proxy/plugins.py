@@ -25,7 +25,15 @@ ENTRY_POINT_GROUP = "comptroller"
 # In the order their checks run (SPEC section 6: proxy, key, user, end user;
 # then the rate limiter). pluggy calls the last registered first, so they are
 # registered in reverse.
-BUILTIN_PLUGINS: list[str] = []
+BUILTIN_PLUGINS: list[str] = [
+    "proxy_budget",
+    "key_budget",
+    "user_budget",
+    "end_user_budget",
+    "default_end_user_budget",
+    "rate_limiter",
+    "webhook_alerter",
+]
 
 
 def make_plugin_manager(config: Config, extra: list[tuple[str, Any]] | None = None) -> pluggy.PluginManager:

@@ -1,0 +1,1 @@
+"""Builtin plugin default_end_user_budget (being written)."""

@@ -1,0 +1,1 @@
+"""Builtin plugin end_user_budget (being written)."""

@@ -1,0 +1,1 @@
+"""Builtin plugin key_budget (being written)."""

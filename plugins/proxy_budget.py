@@ -1,0 +1,1 @@
+"""Builtin plugin proxy_budget (being written)."""

@@ -1,0 +1,1 @@
+"""Builtin plugin rate_limiter (being written)."""

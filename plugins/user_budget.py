@@ -1,0 +1,1 @@
+"""Builtin plugin user_budget (being written)."""

@@ -1,0 +1,1 @@
+"""Builtin plugin webhook_alerter (being written)."""
