@@ -68,7 +68,6 @@ def _postgres(url: str) -> PooledPostgresqlDatabase:
         max_connections=int(options.pop("max_connections", 32)),
         stale_timeout=300,
         timeout=10,
-        autorollback=True,
         **options,
     )
 

@@ -32,8 +32,13 @@ def postgres_available() -> bool:
 def create_pg_database(prefix: str = "comptroller_test") -> str:
     """Create a database with a random name; return its URL."""
     name = f"{prefix}_{secrets.token_hex(6)}"
-    with _admin_connection() as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    # Not "with conn": psycopg2 would wrap it in a transaction block.
+    conn = _admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     return f"{base}/{name}"
 
