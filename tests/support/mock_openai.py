@@ -144,7 +144,9 @@ def _embedding_inputs(value: Any) -> list[Any]:
             isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value
         ):
             return list(value)
-    raise _MockError(400, "'input' must be a string, a list of strings or token lists", None, "input")
+    raise _MockError(
+        400, "'input' must be a string, a list of strings or token lists", None, "input"
+    )
 
 
 def _input_tokens(item: Any) -> int:
@@ -502,7 +504,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         """Read the whole body (also when chunked) so keep-alive stays in sync."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts = []
+            parts: list[bytes] = []
             while True:
                 size_line = self.rfile.readline(65537)
                 size = int(size_line.split(b";")[0].strip() or b"0", 16)
