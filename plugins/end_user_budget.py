@@ -1,1 +1,48 @@
-"""Builtin plugin end_user_budget (being written)."""
+"""Builtin plugin ``end_user_budget``: the budget of the ``user`` a call names.
+
+An end user (customer) is held to its own budget row: the one
+``/customer/new`` made from its ``max_budget``, or the pricing tier it
+names with ``budget_id``. An end user without one is left to
+``default_end_user_budget`` when ``litellm_settings.max_end_user_budget_id``
+names an existing row, and otherwise held to
+``litellm_settings.max_user_budget``. A new end user has spent 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugins import budget_hooks
+from plugins.budget_common import Guarded, end_user_guarded
+from plugins.reservations import reserve_claims as reserve_claims  # strict mode's wrapper
+from proxy.context import CallContext, Refusal, Usage
+from proxy.hookspecs import hookimpl
+
+
+def guarded(ctx: CallContext) -> Guarded | None:
+    budget = ctx.end_user_budget
+    if budget is None:
+        return end_user_guarded(ctx, ctx.config.litellm_settings.max_user_budget, None)
+    if ctx.end_user_budget_is_default:
+        return None  # default_end_user_budget's job
+    return end_user_guarded(ctx, budget.max_budget, budget.soft_budget)
+
+
+@hookimpl
+def plugin_tables() -> list[Any]:
+    return budget_hooks.budget_tables()
+
+
+@hookimpl
+def pre_request_check(ctx: CallContext) -> Refusal | None:
+    return budget_hooks.check_budget(ctx, guarded(ctx))
+
+
+@hookimpl
+def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
+    budget_hooks.after_spend(ctx, guarded(ctx), cost)
+
+
+@hookimpl
+def call_finished(ctx: CallContext) -> None:
+    budget_hooks.call_over(ctx)

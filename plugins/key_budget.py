@@ -1,1 +1,59 @@
-"""Builtin plugin key_budget (being written)."""
+"""Builtin plugin ``key_budget``: a virtual key's ``max_budget`` and ``soft_budget``.
+
+Refuses a key whose spend has reached its ``max_budget`` with LiteLLM's
+``ExceededTokenBudget`` message; ``soft_budget`` never blocks, it raises
+``soft_budget_crossed``. Calls made with the master key have no key budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugins import budget_hooks
+from plugins.budget_common import Guarded, fmt
+from plugins.reservations import reserve_claims as reserve_claims  # strict mode's wrapper
+from proxy.context import CallContext, Refusal, Usage
+from proxy.hookspecs import hookimpl
+
+
+def _message(spend: float, max_budget: float) -> str:
+    return (
+        "Authentication Error, ExceededTokenBudget: "
+        f"Current spend for token: {fmt(spend)}; Max Budget for Token: {fmt(max_budget)}"
+    )
+
+
+def guarded(ctx: CallContext) -> Guarded | None:
+    key = ctx.key
+    if key is None:
+        return None
+    return Guarded(
+        kind="key",
+        entity_id=key.token,
+        name=f"Key={key.key_alias or key.key_name}",
+        spend=key.spend or 0.0,
+        max_budget=key.max_budget,
+        soft_budget=key.soft_budget,
+        period=key.budget_reset_at or 0.0,
+        message=_message,
+    )
+
+
+@hookimpl
+def plugin_tables() -> list[Any]:
+    return budget_hooks.budget_tables()
+
+
+@hookimpl
+def pre_request_check(ctx: CallContext) -> Refusal | None:
+    return budget_hooks.check_budget(ctx, guarded(ctx))
+
+
+@hookimpl
+def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
+    budget_hooks.after_spend(ctx, guarded(ctx), cost)
+
+
+@hookimpl
+def call_finished(ctx: CallContext) -> None:
+    budget_hooks.call_over(ctx)

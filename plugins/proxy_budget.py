@@ -1,1 +1,52 @@
-"""Builtin plugin proxy_budget (being written)."""
+"""Builtin plugin ``proxy_budget``: ``litellm_settings.max_budget`` across all calls.
+
+The proxy-wide counter is the core's ``proxy_spend`` row, reset every
+``litellm_settings.budget_duration`` by the core. ``max_budget: 0`` refuses
+every call, the master key's included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugins import budget_hooks
+from plugins.budget_common import Guarded, exceeded_budget_message
+from plugins.reservations import reserve_claims as reserve_claims  # strict mode's wrapper
+from proxy.context import CallContext, Refusal, Usage
+from proxy.hookspecs import hookimpl
+
+PROXY_ENTITY_ID = "1"  # the single proxy_spend row
+
+
+def guarded(ctx: CallContext) -> Guarded:
+    row = ctx.proxy_spend
+    return Guarded(
+        kind="proxy",
+        entity_id=PROXY_ENTITY_ID,
+        name="",
+        spend=row.spend if row is not None else 0.0,
+        max_budget=ctx.config.litellm_settings.max_budget,
+        soft_budget=None,
+        period=(row.budget_reset_at or 0.0) if row is not None else 0.0,
+        message=exceeded_budget_message("Proxy"),
+    )
+
+
+@hookimpl
+def plugin_tables() -> list[Any]:
+    return budget_hooks.budget_tables()
+
+
+@hookimpl
+def pre_request_check(ctx: CallContext) -> Refusal | None:
+    return budget_hooks.check_budget(ctx, guarded(ctx))
+
+
+@hookimpl
+def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
+    budget_hooks.after_spend(ctx, guarded(ctx), cost)
+
+
+@hookimpl
+def call_finished(ctx: CallContext) -> None:
+    budget_hooks.call_over(ctx)

@@ -1,1 +1,51 @@
-"""Builtin plugin user_budget (being written)."""
+"""Builtin plugin ``user_budget``: an internal user's ``max_budget`` covers all its keys.
+
+The user row comes with the key (one query); calls with the master key or
+with a key that has no user have no user budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugins import budget_hooks
+from plugins.budget_common import Guarded, exceeded_budget_message
+from plugins.reservations import reserve_claims as reserve_claims  # strict mode's wrapper
+from proxy.context import CallContext, Refusal, Usage
+from proxy.hookspecs import hookimpl
+
+
+def guarded(ctx: CallContext) -> Guarded | None:
+    user = ctx.user
+    if user is None:
+        return None
+    return Guarded(
+        kind="user",
+        entity_id=user.user_id,
+        name=f"User={user.user_id}",
+        spend=user.spend or 0.0,
+        max_budget=user.max_budget,
+        soft_budget=None,
+        period=user.budget_reset_at or 0.0,
+        message=exceeded_budget_message(f"User {user.user_id}"),
+    )
+
+
+@hookimpl
+def plugin_tables() -> list[Any]:
+    return budget_hooks.budget_tables()
+
+
+@hookimpl
+def pre_request_check(ctx: CallContext) -> Refusal | None:
+    return budget_hooks.check_budget(ctx, guarded(ctx))
+
+
+@hookimpl
+def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
+    budget_hooks.after_spend(ctx, guarded(ctx), cost)
+
+
+@hookimpl
+def call_finished(ctx: CallContext) -> None:
+    budget_hooks.call_over(ctx)

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import peewee
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from proxy.config import Config, load_config
@@ -86,18 +86,25 @@ def create_app(config: Config | None = None, extra_plugins: list[tuple[str, Any]
 
     @app.before_request
     def _connect() -> None:
-        database.connect(reuse_if_open=True)
+        # Liveness must not depend on the database, or a database outage restarts every pod.
+        if request.endpoint != "health.liveliness":
+            database.connect(reuse_if_open=True)
 
     @app.teardown_request
     def _close(exc: BaseException | None) -> None:
         if not database.is_closed():
             database.close()
 
-    from proxy.views import admin, health, llm
+    from proxy.ui import views as ui_views
+    from proxy.views import admin, admin_reports, health, llm
+    from proxy.views import models as models_views
 
     app.register_blueprint(llm.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(models_views.bp)
+    app.register_blueprint(admin_reports.bp)
+    app.register_blueprint(ui_views.bp)
     _register_error_handlers(app)
     pm.hook.plugin_startup(app=app, config=config)
     return app

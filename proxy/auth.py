@@ -17,6 +17,7 @@ from peewee import JOIN
 
 from proxy.errors import AuthError, Forbidden
 from proxy.models import Key, User
+from proxy.ui.session import admin_session_allowed
 
 KEY_PREFIX = "sk-"
 
@@ -71,6 +72,9 @@ def load_key(token_hash: str) -> Key | None:
 def authenticate(headers: object, master_key: str) -> Caller:
     presented = presented_key(headers)
     if not presented:
+        if admin_session_allowed(headers):
+            # The admin UI's login session, with its CSRF header, on an admin route.
+            return Caller(is_master=True)
         raise AuthError(
             "Authentication Error, No api key passed in. "
             "Pass it as 'Authorization: Bearer <key>'."

@@ -8,9 +8,23 @@ import logging
 import os
 import sys
 
-from proxy.config import DEFAULT_MASTER_KEY, ConfigError, load_config
+import peewee
+import pluggy
+
+from proxy.config import DEFAULT_MASTER_KEY, Config, ConfigError, load_config
 
 log = logging.getLogger("comptroller")
+
+# What a bad config, a bad plugin or an unreachable database raise at start-up:
+# reported in one line, not as a traceback.
+STARTUP_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    pluggy.PluginValidationError,
+    peewee.OperationalError,
+    ImportError,
+    RuntimeError,
+    ValueError,
+)
 
 
 def configure_logging() -> None:
@@ -22,23 +36,69 @@ def is_loopback(host: str) -> bool:
     if host in ("localhost", ""):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def warn_if_trial_key_exposed(config: Config, host: str) -> bool:
+    """Warn when the seeds' trial master key listens beyond this machine."""
+    if not config.uses_trial_master_key or is_loopback(host):
+        return False
+    log.warning(
+        "the trial master key %s is in use and the proxy listens on %s: anyone who can "
+        "reach it can spend; set COMPTROLLER_MASTER_KEY",
+        DEFAULT_MASTER_KEY,
+        host,
+    )
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="comptroller", description="Comptroller: a metered, budgeted LLM gateway."
     )
-    parser.add_argument("--config", help="config.yaml (default: $COMPTROLLER_CONFIG or ./config.yaml)")
+    parser.add_argument(
+        "--config", help="config.yaml (default: $COMPTROLLER_CONFIG or ./config.yaml)"
+    )
     parser.add_argument("--host", default=os.environ.get("COMPTROLLER_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "4000")))
     parser.add_argument(
-        "command", nargs="?", default="serve", choices=["serve", "migrate"],
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "migrate"],
         help="serve (default) or migrate",
     )
     return parser
+
+
+def _migrate(config: Config) -> int:
+    from proxy.db import init_database
+    from proxy.migrate import migrate
+    from proxy.plugins import make_plugin_manager
+
+    init_database(config.database_url)
+    pm = make_plugin_manager(config)
+    applied = migrate([m for models in pm.hook.plugin_tables() for m in models or []])
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def _serve(config: Config, host: str, port: int) -> int:
+    from proxy.app import create_app
+
+    warn_if_trial_key_exposed(config, host)
+    app = create_app(config)
+    log.info(
+        "Comptroller on http://%s:%s (config: %s, database: %s)",
+        host,
+        port,
+        config.source,
+        config.database_url.split("@")[-1],
+    )
+    app.run(host=host, port=port, threaded=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,39 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
-    except ConfigError as err:
-        print(f"comptroller: {err}", file=sys.stderr)
+        if args.command == "migrate":
+            return _migrate(config)
+        return _serve(config, args.host, args.port)
+    except STARTUP_ERRORS as err:
+        print(f"comptroller: cannot start: {err}", file=sys.stderr)
         return 2
-    if args.command == "migrate":
-        from proxy.db import init_database
-        from proxy.migrate import migrate
-        from proxy.plugins import make_plugin_manager
-
-        init_database(config.database_url)
-        pm = make_plugin_manager(config)
-        applied = migrate([m for models in pm.hook.plugin_tables() for m in models or []])
-        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
-        return 0
-    if config.master_key == DEFAULT_MASTER_KEY:
-        log.warning(
-            "master key is the trial default %s: set COMPTROLLER_MASTER_KEY before real use",
-            DEFAULT_MASTER_KEY,
-        )
-        if not is_loopback(args.host):
-            log.warning(
-                "the trial master key %s is exposed on %s: anyone who can reach it can spend",
-                DEFAULT_MASTER_KEY,
-                args.host,
-            )
-    from proxy.app import create_app
-
-    app = create_app(config)
-    log.info(
-        "Comptroller on http://%s:%s (config: %s, database: %s)",
-        args.host, args.port, config.source, config.database_url.split("@")[-1],
-    )
-    app.run(host=args.host, port=args.port, threaded=True)
-    return 0
 
 
 if __name__ == "__main__":

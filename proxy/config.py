@@ -9,13 +9,21 @@ use.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 log = logging.getLogger("comptroller.config")
 
@@ -28,6 +36,18 @@ class ConfigError(Exception):
     """The config cannot be used; the message names the key path."""
 
 
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax mode reads ``true`` as 1; a budget of ``true`` is a typo, not $1.
+    # Strings stay lax because ``os.environ/NAME`` always resolves to a string.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_a_bool)]
+Count = Annotated[int, BeforeValidator(_not_a_bool)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -37,10 +57,16 @@ class LitellmParams(_Section):
     api_base: str | None = None
     api_key: str | None = None
     api_version: str | None = None
-    input_cost_per_token: float | None = Field(default=None, ge=0)
-    output_cost_per_token: float | None = Field(default=None, ge=0)
-    timeout: float = Field(default=600.0, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    input_cost_per_token: Number | None = Field(default=None, ge=0)
+    output_cost_per_token: Number | None = Field(default=None, ge=0)
+    timeout: Number = Field(default=600.0, gt=0)
+    max_tokens: Count | None = Field(default=None, gt=0)
+
+    @field_validator("api_version", mode="before")
+    @classmethod
+    def _unquoted_date(cls, value: Any) -> Any:
+        # YAML reads an unquoted ``api_version: 2024-06-01`` as a date.
+        return value.isoformat() if isinstance(value, datetime.date) else value
 
     @property
     def provider(self) -> str:
@@ -53,8 +79,9 @@ class LitellmParams(_Section):
 
 class ModelInfo(_Section):
     access_groups: list[str] = Field(default_factory=list)
-    max_output_tokens: int | None = Field(default=None, gt=0)
+    max_output_tokens: Count | None = Field(default=None, gt=0)
     mode: str | None = None
+    base_model: str | None = None  # what an azure deployment runs, for its price
 
 
 class ModelEntry(_Section):
@@ -70,13 +97,13 @@ class GeneralSettings(_Section):
     budget_enforcement: Literal["check", "strict"] = "check"
     clamp_max_tokens: bool = False
     webhook_secret: str | None = None
-    max_request_size_mb: float = Field(default=10.0, gt=0)
+    max_request_size_mb: Number = Field(default=10.0, gt=0)
 
 
 class LitellmSettings(_Section):
-    max_budget: float | None = Field(default=None, ge=0)
+    max_budget: Number | None = Field(default=None, ge=0)
     budget_duration: str | None = None
-    max_user_budget: float | None = Field(default=None, ge=0)
+    max_user_budget: Number | None = Field(default=None, ge=0)
     max_end_user_budget_id: str | None = None
 
     @field_validator("budget_duration")
@@ -105,6 +132,11 @@ class Config(_Section):
     @property
     def master_key(self) -> str:
         return self.general_settings.master_key or DEFAULT_MASTER_KEY
+
+    @property
+    def uses_trial_master_key(self) -> bool:
+        """The seeds' ``sk-1234``: fine on a laptop, an open door anywhere else."""
+        return self.master_key == DEFAULT_MASTER_KEY
 
     @property
     def database_url(self) -> str:
@@ -184,6 +216,8 @@ def build_config(raw: dict | None, source: str = "built-in defaults") -> Config:
         if raw.get(section) is None:
             raw.pop(section, None)
     if not raw.get("model_list"):
+        if source != "built-in defaults":
+            log.info("config: no model_list in %s, serving the built-in mock models", source)
         raw["model_list"] = default_model_list()
     try:
         config = Config.model_validate({**raw, "source": source})
@@ -194,6 +228,13 @@ def build_config(raw: dict | None, source: str = "built-in defaults") -> Config:
     env_master = os.environ.get("COMPTROLLER_MASTER_KEY") or os.environ.get("LITELLM_MASTER_KEY")
     if env_master and not general.master_key:
         general.master_key = env_master
+    if not general.master_key:
+        general.master_key = DEFAULT_MASTER_KEY
+        log.warning(
+            "no master key configured (COMPTROLLER_MASTER_KEY, LITELLM_MASTER_KEY or "
+            "general_settings.master_key): using the trial key %s, for local use only",
+            DEFAULT_MASTER_KEY,
+        )
     if os.environ.get("DATABASE_URL"):
         general.database_url = os.environ["DATABASE_URL"]
     names = [m.model_name for m in config.model_list]

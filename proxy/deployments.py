@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from proxy.config import Config, ModelEntry
-from proxy.pricing import Price, price_for
+from proxy.pricing import Price, has_price, price_for
 
 PROVIDERS = ("openai", "azure", "mock")
+REDACTED = "***"
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` without credentials: user:password and query values are masked.
+
+    Some operators put a token in ``api_base`` (``https://user:tok@host`` or
+    ``?key=...``); ``/model/info`` must not show it.
+    """
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+    query = parts.query
+    if query:
+        query = urlencode([(name, REDACTED) for name, _ in parse_qsl(query, True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -22,28 +42,51 @@ class Deployment:
     access_groups: tuple[str, ...]
     price: Price
     created: int
+    mode: str | None = None
+    # The price-table name the price came from (base_model, upstream or public name).
+    priced_as: str | None = None
 
     @property
     def owned_by(self) -> str:
         return {"azure": "azure", "mock": "comptroller"}.get(self.provider, "openai")
 
     def public_info(self) -> dict:
-        """What ``/model/info`` may show: never the api_key."""
+        """What ``/model/info`` may show: an allow-list of fields, never the api_key."""
         return {
             "model_name": self.model_name,
             "litellm_params": {
                 "model": f"{self.provider}/{self.upstream_model}",
-                "api_base": self.api_base,
+                "api_base": redact_url(self.api_base),
                 "api_version": self.api_version,
                 "timeout": self.timeout,
             },
             "model_info": {
                 "access_groups": list(self.access_groups),
+                "mode": self.mode,
+                "priced_as": self.priced_as,
                 "input_cost_per_token": self.price.input_cost_per_token,
                 "output_cost_per_token": self.price.output_cost_per_token,
                 "max_output_tokens": self.price.max_output_tokens,
             },
         }
+
+
+def _priced_name(entry: ModelEntry, provider: str) -> str | None:
+    """The name to look up in the price table, or ``None`` when none is known.
+
+    Azure deployment names are chosen by the operator (``azure/azure-embedding-
+    model``), so ``model_info.base_model`` comes first, then the upstream name,
+    then the public name (the seeds name Azure deployments after the model).
+    """
+    candidates = (
+        entry.model_info.base_model,
+        entry.litellm_params.upstream_model,
+        entry.model_name,
+    )
+    for name in candidates:
+        if name and has_price(name, provider):
+            return name
+    return None
 
 
 def _deployment(entry: ModelEntry, created: int) -> Deployment:
@@ -52,6 +95,7 @@ def _deployment(entry: ModelEntry, created: int) -> Deployment:
     if provider not in PROVIDERS:
         # Any other prefix is treated as an OpenAI-compatible endpoint.
         provider = "openai"
+    priced_as = _priced_name(entry, provider)
     return Deployment(
         model_name=entry.model_name,
         provider=provider,
@@ -62,25 +106,33 @@ def _deployment(entry: ModelEntry, created: int) -> Deployment:
         timeout=params.timeout,
         access_groups=tuple(entry.model_info.access_groups),
         price=price_for(
-            params.upstream_model,
+            priced_as or params.upstream_model,
             provider,
             params.input_cost_per_token,
             params.output_cost_per_token,
             params.max_tokens or entry.model_info.max_output_tokens,
         ),
         created=created,
+        mode=entry.model_info.mode,
+        priced_as=priced_as,
     )
 
 
 class ModelTable:
-    """Built once at start-up; lookups are dict reads."""
+    """Built once at start-up; lookups are dict reads.
+
+    Several entries may share a ``model_name``; the first one answers calls,
+    but every entry's access groups count and ``/model/info`` lists them all.
+    """
 
     def __init__(self, config: Config, created: int = 1700000000) -> None:
+        self.deployments: list[Deployment] = [
+            _deployment(entry, created) for entry in config.model_list
+        ]
         self.by_name: dict[str, Deployment] = {}
-        for entry in config.model_list:
-            self.by_name.setdefault(entry.model_name, _deployment(entry, created))
         self.groups: dict[str, set[str]] = {}
-        for dep in self.by_name.values():
+        for dep in self.deployments:
+            self.by_name.setdefault(dep.model_name, dep)
             for group in dep.access_groups:
                 self.groups.setdefault(group, set()).add(dep.model_name)
 
@@ -89,3 +141,6 @@ class ModelTable:
 
     def names(self) -> list[str]:
         return list(self.by_name)
+
+    def models_in_group(self, group: str) -> set[str]:
+        return self.groups.get(group, set())

@@ -15,7 +15,7 @@ import pluggy
 from flask import Response, jsonify
 from peewee import JOIN
 
-from proxy.access import model_allowed
+from proxy.access import refusing_list
 from proxy.auth import Caller
 from proxy.config import Config
 from proxy.context import CallContext, Usage
@@ -75,10 +75,11 @@ def check_model_access(services: Services, caller: Caller, model: str) -> None:
     if caller.is_master or caller.key is None:
         return
     user_models = caller.user.models if caller.user is not None else None
-    if not model_allowed(model, caller.key.models, user_models, services.models):
+    refused_by = refusing_list(model, caller.key.models, user_models, services.models)
+    if refused_by is not None:
         raise AuthError(
             f"Authentication Error, key not allowed to access model. "
-            f"This key can only access models={caller.key.models or user_models}. "
+            f"This key can only access models={refused_by}. "
             f"Tried to access {model}",
             param="model",
         )
@@ -170,7 +171,12 @@ def handle_call(
     deployment = resolve_deployment(services, body["model"])
     check_model_access(services, caller, deployment.model_name)
     ctx = build_context(services, caller, deployment, call_type, body, headers)
-    refusal = services.pm.hook.pre_request_check(ctx=ctx)
+    try:
+        refusal = services.pm.hook.pre_request_check(ctx=ctx)
+    except BaseException:
+        # A check that crashed after others took slots: give those back too.
+        _finish(services, ctx, "failed")
+        raise
     if refusal is not None:
         _finish(services, ctx, "refused")
         raise ProxyError(
@@ -180,7 +186,8 @@ def handle_call(
             code=refusal.code,
             headers={**ctx.response_headers, **refusal.headers},
         )
-    upstream_body = {**body, "model": deployment.upstream_model}
+    # From ctx.body: a check may have changed it (clamp_max_tokens lowers max_tokens).
+    upstream_body = {**ctx.body, "model": deployment.upstream_model}
     upstream_body.pop("metadata", None)
     if deployment.provider != "mock":
         upstream_body.pop("mock_response", None)
@@ -191,7 +198,8 @@ def handle_call(
             "include_usage": True,
         }
         try:
-            relay = services.upstream.stream(deployment, upstream_body)
+            wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+            relay = services.upstream.stream(deployment, upstream_body, relay_usage=wants_usage)
         except BaseException:
             _finish(services, ctx, "failed")
             raise

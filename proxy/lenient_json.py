@@ -15,7 +15,8 @@ import re
 from typing import Any
 
 _BARE_WORD = re.compile(r"[A-Za-z0-9_.+\-]+")
-_LITERALS = {"true", "false", "null"}
+# Left bare so that they fail: quoting NaN would turn a number into a string.
+_LITERALS = {"true", "false", "null", "NaN", "Infinity", "-Infinity"}
 _NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$")
 
 
@@ -57,13 +58,25 @@ def _clean(text: str) -> str:
     return "".join(out)
 
 
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON (and every upstream) does not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _strict(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def loads(raw: bytes | str) -> Any:
     """``json.loads``, falling back to the cleaned text; raises ``ValueError``."""
     text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     try:
-        return json.loads(text)
+        return _strict(text)
     except ValueError as strict_error:
         try:
-            return json.loads(_clean(text))
+            return _strict(_clean(text))
         except ValueError:
             raise strict_error from None

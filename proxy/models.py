@@ -84,7 +84,8 @@ class Customer(BaseModel):
     """An end user ("customer"): the ``user`` a client passes on a call."""
 
     user_id = peewee.CharField(primary_key=True, max_length=255)
-    alias = peewee.CharField(null=True, max_length=255)
+    # Not named "alias": that would shadow peewee's Model.alias().
+    customer_alias = peewee.CharField(column_name="alias", null=True, max_length=255)
     spend = peewee.DoubleField(default=0.0)
     blocked = peewee.BooleanField(default=False)
     budget_id = peewee.CharField(null=True, max_length=255, index=True)

@@ -97,6 +97,11 @@ def _lookup(upstream_model: str, provider: str) -> dict | None:
     return None
 
 
+def has_price(model: str, provider: str) -> bool:
+    """Whether the shipped table knows ``model`` (no warning when it does not)."""
+    return _lookup(model, provider) is not None
+
+
 def _as_float(value: Any) -> float:
     try:
         return float(value)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import urllib3
 from urllib3.exceptions import (
@@ -35,6 +36,11 @@ log = logging.getLogger("comptroller.upstream")
 
 OPENAI_BASE = "https://api.openai.com/v1"
 MOCK_REPLY = "This is a mock response from Comptroller, the metered LLM gateway."
+AZURE_DEFAULT_API_VERSION = "2024-10-21"
+# Azure answers 400 "Unrecognized request argument supplied: stream_options" before
+# this API version (the seeds' configs use 2023-07-01-preview).
+AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
+_DATED_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class UpstreamTimeout(ProxyError):
@@ -42,11 +48,30 @@ class UpstreamTimeout(ProxyError):
     type = "timeout"
 
 
+def accepts_stream_options(dep: Deployment) -> bool:
+    """Whether the upstream takes ``stream_options`` (old Azure API versions refuse it)."""
+    if dep.provider != "azure":
+        return True
+    version = (dep.api_version or AZURE_DEFAULT_API_VERSION)[:10]
+    return not _DATED_VERSION.fullmatch(version) or version >= AZURE_STREAM_OPTIONS_SINCE
+
+
+def _without_injected_usage(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the ``include_usage`` the proxy added for metering."""
+    out = {k: v for k, v in body.items() if k != "stream_options"}
+    options = body.get("stream_options")
+    if isinstance(options, dict):
+        rest = {k: v for k, v in options.items() if k != "include_usage"}
+        if rest:
+            out["stream_options"] = rest
+    return out
+
+
 def _paths(call_type: str) -> str:
     return "chat/completions" if call_type == "chat" else "embeddings"
 
 
-def _error_from_upstream(status: int, raw: bytes) -> ProxyError:
+def _error_from_upstream(status: int, raw: bytes, api_key: str | None = None) -> ProxyError:
     message = raw.decode("utf-8", "replace")[:2000] or f"upstream answered HTTP {status}"
     err_type = "api_error" if status >= 500 else "invalid_request_error"
     param = None
@@ -63,6 +88,8 @@ def _error_from_upstream(status: int, raw: bytes) -> ProxyError:
             message = err
     except ValueError:
         pass
+    if api_key:  # some upstreams echo the key they were sent
+        message = message.replace(api_key, "***")
     return ProxyError(
         message,
         status=status,
@@ -72,17 +99,32 @@ def _error_from_upstream(status: int, raw: bytes) -> ProxyError:
     )
 
 
-class StreamRelay:
-    """Iterates an upstream SSE stream chunk by chunk, remembering usage.
+# One server-sent event ends at a blank line.
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+# An upstream that never ends an event is relayed anyway past this size.
+_MAX_PENDING = 1 << 20
 
-    The bytes are passed on untouched. Lines are parsed on the side to keep
-    the ``usage`` chunk and a count of the text relayed, so an interrupted
-    stream can still be charged for what the client received.
+
+class StreamRelay:
+    """Relays an upstream SSE stream event by event, metering it on the side.
+
+    Each upstream chunk is passed on as soon as it has completed one or more
+    events (half an event is of no use to a client). Events are parsed on the
+    side to keep the ``usage`` chunk and a count of the text relayed, so an
+    interrupted stream can still be charged for what the client received.
+
+    With ``relay_usage=False`` (the client did not ask for
+    ``stream_options.include_usage``; the proxy asked on its behalf) the
+    usage-only chunk is metered but not relayed: its empty ``choices`` breaks
+    clients that read ``chunk.choices[0]``.
     """
 
-    def __init__(self, chunks: Iterator[bytes], close: Any = None) -> None:
+    def __init__(
+        self, chunks: Iterator[bytes], close: Any = None, relay_usage: bool = True
+    ) -> None:
         self._chunks = chunks
         self._close = close
+        self._relay_usage = relay_usage
         self._pending = b""
         self.usage: Usage | None = None
         self.text_chars = 0
@@ -91,49 +133,75 @@ class StreamRelay:
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
             if chunk:
-                self._observe(chunk)
-                yield chunk
+                out = self._complete_events(chunk)
+                if out:
+                    yield out
+        rest, self._pending = self._pending, b""
+        if rest.strip() and self._observe(rest, last=True):
+            yield rest
         self.finished = True
 
-    def _observe(self, chunk: bytes) -> None:
+    def _complete_events(self, chunk: bytes) -> bytes:
         data = self._pending + chunk
-        lines = data.split(b"\n")
-        self._pending = lines.pop()
-        for line in lines:
-            line = line.strip()
-            if not line.startswith(b"data:"):
+        out: list[bytes] = []
+        start = 0
+        for match in _EVENT_END.finditer(data):
+            event = data[start : match.end()]
+            start = match.end()
+            if self._observe(event):
+                out.append(event)
+        self._pending = data[start:]
+        if len(self._pending) > _MAX_PENDING:
+            out.append(self._pending)
+            self._pending = b""
+        return b"".join(out)
+
+    def _observe(self, event: bytes, last: bool = False) -> bool:
+        """Meter one event; ``False`` when it must not be relayed."""
+        lines = [line.strip() for line in event.splitlines()]
+        payload = b"\n".join(line[5:].strip() for line in lines if line.startswith(b"data:"))
+        if not payload and last:
+            payload = event.strip()  # an upstream that answered plain JSON to a stream
+        if not payload or payload == b"[DONE]":
+            return True
+        try:
+            parsed = json.loads(payload)
+        except ValueError:
+            return True
+        if not isinstance(parsed, dict):
+            return True
+        usage = Usage.from_openai(parsed.get("usage"))
+        if usage is not None:
+            self.usage = usage
+        choices = parsed.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            if not isinstance(choice, dict):
                 continue
-            payload = line[5:].strip()
-            if not payload or payload == b"[DONE]":
-                continue
-            try:
-                event = json.loads(payload)
-            except ValueError:
-                continue
-            if not isinstance(event, dict):
-                continue
-            usage = Usage.from_openai(event.get("usage"))
-            if usage is not None:
-                self.usage = usage
-            for choice in event.get("choices") or []:
-                delta = choice.get("delta") if isinstance(choice, dict) else None
-                if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                    self.text_chars += len(delta["content"])
+            part = choice.get("delta") or choice.get("message")
+            if isinstance(part, dict) and isinstance(part.get("content"), str):
+                self.text_chars += len(part["content"])
+        return self._relay_usage or usage is None or bool(choices)
 
     def close(self) -> None:
+        """Close the upstream response first, so no half-read connection is reused."""
         if self._close is not None:
             try:
                 self._close()
             except Exception:  # closing a dead socket must not mask the real outcome
                 log.debug("closing upstream stream failed", exc_info=True)
             self._close = None
+        close_chunks = getattr(self._chunks, "close", None)
+        if close_chunks is not None:
+            close_chunks()
 
 
 class UpstreamClient:
     """One per process; holds the keep-alive pools to every upstream."""
 
     def __init__(self, pool_size: int = 32) -> None:
-        self.pools = urllib3.PoolManager(num_pools=64, maxsize=pool_size, block=False, retries=False)
+        self.pools = urllib3.PoolManager(
+            num_pools=64, maxsize=pool_size, block=False, retries=False
+        )
 
     def _target(self, dep: Deployment, call_type: str) -> tuple[str, dict[str, str]]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -142,7 +210,7 @@ class UpstreamClient:
                 raise UpstreamError(f"model {dep.model_name}: azure deployment has no api_base")
             url = (
                 f"{dep.api_base.rstrip('/')}/openai/deployments/{dep.upstream_model}/"
-                f"{_paths(call_type)}?api-version={dep.api_version or '2024-06-01'}"
+                f"{_paths(call_type)}?api-version={dep.api_version or AZURE_DEFAULT_API_VERSION}"
             )
             if dep.api_key:
                 headers["api-key"] = dep.api_key
@@ -154,11 +222,11 @@ class UpstreamClient:
 
     def _request(
         self, dep: Deployment, call_type: str, body: dict[str, Any], stream: bool
-    ) -> urllib3.BaseHTTPResponse:
+    ) -> urllib3.HTTPResponse:
         url, headers = self._target(dep, call_type)
         timeout = urllib3.Timeout(connect=min(dep.timeout, 10.0), read=dep.timeout)
         try:
-            return self.pools.request(
+            resp = self.pools.request(
                 "POST",
                 url,
                 body=json.dumps(body).encode(),
@@ -167,14 +235,20 @@ class UpstreamClient:
                 preload_content=not stream,
                 redirect=False,
             )
+            # A PoolManager over http(s) answers with the concrete HTTPResponse.
+            return cast(urllib3.HTTPResponse, resp)
         except NewConnectionError as err:
-            raise UpstreamError(f"Upstream connection failed for model {dep.model_name}: {err}")
+            raise UpstreamError(
+                f"Upstream connection failed for model {dep.model_name}: {err}"
+            ) from err
         except (ReadTimeoutError, Urllib3Timeout):
             raise UpstreamTimeout(
                 f"Upstream timed out after {dep.timeout:g}s for model {dep.model_name}"
             ) from None
         except (ProtocolError, HTTPError) as err:
-            raise UpstreamError(f"Upstream request failed for model {dep.model_name}: {err}")
+            raise UpstreamError(
+                f"Upstream request failed for model {dep.model_name}: {err}"
+            ) from err
 
     def call(self, dep: Deployment, call_type: str, body: dict[str, Any]) -> dict[str, Any]:
         """A non-streaming call: the upstream's JSON answer."""
@@ -182,7 +256,7 @@ class UpstreamClient:
             return mock_answer(dep, call_type, body)
         resp = self._request(dep, call_type, body, stream=False)
         if resp.status >= 400:
-            raise _error_from_upstream(resp.status, resp.data)
+            raise _error_from_upstream(resp.status, resp.data, dep.api_key)
         try:
             answer = json.loads(resp.data)
         except ValueError:
@@ -191,15 +265,23 @@ class UpstreamClient:
             raise UpstreamError(f"Upstream sent an unexpected answer for model {dep.model_name}")
         return answer
 
-    def stream(self, dep: Deployment, body: dict[str, Any]) -> StreamRelay:
-        """A streaming chat call; the status is checked before the first byte."""
+    def stream(
+        self, dep: Deployment, body: dict[str, Any], relay_usage: bool = True
+    ) -> StreamRelay:
+        """A streaming chat call; the status is checked before the first byte.
+
+        ``relay_usage``: whether the client itself asked for the usage chunk.
+        """
         if dep.provider == "mock":
-            return StreamRelay(iter(mock_stream(dep, body)))
+            return StreamRelay(iter(mock_stream(dep, body)), relay_usage=relay_usage)
+        if not relay_usage and not accepts_stream_options(dep):
+            # Metered from the text relayed instead (see gateway.settle_stream).
+            body = _without_injected_usage(body)
         resp = self._request(dep, "chat", body, stream=True)
         if resp.status >= 400:
             raw = resp.read()
             resp.release_conn()
-            raise _error_from_upstream(resp.status, raw)
+            raise _error_from_upstream(resp.status, raw, dep.api_key)
 
         def chunks() -> Iterator[bytes]:
             try:
@@ -216,7 +298,9 @@ class UpstreamClient:
                     f"Upstream timed out after {dep.timeout:g}s for model {dep.model_name}"
                 ) from None
             except (ProtocolError, HTTPError) as err:
-                raise UpstreamError(f"Upstream stream broke for model {dep.model_name}: {err}")
+                raise UpstreamError(
+                    f"Upstream stream broke for model {dep.model_name}: {err}"
+                ) from err
             finally:
                 resp.release_conn()
 
@@ -224,7 +308,7 @@ class UpstreamClient:
             # A stream abandoned half-way cannot be reused: drop the socket.
             resp.drain_conn() if resp.isclosed() else resp.close()
 
-        return StreamRelay(chunks(), close)
+        return StreamRelay(chunks(), close, relay_usage=relay_usage)
 
 
 # --- the built-in mock provider: deterministic, no network -----------------

@@ -119,4 +119,3 @@ def get_model(model: str) -> ResponseReturnValue:
     return jsonify(
         {"id": model, "object": "model", "created": dep.created, "owned_by": dep.owned_by}
     )
-

@@ -1,0 +1,55 @@
+"""The hook bodies every budget plugin shares, given the entity it guards.
+
+This module is not a plugin: each budget plugin's ``@hookimpl`` functions
+call these with its own :class:`~plugins.budget_common.Guarded`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from plugins import clamp, reservations
+from plugins.budget_alerts import BudgetAlertSent, raise_crossing_alerts
+from plugins.budget_common import Guarded, exceeded, is_strict
+from proxy.context import Refusal
+
+if TYPE_CHECKING:
+    from proxy.context import CallContext
+
+
+def budget_tables() -> list[Any]:
+    """The tables the budget plugins share (created if any of them is enabled)."""
+    return [reservations.BudgetReservation, BudgetAlertSent]
+
+
+def check_budget(ctx: CallContext, guarded: Guarded | None) -> Refusal | None:
+    """``pre_request_check``: refuse while spend >= max_budget.
+
+    In ``strict`` mode a call that passes claims its worst case, reserved
+    with every other level's claim once all checks pass. In ``check`` mode
+    with ``clamp_max_tokens``, a call whose worst case does not fit in what
+    is left gets a lower ``max_tokens`` instead, and is refused only when
+    not even its prompt and one output token fit.
+    """
+    if guarded is None or guarded.max_budget is None:
+        return None
+    if exceeded(guarded.spend, guarded.max_budget):
+        return guarded.refusal()
+    if is_strict(ctx):
+        reservations.claim(ctx, guarded)
+    elif ctx.config.general_settings.clamp_max_tokens:
+        room = guarded.max_budget - guarded.spend
+        if ctx.estimated_cost > room and not clamp.clamp_to_room(ctx, room):
+            return guarded.refusal(detail=clamp.nothing_fits_detail(ctx))
+    return None
+
+
+def after_spend(ctx: CallContext, guarded: Guarded | None, cost: float) -> None:
+    """``post_call_spend``: settle a strict reservation, raise crossing alerts."""
+    reservations.settle(ctx)
+    raise_crossing_alerts(ctx, guarded, cost)
+
+
+def call_over(ctx: CallContext) -> None:
+    """``call_finished``: give back whatever is still reserved for the call."""
+    reservations.release(ctx)

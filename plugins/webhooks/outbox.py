@@ -1,0 +1,181 @@
+"""The outbox: alerts waiting for delivery, and the claims that hand them out.
+
+``enqueue`` runs inside the spend transaction (an alert exists exactly when
+the spend that caused it does). Senders in any worker or host take due rows
+in one short transaction (``claim_due``): on PostgreSQL the candidate rows
+are picked ``FOR UPDATE SKIP LOCKED`` (concurrent senders take different
+rows, nobody waits), on SQLite the transaction holds the write lock. A claim carries a random token and an expiry, so a sender
+that dies mid-batch only delays its rows until the claim runs out, and a
+sender whose claim expired cannot mark someone else's attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+import peewee
+
+from proxy.alerts import Alert
+from proxy.db import BaseModel, database, is_postgres
+
+
+class OutboxAlert(BaseModel):
+    """One alert to POST. ``id`` is the alert id, sent as ``webhook-id``."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    event = peewee.CharField(max_length=64)
+    # The exact JSON body: serialised once, so every retry sends the same bytes.
+    payload = peewee.TextField()
+    created_at = peewee.DoubleField()
+    next_attempt_at = peewee.DoubleField()
+    attempts = peewee.IntegerField(default=0)
+    claimed_until = peewee.DoubleField(null=True)
+    claim_token = peewee.CharField(null=True, max_length=32)
+    sent_at = peewee.DoubleField(null=True, index=True)
+    last_error = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "webhook_outbox"
+
+
+# Senders look only at unsent rows: keep that index small.
+OutboxAlert.add_index(
+    OutboxAlert.index(OutboxAlert.next_attempt_at, name="webhook_outbox_due").where(
+        OutboxAlert.sent_at.is_null()
+    )
+)
+
+
+class AlertOnce(BaseModel):
+    """Alerts that fire once per entity per budget period, by a stable key."""
+
+    key = peewee.CharField(primary_key=True, max_length=512)
+    created_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "webhook_alert_once"
+
+
+@dataclass
+class ClaimedAlert:
+    id: str
+    payload: str
+    attempts: int
+
+
+def enqueue(alert: Alert, now: float | None = None) -> None:
+    """Queue ``alert`` in the current transaction (idempotent by alert id)."""
+    moment = time.time() if now is None else now
+    OutboxAlert.insert(
+        id=alert.alert_id,
+        event=alert.event,
+        payload=json.dumps(alert.payload()),
+        created_at=moment,
+        next_attempt_at=moment,
+    ).on_conflict_ignore().execute()
+
+
+def first_time(key: str, now: float | None = None) -> bool:
+    """True exactly once per ``key``, however many workers ask at once."""
+    moment = time.time() if now is None else now
+    inserted = AlertOnce.insert(key=key, created_at=moment).on_conflict_ignore()
+    return bool(inserted.as_rowcount().execute())
+
+
+def _due(now: float) -> peewee.Expression:
+    claim_free = OutboxAlert.claimed_until.is_null() | (OutboxAlert.claimed_until < now)
+    return OutboxAlert.sent_at.is_null() & (OutboxAlert.next_attempt_at <= now) & claim_free
+
+
+def claim_due(
+    limit: int, claim_seconds: float, now: float | None = None
+) -> tuple[str, list[ClaimedAlert]]:
+    """Claim up to ``limit`` due alerts, oldest first; returns (claim token, rows)."""
+    moment = time.time() if now is None else now
+    token = uuid.uuid4().hex
+    candidates = (
+        OutboxAlert.select(OutboxAlert.id)
+        .where(_due(moment))
+        .order_by(OutboxAlert.next_attempt_at, OutboxAlert.created_at)
+        .limit(limit)
+    )
+    if is_postgres():
+        candidates = candidates.for_update(skip_locked=True)
+    # Two statements in one transaction, not UPDATE ... WHERE id IN (SELECT ...
+    # LIMIT n): PostgreSQL may re-run such a subquery per row and claim more.
+    with database.atomic():
+        ids = [row.id for row in candidates]
+        if not ids:
+            return token, []
+        query = (
+            OutboxAlert.update(claimed_until=moment + claim_seconds, claim_token=token)
+            .where(OutboxAlert.id.in_(ids))
+            .returning(
+                OutboxAlert.id, OutboxAlert.payload, OutboxAlert.attempts, OutboxAlert.created_at
+            )
+        )
+        rows = sorted(query.execute(), key=lambda row: row.created_at)
+    return token, [ClaimedAlert(row.id, row.payload, row.attempts) for row in rows]
+
+
+def _claimed(alert_id: str, token: str) -> peewee.Expression:
+    return (OutboxAlert.id == alert_id) & (OutboxAlert.claim_token == token)
+
+
+def mark_sent(alert_id: str, token: str, now: float | None = None) -> bool:
+    moment = time.time() if now is None else now
+    changed = (
+        OutboxAlert.update(
+            sent_at=moment,
+            attempts=OutboxAlert.attempts + 1,
+            claimed_until=None,
+            claim_token=None,
+            last_error=None,
+        )
+        .where(_claimed(alert_id, token))
+        .execute()
+    )
+    return bool(changed)
+
+
+def mark_failed(alert_id: str, token: str, error: str, retry_at: float) -> bool:
+    changed = (
+        OutboxAlert.update(
+            attempts=OutboxAlert.attempts + 1,
+            next_attempt_at=retry_at,
+            claimed_until=None,
+            claim_token=None,
+            last_error=error[:1000],
+        )
+        .where(_claimed(alert_id, token))
+        .execute()
+    )
+    return bool(changed)
+
+
+def release(alert_ids: list[str], token: str) -> int:
+    """Give back claimed alerts that were not attempted (no attempt counted)."""
+    if not alert_ids:
+        return 0
+    return (
+        OutboxAlert.update(claimed_until=None, claim_token=None)
+        .where(OutboxAlert.id.in_(alert_ids) & (OutboxAlert.claim_token == token))
+        .execute()
+    )
+
+
+def retry_waiting_now(now: float | None = None) -> int:
+    """The receiver answers again: make every backed-off alert due at once."""
+    moment = time.time() if now is None else now
+    return (
+        OutboxAlert.update(next_attempt_at=moment)
+        .where(OutboxAlert.sent_at.is_null() & (OutboxAlert.next_attempt_at > moment))
+        .execute()
+    )
+
+
+def delete_sent_before(cutoff: float) -> int:
+    return OutboxAlert.delete().where(OutboxAlert.sent_at < cutoff).execute()

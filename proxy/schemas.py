@@ -1,0 +1,314 @@
+"""Request bodies and query strings of the admin API, as pydantic v2 models.
+
+Every model ignores unknown fields (LiteLLM clients send many) and only its
+declared fields are ever stored. Types are strict where a wrong type would
+silently change meaning (``"10"`` as an rpm limit, ``1`` as a model name);
+money is the exception: ``max_budget`` and ``soft_budget`` accept numbers
+and numeric strings (``"0"``, ``"4.5"``) because the seeds send both.
+Bounds mirror the database columns, so a valid request can never fail on
+insert (a too-long string or an int32 overflow would be a 500 otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta, timezone
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+)
+
+from proxy.durations import DurationError, parse_duration
+from proxy.errors import BadRequest
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail on insert.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _money(value: Any) -> float | None:
+    """A non-negative amount of US dollars from a number or a numeric string."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError('must be a number or a numeric string such as "4.5"')
+    try:
+        amount = float(value.strip()) if isinstance(value, str) else float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not math.isfinite(amount):
+        raise ValueError("must be a finite number")
+    if amount < 0:
+        raise ValueError("must not be negative")
+    return amount
+
+
+def _duration(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_duration(value)
+    except DurationError as err:
+        raise ValueError(str(err)) from None
+    return value.strip()
+
+
+Id = Annotated[
+    StrictStr,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    AfterValidator(_no_nul),
+]
+Text = Annotated[StrictStr, StringConstraints(max_length=255), AfterValidator(_no_nul)]
+Money = Annotated[float | None, BeforeValidator(_money)]
+Limit = Annotated[StrictInt | None, Field(ge=0, le=INT64_MAX)]
+Parallel = Annotated[StrictInt | None, Field(ge=0, le=INT32_MAX)]
+Duration = Annotated[StrictStr | None, Field(max_length=32), AfterValidator(_duration)]
+ModelList = list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]]
+Metadata = dict[str, Any]
+IdList = Annotated[list[Id], Field(min_length=1)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    def given(self, *exclude: str) -> dict[str, Any]:
+        """The fields the client actually sent (``null`` included), minus ``exclude``."""
+        return {name: getattr(self, name) for name in self.model_fields_set if name not in exclude}
+
+
+class BudgetFields(Request):
+    """The budget and limit fields shared by keys, users, customers and budget rows."""
+
+    max_budget: Money = None
+    soft_budget: Money = None
+    max_parallel_requests: Parallel = None
+    tpm_limit: Limit = None
+    rpm_limit: Limit = None
+    budget_duration: Duration = None
+
+
+BUDGET_FIELDS = tuple(BudgetFields.model_fields)
+
+
+# --- keys ------------------------------------------------------------------
+
+
+class KeyFields(BudgetFields):
+    models: ModelList | None = None
+    user_id: Id | None = None
+    team_id: Id | None = None
+    key_alias: Text | None = None
+    duration: Duration = None
+    expires: datetime | None = None
+    metadata: Metadata | None = None
+
+
+class KeyGenerate(KeyFields):
+    pass
+
+
+class KeyUpdate(KeyFields):
+    key: Id
+    blocked: StrictBool | None = None
+
+
+class KeyDelete(Request):
+    keys: IdList
+
+
+class KeyInfoQuery(Request):
+    key: Id | None = None
+
+
+class PageQuery(Request):
+    page: int = Field(default=1, ge=1, le=INT32_MAX)
+    size: int = Field(default=10, ge=1, le=1000)
+
+
+class KeyListQuery(PageQuery):
+    user_id: Id | None = None
+    team_id: Id | None = None
+    return_full_object: bool = False
+
+
+# --- internal users --------------------------------------------------------
+
+
+class UserFields(Request):
+    user_email: Text | None = None
+    models: ModelList | None = None
+    team_id: Id | None = None
+    max_budget: Money = None
+    budget_duration: Duration = None
+    max_parallel_requests: Parallel = None
+    tpm_limit: Limit = None
+    rpm_limit: Limit = None
+    metadata: Metadata | None = None
+
+
+class UserNew(UserFields):
+    user_id: Id | None = None
+    # For the user's first key.
+    key_alias: Text | None = None
+    duration: Duration = None
+
+
+class UserUpdate(UserFields):
+    user_id: Id
+
+
+class UserIds(Request):
+    user_ids: IdList
+
+
+class UserInfoQuery(Request):
+    user_id: Id
+
+
+class UserListQuery(Request):
+    page: int = Field(default=1, ge=1, le=INT32_MAX)
+    page_size: int = Field(default=25, ge=1, le=1000)
+    team_id: Id | None = None
+
+
+# --- customers (end users) -------------------------------------------------
+
+
+class CustomerFields(BudgetFields):
+    alias: Text | None = None
+    budget_id: Id | None = None
+    allowed_model_region: Literal["eu", "us"] | None = None
+    default_model: Text | None = None
+
+
+class CustomerNew(CustomerFields):
+    user_id: Id
+    blocked: StrictBool = False
+
+
+class CustomerUpdate(CustomerFields):
+    user_id: Id
+    blocked: StrictBool | None = None
+
+
+class CustomerInfoQuery(Request):
+    end_user_id: Id
+
+
+# --- budgets ---------------------------------------------------------------
+
+
+class BudgetNew(BudgetFields):
+    budget_id: Id | None = None
+
+
+class BudgetUpdate(BudgetFields):
+    budget_id: Id
+
+
+class BudgetInfo(Request):
+    budgets: IdList
+
+
+class BudgetDelete(Request):
+    id: Id
+
+
+# --- spend logs ------------------------------------------------------------
+
+# A query string turns an unencoded "+02:00" into " 02:00"; put the sign back.
+_LOST_PLUS = re.compile(r" (\d\d:?\d\d)$")
+
+
+def parse_moment(text: str) -> tuple[datetime, bool]:
+    """``YYYY-MM-DD`` (a whole UTC day: ``True``) or an ISO 8601 time (naive = UTC)."""
+    text = text.strip()
+    if len(text) == 10:
+        day = date.fromisoformat(text)
+        return datetime(day.year, day.month, day.day, tzinfo=timezone.utc), True
+    moment = datetime.fromisoformat(_LOST_PLUS.sub(r"+\1", text.replace("Z", "+00:00")))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), False
+
+
+def _moment_text(value: str) -> str:
+    try:
+        parse_moment(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
+    return value
+
+
+MomentText = Annotated[StrictStr, StringConstraints(max_length=64), AfterValidator(_moment_text)]
+
+
+class SpendLogsQuery(Request):
+    api_key: Id | None = None
+    user_id: Id | None = None
+    end_user: Id | None = None
+    request_id: Id | None = None
+    start_date: MomentText | None = None
+    end_date: MomentText | None = None
+
+    def window(self) -> tuple[float | None, float | None]:
+        """``[start, end)`` in epoch seconds: a date-only ``end_date`` covers its
+        whole day, an ``end_date`` instant is included."""
+        start = parse_moment(self.start_date)[0].timestamp() if self.start_date else None
+        end = None
+        if self.end_date:
+            moment, whole_day = parse_moment(self.end_date)
+            end = (moment + timedelta(days=1)).timestamp() if whole_day else moment.timestamp()
+            if not whole_day:
+                end = math.nextafter(end, math.inf)
+        if start is not None and end is not None and start >= end:
+            raise BadRequest("'start_date' must be before 'end_date'", param="start_date")
+        return start, end
+
+
+# --- parsing ---------------------------------------------------------------
+
+R = TypeVar("R", bound=Request)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def bad_request(err: ValidationError) -> BadRequest:
+    """The first validation problem as a 400 whose ``param`` is the field name."""
+    first = err.errors(include_url=False, include_input=False)[0]
+    loc = tuple(first["loc"])
+    param = str(loc[0]) if loc else "body"
+    field = _field_path(loc) or "body"
+    if first["type"] == "missing":
+        return BadRequest(f"'{field}' is required", param=param)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return BadRequest(f"Invalid value for '{field}': {message}", param=param)
+
+
+def parse(schema: type[R], data: Mapping[str, Any]) -> R:
+    """Validate ``data`` against ``schema``; a :class:`BadRequest` naming the field if not."""
+    try:
+        return schema.model_validate(dict(data))
+    except ValidationError as err:
+        raise bad_request(err) from None

@@ -1,0 +1,190 @@
+/* Shared helpers of the admin UI pages: call the admin API, read forms, show errors.
+ *
+ * Every change goes through the admin API, so the UI shows the API's own
+ * OpenAI-shaped errors: next to the field named by error.param when the form
+ * has it, above the form's buttons otherwise. The session cookie only counts
+ * together with the X-CSRF-Token header, read from the page's meta tag.
+ */
+"use strict";
+
+const UI = (() => {
+  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  const csrfToken = csrfMeta ? csrfMeta.content : "";
+  const ownBudgetPrefix = document.body.dataset.ownBudgetPrefix || "";
+
+  class ApiError extends Error {
+    constructor(error, status) {
+      super(error.message || `HTTP ${status}`);
+      this.param = error.param && error.param !== "None" ? error.param : null;
+      this.status = status;
+    }
+  }
+
+  async function api(method, path, body) {
+    const init = {
+      method,
+      credentials: "same-origin",
+      headers: { Accept: "application/json", "X-CSRF-Token": csrfToken },
+    };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (err) {
+      throw new ApiError({ message: `Comptroller is not reachable (${err.message}).` }, 0);
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (err) {
+      data = null;
+    }
+    if (response.status === 401) {
+      // The session expired or the master key changed: log in again.
+      window.location.assign(`/ui/login?next=${encodeURIComponent(window.location.pathname)}`);
+    }
+    if (!response.ok) {
+      throw new ApiError((data && data.error) || {}, response.status);
+    }
+    return data;
+  }
+
+  /* Build a DOM element; text is always set as text, never parsed as HTML. */
+  function el(tag, props = {}, children = []) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(props)) {
+      if (name === "dataset") Object.assign(node.dataset, value);
+      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+      else if (name in node) node[name] = value;
+      else node.setAttribute(name, value);
+    }
+    for (const child of [].concat(children)) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+
+  function convert(raw, kind) {
+    if (kind === "int") {
+      // Anything that is not a whole number goes as typed, so the API names the field.
+      const n = Number(raw);
+      return /^-?\d+$/.test(raw) && Number.isSafeInteger(n) ? n : raw;
+    }
+    if (kind === "list") return raw.split(",").map((s) => s.trim()).filter(Boolean);
+    // Money stays text: the API takes "4.5" and explains anything else.
+    return raw;
+  }
+
+  /* The form's fields as a JSON body. Empty fields are left out, or sent as
+   * null when `clearEmpty` (an edit: emptying a limit removes it). */
+  function formValues(form, { clearEmpty = false } = {}) {
+    const body = {};
+    for (const input of form.querySelectorAll("input[name], select[name]")) {
+      if (input.disabled || input.type === "hidden") continue;
+      const raw = input.value.trim();
+      if (raw === "") {
+        if (clearEmpty) body[input.name] = null;
+        continue;
+      }
+      body[input.name] = convert(raw, input.dataset.kind);
+    }
+    return body;
+  }
+
+  function fillForm(form, values) {
+    for (const input of form.querySelectorAll("input[name], select[name]")) {
+      const value = values[input.name];
+      input.value = value === null || value === undefined ? "" : Array.isArray(value) ? value.join(", ") : String(value);
+    }
+  }
+
+  function clearErrors(form) {
+    for (const slot of form.querySelectorAll(".field-error, .form-error")) {
+      slot.textContent = "";
+      slot.hidden = true;
+    }
+    for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+  }
+
+  function showError(form, err) {
+    const slot = err.param && form.querySelector(`[data-error-for="${CSS.escape(err.param)}"]`);
+    if (slot) {
+      slot.textContent = err.message;
+      slot.hidden = false;
+      const input = form.elements.namedItem(err.param);
+      if (input) {
+        input.setAttribute("aria-invalid", "true");
+        input.focus();
+      }
+      return;
+    }
+    const general = form.querySelector(".form-error");
+    general.textContent = err.message;
+    general.hidden = false;
+  }
+
+  /* Send a form's body to the API; on an error show it in the form and return null. */
+  async function submit(form, path, body) {
+    clearErrors(form);
+    const buttons = form.querySelectorAll("button");
+    buttons.forEach((b) => (b.disabled = true));
+    try {
+      return await api("POST", path, body);
+    } catch (err) {
+      showError(form, err);
+      return null;
+    } finally {
+      buttons.forEach((b) => (b.disabled = false));
+    }
+  }
+
+  function notice(message, kind = "ok") {
+    const box = document.getElementById("notice");
+    box.textContent = message;
+    box.className = kind === "error" ? "notice error" : "notice";
+    box.setAttribute("role", kind === "error" ? "alert" : "status");
+    box.hidden = false;
+  }
+
+  function openDialog(dialog, form) {
+    form.reset();
+    clearErrors(form);
+    dialog.showModal();
+  }
+
+  for (const button of document.querySelectorAll("dialog [data-close]")) {
+    button.addEventListener("click", () => button.closest("dialog").close());
+  }
+
+  function money(value, none = "—") {
+    if (value === null || value === undefined) return none;
+    const digits = value !== 0 && Math.abs(value) < 0.01 ? 6 : 2;
+    return `$${value.toFixed(digits)}`;
+  }
+
+  function count(value, none = "—") {
+    return value === null || value === undefined ? none : value.toLocaleString("en-US");
+  }
+
+  function day(iso, none = "never") {
+    return iso ? iso.slice(0, 10) : none;
+  }
+
+  /* A customer's own budget row (made by /customer/new with budget values), not a shared tier. */
+  function isOwnBudget(budgetId) {
+    return Boolean(ownBudgetPrefix) && String(budgetId).startsWith(ownBudgetPrefix);
+  }
+
+  /* Show a table's rows, or its "empty" note when there are none. */
+  function fillTable(table, rows) {
+    table.tBodies[0].replaceChildren(...rows);
+    const empty = table.nextElementSibling;
+    if (empty && empty.classList.contains("empty")) empty.hidden = rows.length > 0;
+  }
+
+  return { api, ApiError, el, formValues, fillForm, clearErrors, showError, submit, notice, openDialog, money, count, day, fillTable, isOwnBudget };
+})();

@@ -1,0 +1,100 @@
+"""A ``2s`` budget_duration under real gunicorn workers on PostgreSQL.
+
+The key is blocked until its period ends, allowed right after, and reset
+exactly once although several workers race to the reset.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from proxy.auth import hash_key
+from proxy.db import database, init_database
+from proxy.models import Key, SpendLog
+from tests.support.databases import truncate_pg_tables
+from tests.support.proxy_server import ProxyServer
+from tests.unit.test_budget_checks import CALL_COST, budget_config, make_key
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+PERIOD = 2.0
+POLLERS = 6
+POLL_INTERVAL = 0.02
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> Iterator[str]:
+    truncate_pg_tables(pg_database)
+    yield pg_database
+    if database.obj is not None and not database.is_closed():
+        database.close()
+
+
+def test_two_second_budget_blocks_then_allows_right_after_the_reset(
+    pg_url: str, tmp_path: Path
+) -> None:
+    with ProxyServer(budget_config(pg_url), tmp_path, workers=3, threads=4) as server:
+        init_database(pg_url)
+        created = time.time()
+        reset_at = created + PERIOD
+        plain = make_key(
+            max_budget=1.5 * CALL_COST,
+            budget_duration="2s",
+            created_at=created,
+            budget_reset_at=reset_at,
+        )
+        url = f"{server.url}/chat/completions"
+        body = {"model": "priced", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"Authorization": f"Bearer {plain}"}
+        assert [requests.post(url, json=body, headers=headers).status_code for _ in range(3)] == [
+            200,
+            200,
+            401,
+        ]
+        assert time.time() < reset_at, "the machine is too slow for a 2 s period"
+
+        # Several clients poll until shortly after the reset: (sent, answered, status).
+        seen: list[tuple[float, float, int]] = []
+        lock = threading.Lock()
+        stop_at = reset_at + 0.5
+
+        def poll() -> None:
+            with requests.Session() as session:
+                while time.time() < stop_at:
+                    sent = time.time()
+                    status = session.post(url, json=body, headers=headers).status_code
+                    with lock:
+                        seen.append((sent, time.time(), status))
+                    time.sleep(POLL_INTERVAL)
+
+        threads = [threading.Thread(target=poll) for _ in range(POLLERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    allowed = [(sent, answered) for sent, answered, status in seen if status == 200]
+    assert {status for _, _, status in seen} <= {200, 401}
+    assert allowed, "never allowed after the reset"
+    print(
+        f"\n{len(seen)} polls, {len(allowed)} allowed; first allowed call sent "
+        f"{min(s for s, _ in allowed) - reset_at:+.3f}s from the reset"
+    )
+    # Blocked until the period ended ...
+    assert all(answered >= reset_at for _, answered in allowed)
+    assert any(sent < reset_at for sent, _, status in seen if status == 401)
+    # ... and allowed right after it (within a poll round of the reset).
+    assert min(sent for sent, _ in allowed) < reset_at + 0.25
+    with database.connection_context():
+        key = Key.get_by_id(hash_key(plain))
+        logs = SpendLog.select().where(SpendLog.api_key == hash_key(plain)).count()
+    # Reset exactly once: the key holds every call made after the reset, no fewer.
+    assert logs == 2 + len(allowed)
+    assert key.spend == pytest.approx(len(allowed) * CALL_COST, abs=1e-12)
+    assert key.budget_reset_at == created + 2 * PERIOD  # whole periods from creation

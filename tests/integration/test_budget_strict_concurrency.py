@@ -1,0 +1,116 @@
+"""Strict budgets under real concurrency: 2 gunicorn instances (2 workers each) on one
+PostgreSQL database, 200 concurrent calls against a key with room for exactly 50.
+
+Prices are powers of two, so every sum of call costs is exact in floating point,
+and ``max_tokens`` (5) is below the mock's answer length, so a call's real cost
+equals its worst case: "as many successes as fit" is exactly 50. The same run in
+``check`` mode documents the overshoot that strict mode prevents.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from plugins.reservations import BudgetReservation
+from proxy.auth import hash_key
+from proxy.db import database, init_database
+from proxy.models import Key, SpendLog
+from tests.conftest import base_config, openai_model
+from tests.support.databases import truncate_pg_tables
+from tests.support.mock_openai import MockOpenAI
+from tests.support.proxy_server import ProxyServer
+from tests.unit.test_budget_checks import make_key
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+IN, OUT = 2.0**-20, 2.0**-18
+CALL_COST = 4 * IN + 5 * OUT  # "hi" is 4 prompt tokens; max_tokens=5 gets 5 words
+ROOM = 50
+CALLS = 200
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> Iterator[str]:
+    truncate_pg_tables(pg_database)
+    yield pg_database
+    if database.obj is not None and not database.is_closed():
+        database.close()
+
+
+def run_concurrently(urls: list[str], plain: str) -> Counter[int]:
+    """CALLS calls spread over ``urls``, 40 at a time; a count of statuses."""
+    local = threading.local()
+
+    def one(i: int) -> int:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        resp = session.post(
+            f"{urls[i % len(urls)]}/chat/completions",
+            json={
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 5,
+            },
+            headers={"Authorization": f"Bearer {plain}"},
+            timeout=30,
+        )
+        return resp.status_code
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        return Counter(pool.map(one, range(CALLS)))
+
+
+def run_mode(mode: str, pg_url: str, upstream: MockOpenAI, tmp_path: Path) -> dict[str, Any]:
+    model = openai_model(
+        "gpt-4o", upstream.base_url, input_cost_per_token=IN, output_cost_per_token=OUT
+    )
+    config = base_config(pg_url, model_list=[model], general_settings={"budget_enforcement": mode})
+    upstream.delay = 0.1  # calls overlap: spend lands well after the checks
+    a = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-a")
+    b = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-b")
+    with a, b:
+        init_database(pg_url)
+        plain = make_key(max_budget=ROOM * CALL_COST)
+        statuses = run_concurrently([a.url, b.url], plain)
+    with database.connection_context():
+        spend = Key.get_by_id(hash_key(plain)).spend
+        logs = SpendLog.select().count()
+        held = BudgetReservation.select().count()
+    return {"statuses": statuses, "spend": spend, "logs": logs, "held": held}
+
+
+def test_strict_mode_lets_exactly_the_calls_that_fit_and_never_overshoots(
+    pg_url: str, upstream: MockOpenAI, tmp_path: Path
+) -> None:
+    result = run_mode("strict", pg_url, upstream, tmp_path)
+    assert result["statuses"] == {200: ROOM, 401: CALLS - ROOM}
+    assert result["spend"] == ROOM * CALL_COST  # exact: powers of two
+    assert result["logs"] == ROOM
+    assert result["held"] == 0  # every reservation settled or released
+    assert upstream.stats()["requests"] == ROOM
+
+
+def test_check_mode_overshoots_under_the_same_load(
+    pg_url: str, upstream: MockOpenAI, tmp_path: Path
+) -> None:
+    result = run_mode("check", pg_url, upstream, tmp_path)
+    successes = result["statuses"][200]
+    assert result["statuses"][200] + result["statuses"][401] == CALLS
+    overshoot = result["spend"] - ROOM * CALL_COST
+    print(
+        f"\ncheck mode: {successes} of {CALLS} calls passed a key with room for {ROOM}; "
+        f"spend {result['spend']!r} vs max_budget {ROOM * CALL_COST!r} "
+        f"(+{overshoot / (ROOM * CALL_COST):.0%})"
+    )
+    # LiteLLM's check-then-spend lets calls in flight through: the overshoot strict fixes.
+    assert successes > ROOM
+    assert result["spend"] == successes * CALL_COST > ROOM * CALL_COST

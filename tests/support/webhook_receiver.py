@@ -1,0 +1,217 @@
+"""A real HTTP webhook receiver on 127.0.0.1 for the alerting tests and bench.
+
+It records every POST (headers, raw body, parsed JSON) and can answer slowly
+(``delay``) or with an error status (``status``). Its port is chosen when it is
+built, so a proxy can be configured with its URL while it is still down;
+``stop()`` closes open connections too, so a stopped receiver really looks
+dead, and ``start()`` again listens on the same port.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.server
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tests.support.proxy_server import free_port
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    received_at: float
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def webhook_id(self) -> str | None:
+        return self.headers.get("webhook-id")
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], receiver: WebhookReceiver) -> None:
+        self.receiver = receiver
+        super().__init__(address, _Handler)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.receiver._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.receiver._track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        receiver = self.server.receiver
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if receiver.delay:
+            receiver._stopping.wait(receiver.delay)
+        status = receiver.status
+        if 200 <= status < 300:
+            receiver._record(
+                Delivery(
+                    path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                    received_at=time.time(),
+                )
+            )
+        else:
+            receiver._count_refusal()
+        answer = b'{"ok": true}' if 200 <= status < 300 else b'{"ok": false}'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+class WebhookReceiver:
+    """Records the webhooks it accepts; ``url`` is valid before ``start()``."""
+
+    def __init__(self, port: int | None = None, path: str = "/hook") -> None:
+        self.port = port or free_port()
+        self.path = path
+        self.delay = 0.0
+        self.status = 200
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._deliveries: list[Delivery] = []
+        self._refused = 0
+        self._connections: set[socket.socket] = set()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    # --- life cycle ---------------------------------------------------------
+
+    def start(self) -> WebhookReceiver:
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        self._server = _Server(("127.0.0.1", self.port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"webhook-receiver-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server = self._server
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    # --- records ------------------------------------------------------------
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def _record(self, delivery: Delivery) -> None:
+        with self._arrived:
+            self._deliveries.append(delivery)
+            self._arrived.notify_all()
+
+    def _count_refusal(self) -> None:
+        with self._lock:
+            self._refused += 1
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        with self._lock:
+            return list(self._deliveries)
+
+    @property
+    def refused(self) -> int:
+        """POSTs answered with a non-2xx ``status`` (not recorded as deliveries)."""
+        with self._lock:
+            return self._refused
+
+    def of_event(self, event: str) -> list[Delivery]:
+        return [d for d in self.deliveries if d.json.get("event") == event]
+
+    def id_counts(self) -> collections.Counter[str | None]:
+        return collections.Counter(d.webhook_id for d in self.deliveries)
+
+    def wait_for(
+        self, count: int, timeout: float = 20.0, event: str | None = None
+    ) -> list[Delivery]:
+        """Wait until ``count`` deliveries (of ``event``, if given) have arrived."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                found = [
+                    d for d in self._deliveries if event is None or d.json.get("event") == event
+                ]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"{len(found)} of {count} webhooks arrived within {timeout}s"
+                    )
+                self._arrived.wait(left)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._deliveries.clear()
+            self._refused = 0

@@ -1,0 +1,135 @@
+"""What the rate limiter costs a call, in statements sent to the database.
+
+Every statement the plugin's storage functions send (``BEGIN``/``COMMIT``
+included) is counted at the driver cursor; on PostgreSQL each is one network
+round trip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from plugins.rate_limiting import store
+from proxy.db import database, is_postgres
+from tests.conftest import base_config
+from tests.unit.test_rate_limiter import chat, make_budget, make_key, make_user
+
+
+class StatementCounter:
+    """Counts cursor executions made while a rate-limiter storage function runs."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.statements: list[str] = []
+
+    def wrap_cursor(self, make_cursor: Any) -> Any:
+        counter = self
+
+        class Cursor:
+            def __init__(self, real: Any) -> None:
+                self._real = real
+
+            def execute(self, sql: str, *args: Any) -> Any:
+                if counter.active:
+                    counter.statements.append(sql.split()[0].upper())
+                return self._real.execute(sql, *args)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._real, name)
+
+        return lambda *a, **k: Cursor(make_cursor(*a, **k))
+
+    def wrap(self, function: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.active += 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.active -= 1
+
+        return counted
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[list[str]]:
+        self.statements = []
+        yield self.statements
+
+
+@pytest.fixture
+def counter(make_app: Any, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    app = make_app(base_config(db_url, litellm_settings={"max_end_user_budget_id": "tier"}))
+    counting = StatementCounter()
+    monkeypatch.setattr(database.obj, "cursor", counting.wrap_cursor(database.obj.cursor))
+    for name in ("admit", "settle", "release", "reclaim_expired", "uncount_requests"):
+        monkeypatch.setattr(store, name, counting.wrap(getattr(store, name)))
+    yield app.test_client(), counting
+
+
+def statements_for_one_call(client: Any, counting: StatementCounter, plain: str | None, **kw: Any):
+    chat(client, plain, **kw)  # the first call creates the window rows
+    with counting.measuring() as statements:
+        assert chat(client, plain, **kw).status_code == 200
+    return statements
+
+
+def test_no_limit_costs_no_statement(counter):
+    client, counting = counter
+    plain = make_key()
+    assert statements_for_one_call(client, counting, plain, user="free") == []
+
+
+def test_an_rpm_limit_costs_one_statement(counter):
+    client, counting = counter
+    plain = make_key(rpm_limit=100)
+    assert statements_for_one_call(client, counting, plain) == ["INSERT"]
+
+
+def test_a_tpm_limit_adds_one_statement_in_the_spend_transaction(counter):
+    client, counting = counter
+    plain = make_key(rpm_limit=100, tpm_limit=100_000)
+    assert statements_for_one_call(client, counting, plain) == ["INSERT", "INSERT"]
+
+
+def test_three_scopes_are_decided_by_one_statement(counter):
+    client, counting = counter
+    make_user("u-cost", rpm_limit=100)
+    make_budget("tier", rpm_limit=100)
+    plain = make_key(user_id="u-cost", rpm_limit=100)
+    statements = statements_for_one_call(client, counting, plain, user="cust-cost")
+    if is_postgres():
+        # BEGIN travels with the statement: two round trips in all.
+        assert statements == ["BEGIN;", "COMMIT"]
+    else:
+        assert statements == ["BEGIN", "INSERT", "COMMIT"]
+
+
+def test_a_parallel_limit_costs_a_lease_and_its_release(counter):
+    client, counting = counter
+    plain = make_key(max_parallel_requests=10)
+    statements = statements_for_one_call(client, counting, plain)
+    if is_postgres():
+        assert statements == ["WITH", "WITH"]
+    else:
+        assert statements == ["BEGIN", "INSERT", "INSERT", "COMMIT", "DELETE", "UPDATE"]
+
+
+def test_every_limit_on_three_scopes_adds_one_transaction_to_the_call(counter):
+    client, counting = counter
+    limits = {"rpm_limit": 100, "tpm_limit": 100_000, "max_parallel_requests": 10}
+    make_user("u-all", **limits)
+    make_budget("tier", **limits)
+    plain = make_key(user_id="u-all", **limits)
+    statements = statements_for_one_call(client, counting, plain, user="cust-all")
+    if is_postgres():
+        # The check (BEGIN travels with it), its COMMIT, then one statement in the
+        # spend transaction for tokens and slots together.
+        assert statements == ["BEGIN;", "COMMIT", "WITH"]
+    else:
+        assert (
+            statements
+            == ["BEGIN", "INSERT", "INSERT", "COMMIT", "INSERT", "DELETE"] + ["UPDATE"] * 3
+        )
