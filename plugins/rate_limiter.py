@@ -103,7 +103,7 @@ def call_finished(ctx: CallContext, outcome: str) -> None:
     if taken is None:
         return
     if taken.leased and not taken.released:
-        store.release(ctx.request_id)
+        store.release(ctx.request_id, time.time())
     if outcome == "refused":
         # A later check refused it: it never went upstream, so it does not count.
         store.uncount_requests(taken.states)

@@ -28,8 +28,10 @@ from plugins.webhooks import events, outbox
 from plugins.webhooks.sender import WebhookSender
 from plugins.webhooks.settings import load_settings
 from proxy.alerts import Alert
+from proxy.batching import defers_writes
 from proxy.config import Config
 from proxy.context import CallContext, Usage
+from proxy.db import database
 from proxy.hookspecs import hookimpl
 
 log = logging.getLogger("comptroller.webhooks")
@@ -86,13 +88,19 @@ def plugin_startup(app: Flask, config: Config) -> None:
 def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
     if _sender is None:
         return
-    tracked = events.spend_tracked(ctx)
-    if tracked is not None:
-        ctx.alerts.append(tracked)
-    ctx.alerts.extend(events.projected_limit_alerts(ctx, time.time()))
+    # This runs inside the spend transaction: an alert that cannot be built
+    # (a bad budget_duration in a row, say) is logged, never a failed call.
+    try:
+        tracked = events.spend_tracked(ctx)
+        if tracked is not None:
+            ctx.alerts.append(tracked)
+        ctx.alerts.extend(events.projected_limit_alerts(ctx, time.time()))
+    except Exception:
+        log.exception("building webhook alerts for call %s failed", ctx.request_id)
 
 
 @hookimpl
+@defers_writes
 def on_alert(alert: Alert) -> None:
     """Queue ``alert``: one INSERT in the caller's transaction, no network."""
     if _sender is None:
@@ -100,7 +108,10 @@ def on_alert(alert: Alert) -> None:
     outbox.enqueue(alert)
     _queued.pending = True
     _sender.ensure_running()
-    _sender.wake()
+    if not database.in_transaction():
+        _sender.wake()
+    # Else the sender is woken once the transaction has committed (teardown or
+    # call_finished): woken now, it would find nothing it can see yet.
 
 
 @hookimpl

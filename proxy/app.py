@@ -96,7 +96,7 @@ def create_app(config: Config | None = None, extra_plugins: list[tuple[str, Any]
             database.close()
 
     from proxy.ui import views as ui_views
-    from proxy.views import admin, admin_reports, health, llm
+    from proxy.views import admin, admin_reports, docs, health, llm
     from proxy.views import models as models_views
 
     app.register_blueprint(llm.bp)
@@ -105,6 +105,7 @@ def create_app(config: Config | None = None, extra_plugins: list[tuple[str, Any]
     app.register_blueprint(models_views.bp)
     app.register_blueprint(admin_reports.bp)
     app.register_blueprint(ui_views.bp)
+    app.register_blueprint(docs.bp)
     _register_error_handlers(app)
     pm.hook.plugin_startup(app=app, config=config)
     return app

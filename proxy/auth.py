@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from peewee import JOIN
 
 from proxy.errors import AuthError, Forbidden
+from proxy.lookup import CallRows, load_call_rows
 from proxy.models import Key, User
 from proxy.ui.session import admin_session_allowed
 
@@ -39,6 +40,8 @@ class Caller:
     is_master: bool
     key: Key | None = None
     user: User | None = None
+    # For LLM calls: every row the checks read, loaded with the key (one query).
+    rows: CallRows | None = None
 
 
 def presented_key(headers: dict[str, str] | object) -> str | None:
@@ -69,7 +72,16 @@ def load_key(token_hash: str) -> Key | None:
     return query.first()
 
 
-def authenticate(headers: object, master_key: str) -> Caller:
+def authenticate(
+    headers: object,
+    master_key: str,
+    end_user_id: str | None = None,
+    default_budget_id: str | None = None,
+    prefetch: bool = False,
+) -> Caller:
+    """The caller, or 401. With ``prefetch`` (LLM calls) the query that reads the key
+    also reads ``end_user_id``'s rows, the default end-user budget and the proxy
+    counter, into ``Caller.rows``."""
     presented = presented_key(headers)
     if not presented:
         if admin_session_allowed(headers):
@@ -80,16 +92,18 @@ def authenticate(headers: object, master_key: str) -> Caller:
             "Pass it as 'Authorization: Bearer <key>'."
         )
     if is_master_key(presented, master_key):
-        return Caller(is_master=True)
-    key = load_key(hash_key(presented))
+        if not prefetch:
+            return Caller(is_master=True)
+        return Caller(is_master=True, rows=load_call_rows(None, end_user_id, default_budget_id))
+    rows = load_call_rows(hash_key(presented), end_user_id, default_budget_id)
+    key = rows.key
     if key is None:
         raise AuthError("Authentication Error, Invalid proxy server token passed.")
     if key.expires is not None and key.expires <= time.time():
         raise AuthError("Authentication Error - Expired Key")
     if key.blocked:
         raise AuthError("Authentication Error, this key is blocked.")
-    user = getattr(key, "user_row", None)
-    return Caller(is_master=False, key=key, user=user if user and user.user_id else None)
+    return Caller(is_master=False, key=key, user=rows.user, rows=rows if prefetch else None)
 
 
 def require_master(headers: object, master_key: str) -> None:

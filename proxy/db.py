@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -56,10 +57,42 @@ def _sqlite(path: str) -> peewee.SqliteDatabase:
     return db
 
 
+# A pooled connection back in use within this many seconds is not pinged first.
+PING_IF_IDLE_SECONDS = 5.0
+
+
+class _PostgresPool(PooledPostgresqlDatabase):
+    """Peewee's pool pings (``SELECT 1``) every connection it hands out: a round
+    trip per checkout, two per LLM call. This one pings only connections that
+    sat idle for :data:`PING_IF_IDLE_SECONDS`; a fresher one that died anyway
+    fails its first statement, which the app answers with a 503."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._checked_in: dict[int, float] = {}
+
+    def _close(self, conn: Any, close_conn: bool = False) -> None:
+        self._checked_in[id(conn)] = time.monotonic()
+        super()._close(conn, close_conn)
+
+    def _close_raw(self, conn: Any) -> None:
+        self._checked_in.pop(id(conn), None)
+        super()._close_raw(conn)
+
+    def _is_closed(self, conn: Any) -> bool:
+        if conn.closed:
+            return True
+        since = self._checked_in.get(id(conn))
+        fresh = since is not None and time.monotonic() - since < PING_IF_IDLE_SECONDS
+        if fresh and conn.get_transaction_status() == 0:  # idle, not in a transaction
+            return False
+        return bool(super()._is_closed(conn))
+
+
 def _postgres(url: str) -> PooledPostgresqlDatabase:
     parsed = urlparse(url)
     options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-    return PooledPostgresqlDatabase(
+    return _PostgresPool(
         unquote(parsed.path.lstrip("/")),
         user=unquote(parsed.username) if parsed.username else None,
         password=unquote(parsed.password) if parsed.password else None,

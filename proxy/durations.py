@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 _PATTERN = re.compile(r"^\s*(\d+)\s*(mo|s|m|h|d|w)\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_MONTHS, MAX_SECONDS = 1200, 36500 * 86400  # 100 years
 
 
 class DurationError(ValueError):
@@ -24,7 +25,11 @@ def parse_duration(text: str) -> tuple[int, str]:
         raise DurationError(
             f"invalid duration {text!r}: use a positive number and one of s, m, h, d, w, mo"
         )
-    return int(match.group(1)), match.group(2)
+    n, unit = int(match.group(1)), match.group(2)
+    # Longer periods overflow the dates that resets and expiries are computed in.
+    if (n > MAX_MONTHS) if unit == "mo" else (n * _SECONDS[unit] > MAX_SECONDS):
+        raise DurationError(f"invalid duration {text!r}: at most 100 years (1200mo, 36500d)")
+    return n, unit
 
 
 def _add_months(ts: float, months: int) -> float:

@@ -22,6 +22,7 @@ from proxy.context import CallContext, Usage
 from proxy.db import database
 from proxy.deployments import Deployment, ModelTable
 from proxy.errors import AuthError, BadRequest, Forbidden, ProxyError
+from proxy.lookup import CallRows
 from proxy.models import Budget, Customer, ProxySpend
 from proxy.plugins import call_each
 from proxy.pricing import estimate_prompt_tokens
@@ -50,18 +51,25 @@ def end_user_id(headers: Any, body: dict[str, Any]) -> str | None:
     for name in END_USER_HEADERS:
         value = headers.get(name)
         if value and value.strip():
-            return value.strip()
+            return _storable_id(value.strip(), name)
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise BadRequest("'user' must be a string", param="user")
     if user:
-        return user
+        return _storable_id(user, "user")
     metadata = body.get("metadata")
     if isinstance(metadata, dict):
         meta_user = metadata.get("user_id")
         if isinstance(meta_user, str) and meta_user:
-            return meta_user
+            return _storable_id(meta_user, "metadata.user_id")
     return None
+
+
+def _storable_id(value: str, param: str) -> str:
+    """An end-user id fits the customer table (255 characters, no NUL), or 400 before any call."""
+    if len(value) > 255 or "\x00" in value:
+        raise BadRequest(f"'{param}' must be at most 255 characters without NUL", param=param)
+    return value
 
 
 def resolve_deployment(services: Services, model: str) -> Deployment:
@@ -85,8 +93,18 @@ def check_model_access(services: Services, caller: Caller, model: str) -> None:
         )
 
 
-def _load_customer(services: Services, ctx: CallContext) -> None:
+def _load_customer(services: Services, ctx: CallContext, rows: CallRows | None) -> None:
     if not ctx.end_user_id:
+        return
+    default_id = services.config.litellm_settings.max_end_user_budget_id
+    if rows is not None and rows.end_user_id == ctx.end_user_id:
+        # Read with the key, in the same query (proxy.lookup).
+        ctx.customer = rows.customer
+        if rows.customer_budget is not None:
+            ctx.end_user_budget = rows.customer_budget
+        elif default_id and (rows.customer is None or not rows.customer.budget_id):
+            ctx.end_user_budget = rows.default_budget
+            ctx.end_user_budget_is_default = rows.default_budget is not None
         return
     customer = (
         Customer.select(Customer, Budget)
@@ -99,7 +117,6 @@ def _load_customer(services: Services, ctx: CallContext) -> None:
     if budget is not None and budget.budget_id:
         ctx.end_user_budget = budget
         return
-    default_id = services.config.litellm_settings.max_end_user_budget_id
     if default_id and (customer is None or not customer.budget_id):
         ctx.end_user_budget = Budget.get_or_none(Budget.budget_id == default_id)
         ctx.end_user_budget_is_default = ctx.end_user_budget is not None
@@ -134,12 +151,16 @@ def build_context(
     )
     if caller.key is not None:
         ctx.team_id = caller.key.team_id or (caller.user.team_id if caller.user else None)
-    _load_customer(services, ctx)
+    rows = caller.rows
+    _load_customer(services, ctx, rows)
     if ctx.customer is not None and ctx.customer.blocked:
         raise Forbidden(
             f"User blocked from making LLM API Calls. User={ctx.end_user_id}", type="auth_error"
         )
-    ctx.proxy_spend = ProxySpend.get_or_none(ProxySpend.id == 1)
+    if rows is not None:
+        ctx.proxy_spend = rows.proxy_spend
+    else:
+        ctx.proxy_spend = ProxySpend.get_or_none(ProxySpend.id == 1)
     customer_duration = ctx.end_user_budget.budget_duration if ctx.end_user_budget else None
     apply_due_resets(
         (ctx.key, ctx.key.budget_duration if ctx.key else None),
@@ -191,6 +212,10 @@ def handle_call(
     upstream_body.pop("metadata", None)
     if deployment.provider != "mock":
         upstream_body.pop("mock_response", None)
+    if not database.in_transaction():
+        # Hold no connection while the upstream answers (seconds to minutes): one the
+        # database drops meanwhile must not be the one the spend is then written on.
+        database.close()
     if ctx.stream:
         options = upstream_body.get("stream_options")
         upstream_body["stream_options"] = {
@@ -205,7 +230,7 @@ def handle_call(
             raise
         return _with_headers(stream_response(services, ctx, relay), ctx)
     try:
-        answer = services.upstream.call(deployment, call_type, upstream_body)
+        answer, raw = services.upstream.call_raw(deployment, call_type, upstream_body)
     except BaseException:
         _finish(services, ctx, "failed")
         raise
@@ -216,7 +241,9 @@ def handle_call(
         _finish(services, ctx, "failed")
         raise
     _finish(services, ctx, "success")
-    return _with_headers(jsonify(answer), ctx)
+    # The upstream's own bytes when there are some: parsed once (for usage), not re-encoded.
+    resp = Response(raw, mimetype="application/json") if raw is not None else jsonify(answer)
+    return _with_headers(resp, ctx)
 
 
 def _fallback_usage(ctx: CallContext, answer: dict[str, Any]) -> Usage:

@@ -113,25 +113,19 @@ _EXPECTED = {
 }
 
 
-def _param(loc: tuple[int | str, ...]) -> str:
-    """``messages[0]`` for anything inside the first message, else the field name."""
-    path = str(loc[0]) if loc else "body"
-    for part in loc[1:]:
-        if isinstance(part, int):
-            return f"{path}[{part}]"
-        break
-    return path
-
-
 def _problem(err: ValidationError) -> BadRequest:
+    """The first problem as a 400 naming the field (``messages[2]`` for a bad message)."""
     first = err.errors(include_url=False, include_input=False)[0]
     loc = tuple(first["loc"])
-    param = _param(loc)
-    if param != (str(loc[0]) if loc else "body"):
-        detail = ".".join(str(p) for p in loc[2:]) or "it"
-        message = f"'{param}' must be an object with a string 'role' ({detail}: {first['msg']})"
-        return BadRequest(message, param=param)
-    return BadRequest(_EXPECTED.get(param, f"Invalid value for '{param}': {first['msg']}"), param=param)
+    field = str(loc[0]) if loc else "body"
+    if field == "messages" and len(loc) > 1 and isinstance(loc[1], int):
+        param = f"messages[{loc[1]}]"
+        return BadRequest(f"'{param}' must be an object with a string 'role'", param=param)
+    if len(loc) <= 1 or field == "input":  # input's union adds its branch names to loc
+        message = _EXPECTED.get(field, f"Invalid value for '{field}': {first['msg']}")
+        return BadRequest(message, param=field)
+    dotted = field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+    return BadRequest(f"Invalid value for '{dotted}': {first['msg']}", param=field)
 
 
 def check_body(schema: type[BaseModel], body: dict[str, Any]) -> None:

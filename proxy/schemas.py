@@ -71,6 +71,15 @@ def _duration(value: str | None) -> str | None:
     return value.strip()
 
 
+def _utc_representable(value: datetime) -> datetime:
+    # Answers show times in UTC: 9999-12-31T23:00-05:00 is past the last one there.
+    try:
+        (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("must be before the year 10000 in UTC") from None
+    return value
+
+
 Id = Annotated[
     StrictStr,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
@@ -117,7 +126,7 @@ class KeyFields(BudgetFields):
     team_id: Id | None = None
     key_alias: Text | None = None
     duration: Duration = None
-    expires: datetime | None = None
+    expires: Annotated[datetime, AfterValidator(_utc_representable)] | None = None
     metadata: Metadata | None = None
 
 

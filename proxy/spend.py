@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import peewee
 from peewee import EXCLUDED
 
-from proxy.db import database
+from proxy.batching import DEFERS_WRITES, BatchedTransaction
+from proxy.db import database, is_postgres
 from proxy.plugins import call_each
+from proxy.prepared import Prepared
 from proxy.models import Customer, Key, ProxySpend, SpendLog, Team, User
 from proxy.pricing import compute_cost
 
@@ -75,6 +78,99 @@ def dispatch_alerts(pm: pluggy.PluginManager, alerts: list[Alert]) -> None:
         call_each(pm.hook.on_alert, savepoint=True, alert=alert)
 
 
+_LOG_COLUMNS = (
+    "request_id, call_type, api_key, user_id, team_id, end_user, model, model_group, "
+    "prompt_tokens, completion_tokens, total_tokens, spend, start_time, end_time, status, "
+    "metadata"
+)
+# Increments in the order they lock their rows: the order of the statement-by-
+# statement path and of strict reservations (plugins.budget_common.LOCK_ORDER).
+_INCREMENTS = {
+    "key": 'UPDATE "key" SET spend = spend + %s WHERE token = %s RETURNING spend',
+    "user": 'UPDATE "user" SET spend = spend + %s WHERE user_id = %s RETURNING spend',
+    "team": (
+        "INSERT INTO team (team_id, spend, created_at) VALUES (%s, %s, %s) "
+        "ON CONFLICT (team_id) DO UPDATE SET spend = team.spend + EXCLUDED.spend "
+        "RETURNING spend"
+    ),
+    "customer": (
+        "INSERT INTO customer (user_id, spend, blocked, created_at) VALUES (%s, %s, false, %s) "
+        "ON CONFLICT (user_id) DO UPDATE SET spend = customer.spend + EXCLUDED.spend "
+        "RETURNING spend"
+    ),
+    "proxy": "UPDATE proxy_spend SET spend = spend + %s WHERE id = 1 RETURNING spend",
+}
+_ledger_sql: dict[tuple[str, ...], str] = {}
+_ledger_prepared: dict[tuple[str, ...], Prepared] = {}
+
+
+def _ledger_statement(kinds: tuple[str, ...]) -> str:
+    """One statement (data-modifying CTEs): the spend log and every increment,
+    answering the new totals in ``kinds`` order. The select list reads the
+    increments left to right, so they lock their rows in that order."""
+    sql = _ledger_sql.get(kinds)
+    if sql is None:
+        values = ", ".join(["%s"] * 16)
+        ctes = [f"log AS (INSERT INTO spend_log ({_LOG_COLUMNS}) VALUES ({values}))"]
+        ctes += [f"new_{kind} AS ({_INCREMENTS[kind]})" for kind in kinds]
+        totals = ", ".join(f"(SELECT spend FROM new_{kind})" for kind in kinds)
+        sql = _ledger_sql[kinds] = f"WITH {', '.join(ctes)} SELECT {totals}"
+    return sql
+
+
+def _write_ledger_batched(
+    pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, cost: float, status: str, end: float
+) -> None:
+    """PostgreSQL: the ledger in two round trips (``BEGIN`` + one statement for the
+    log and increments; the plugins' queued writes + ``COMMIT``)."""
+    kinds: list[str] = []
+    params: list[Any] = [
+        ctx.request_id, ctx.call_type, ctx.key_hash, ctx.user_id, ctx.team_id,
+        ctx.end_user_id, ctx.deployment.upstream_model, ctx.deployment.model_name,
+        usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, cost,
+        ctx.start_time, end, status, "{}",
+    ]  # fmt: skip
+    if ctx.key is not None:
+        kinds.append("key")
+        params += [cost, ctx.key.token]
+    if ctx.user is not None:
+        kinds.append("user")
+        params += [cost, ctx.user.user_id]
+    if ctx.team_id:
+        kinds.append("team")
+        params += [ctx.team_id, cost, end]
+    if ctx.end_user_id:
+        kinds.append("customer")
+        params += [ctx.end_user_id, cost, end]
+    kinds.append("proxy")
+    params.append(cost)
+    with BatchedTransaction(database.obj) as txn:
+        key = tuple(kinds)
+        statement = _ledger_prepared.get(key)
+        if statement is None:
+            statement = _ledger_prepared[key] = Prepared(_ledger_statement(key))
+        row = txn.first_prepared(statement, params).fetchone()
+        ctx.spend_after.update(zip(kinds, row, strict=True))
+        pm.hook.post_call_spend(ctx=ctx, usage=usage, cost=cost)
+        _dispatch_alerts_batched(pm, ctx.alerts)
+
+
+def _dispatch_alerts_batched(pm: pluggy.PluginManager, alerts: list[Alert]) -> None:
+    """:func:`dispatch_alerts`, without a savepoint for implementations marked
+    :func:`~proxy.batching.defers_writes` (their writes go with the COMMIT)."""
+    impls = list(reversed(pm.hook.on_alert.get_hookimpls()))
+    for alert in alerts:
+        for impl in impls:
+            try:
+                if getattr(impl.function, DEFERS_WRITES, False):
+                    impl.function(*[{"alert": alert}[name] for name in impl.argnames])
+                else:
+                    with database.atomic():
+                        impl.function(*[{"alert": alert}[name] for name in impl.argnames])
+            except Exception:
+                log.exception("on_alert of plugin %s failed", impl.plugin_name)
+
+
 def record_spend(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, status: str) -> float:
     """Price ``usage`` and write the ledger for ``ctx`` in one transaction."""
     cost = compute_cost(
@@ -84,6 +180,21 @@ def record_spend(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, statu
     end = time.time()
     opened = database.connect(reuse_if_open=True)
     try:
+        if is_postgres() and not database.in_transaction():
+            alerts_before = len(ctx.alerts)
+            try:
+                _write_ledger_batched(pm, ctx, usage, cost, status, end)
+                return cost
+            except (peewee.OperationalError, peewee.InterfaceError):
+                raise  # the database is gone: the careful way would fail too
+            except peewee.DatabaseError:
+                log.warning(
+                    "spend transaction of %s failed; writing it statement by statement",
+                    ctx.request_id,
+                    exc_info=True,
+                )
+                del ctx.alerts[alerts_before:]
+                ctx.spend_after.clear()
         with database.atomic():
             SpendLog.insert(
                 request_id=ctx.request_id,

@@ -252,8 +252,15 @@ class UpstreamClient:
 
     def call(self, dep: Deployment, call_type: str, body: dict[str, Any]) -> dict[str, Any]:
         """A non-streaming call: the upstream's JSON answer."""
+        return self.call_raw(dep, call_type, body)[0]
+
+    def call_raw(
+        self, dep: Deployment, call_type: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """:meth:`call`, with the answer's bytes as the upstream sent them (None for
+        ``mock/``), so the gateway can relay them without serialising them again."""
         if dep.provider == "mock":
-            return mock_answer(dep, call_type, body)
+            return mock_answer(dep, call_type, body), None
         resp = self._request(dep, call_type, body, stream=False)
         if resp.status >= 400:
             raise _error_from_upstream(resp.status, resp.data, dep.api_key)
@@ -263,7 +270,7 @@ class UpstreamClient:
             raise UpstreamError(f"Upstream sent invalid JSON for model {dep.model_name}") from None
         if not isinstance(answer, dict):
             raise UpstreamError(f"Upstream sent an unexpected answer for model {dep.model_name}")
-        return answer
+        return answer, resp.data
 
     def stream(
         self, dep: Deployment, body: dict[str, Any], relay_usage: bool = True

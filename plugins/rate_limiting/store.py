@@ -27,8 +27,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import peewee
+
 from plugins.rate_limiting.limits import WINDOW_SECONDS, Scope
 from plugins.rate_limiting.tables import RateLimitLease
+from proxy.batching import execute_at_commit
 from proxy.db import database, is_postgres
 
 log = logging.getLogger("comptroller.rate_limiter")
@@ -144,6 +147,48 @@ def _postgres_admit_sql(count: int, with_leases: bool) -> str:
     )
 
 
+# Fails the statement (division by zero) unless every scope admitted the call.
+_ALL_FIT_GUARD = "1 / MIN(admitted) OVER ()"
+_DIVISION_BY_ZERO = "22012"
+
+
+def _postgres_all_fit_sql(count: int, with_leases: bool) -> str:
+    """The deciding upsert as one statement that succeeds only if every scope admits.
+
+    Run outside a transaction it is its own: when a scope refuses, the guard
+    column fails the statement and PostgreSQL undoes all of it (no row counted,
+    no lease written), with no ``BEGIN``/``COMMIT`` round trips and no row lock
+    held across a round trip.
+    """
+    if not with_leases:
+        return (
+            f"WITH counted AS ({admit_sql(count)}) "
+            f"SELECT {_RETURNED}, {_ALL_FIT_GUARD} FROM counted"
+        )
+    p = database.param
+    return (
+        f"WITH counted AS ({admit_sql(count)}), "
+        f"leased AS (INSERT INTO {LEASES} (request_id, kind, entity, expires_at) "
+        f"SELECT {p}, kind, entity, {p} FROM counted "
+        f"WHERE admitted = 1 AND parallel_limit IS NOT NULL) "
+        f"SELECT {_RETURNED}, {_ALL_FIT_GUARD} FROM counted"
+    )
+
+
+def _postgres_all_fit(
+    scopes: list[Scope], count: int, with_leases: bool, params: list[Any]
+) -> Admission | None:
+    """The admission in one round trip, or None when some scope refused (nothing counted)."""
+    try:
+        rows = database.execute_sql(_postgres_all_fit_sql(count, with_leases), params).fetchall()
+    except peewee.DataError as err:
+        cause = getattr(err, "orig", None) or err.__context__  # the driver's error
+        if getattr(cause, "pgcode", None) != _DIVISION_BY_ZERO:
+            raise
+        return None
+    return Admission(_states(scopes, rows, rolled_back=False))
+
+
 def _states(scopes: list[Scope], rows: list[tuple], rolled_back: bool) -> list[WindowState]:
     by_id = {(row[0], row[1]): row for row in rows}
     states = []
@@ -183,6 +228,11 @@ def admit(scopes: list[Scope], request_id: str, now: float, lease_until: float) 
         if len(ordered) == 1:
             rows = database.execute_sql(sql, params).fetchall()
             return Admission(_states(scopes, rows, rolled_back=False))
+        if not database.in_transaction():
+            admitted = _postgres_all_fit(scopes, len(ordered), with_leases, params)
+            if admitted is not None:
+                return admitted
+            # Refused somewhere, counted nowhere: decide again to report the counts.
         return _postgres_all_or_nothing(scopes, sql, params)
     if len(ordered) == 1 and not with_leases:
         rows = database.execute_sql(admit_sql(1), params).fetchall()
@@ -244,7 +294,7 @@ def _settle_sql(count: int, with_release: bool) -> str:
         # The call's own leases go in the same statement (Postgres: a CTE).
         prefix = (
             f"WITH released AS (DELETE FROM {LEASES} WHERE request_id = {p} "
-            f"RETURNING kind, entity) "
+            f"AND expires_at > {p} RETURNING kind, entity) "
         )
         in_flight = (
             f", in_flight = GREATEST({WINDOWS}.in_flight - (SELECT COUNT(*) FROM released "
@@ -277,13 +327,14 @@ def settle(
     else:
         touched = _ordered([scope for scope in metered if scope.row_id in counted])
     if touched:
-        params: list[Any] = [request_id] if release_here else []
+        params: list[Any] = [request_id, now] if release_here else []
         for scope in touched:
             params += [scope.kind, scope.entity, now, 0, counted.get(scope.row_id, 0), 0]
             params += [scope.rpm_limit, scope.tpm_limit, scope.max_parallel_requests, 1]
-        database.execute_sql(_settle_sql(len(touched), release_here), params)
+        # No answer is read: on PostgreSQL it goes with the spend transaction's COMMIT.
+        execute_at_commit(_settle_sql(len(touched), release_here), params)
     if leased and not release_here:
-        release(request_id)
+        release(request_id, now)
 
 
 def _postgres_release(condition: str, params: list[Any]) -> int:
@@ -326,17 +377,30 @@ def _release_where(condition: str, params: list[Any]) -> int:
     return _sqlite_release(condition, params)
 
 
-def release(request_id: str) -> int:
+def release(request_id: str, now: float) -> int:
     """Give back the parallel slots ``request_id`` holds; returns how many.
 
-    Idempotent: a lease already swept after expiry is not given back twice.
+    A lease already past its expiry is left to :func:`reclaim_expired`, so a
+    release and a sweep never fight over one lease row; and a lease already
+    swept is never given back twice.
     """
-    return _release_where(f"request_id = {database.param}", [request_id])
+    p = database.param
+    return _release_where(f"request_id = {p} AND expires_at > {p}", [request_id, now])
 
 
 def reclaim_expired(now: float) -> int:
-    """Give back the slots of every lease past its expiry (a killed worker's)."""
-    return _release_where(f"expires_at <= {database.param}", [now])
+    """Give back the slots of every lease past its expiry (a killed worker's).
+
+    On Postgres, leases another sweep is taking are skipped rather than waited for.
+    """
+    p = database.param
+    if is_postgres():
+        condition = (
+            f"(request_id, kind) IN (SELECT request_id, kind FROM {LEASES} "
+            f"WHERE expires_at <= {p} FOR UPDATE SKIP LOCKED)"
+        )
+        return _release_where(condition, [now])
+    return _release_where(f"expires_at <= {p}", [now])
 
 
 def uncount_requests(states: list[WindowState]) -> None:

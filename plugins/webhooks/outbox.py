@@ -4,9 +4,10 @@
 the spend that caused it does). Senders in any worker or host take due rows
 in one short transaction (``claim_due``): on PostgreSQL the candidate rows
 are picked ``FOR UPDATE SKIP LOCKED`` (concurrent senders take different
-rows, nobody waits), on SQLite the transaction holds the write lock. A claim carries a random token and an expiry, so a sender
-that dies mid-batch only delays its rows until the claim runs out, and a
-sender whose claim expired cannot mark someone else's attempt.
+rows, nobody waits), on SQLite the transaction holds the write lock. A
+claim carries a random token and an expiry, so a sender that dies mid-batch
+only delays its rows until the claim runs out, and a sender whose claim
+expired cannot mark someone else's attempt.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import peewee
 
 from proxy.alerts import Alert
+from proxy.batching import execute_at_commit
 from proxy.db import BaseModel, database, is_postgres
 
 
@@ -34,17 +36,23 @@ class OutboxAlert(BaseModel):
     attempts = peewee.IntegerField(default=0)
     claimed_until = peewee.DoubleField(null=True)
     claim_token = peewee.CharField(null=True, max_length=32)
-    sent_at = peewee.DoubleField(null=True, index=True)
+    sent_at = peewee.DoubleField(null=True)
     last_error = peewee.TextField(null=True)
 
     class Meta:
         table_name = "webhook_outbox"
 
 
-# Senders look only at unsent rows: keep that index small.
+# Partial indexes: senders look only at unsent rows, pruning only at sent
+# ones, and an INSERT (unsent) touches just the first.
 OutboxAlert.add_index(
     OutboxAlert.index(OutboxAlert.next_attempt_at, name="webhook_outbox_due").where(
         OutboxAlert.sent_at.is_null()
+    )
+)
+OutboxAlert.add_index(
+    OutboxAlert.index(OutboxAlert.sent_at, name="webhook_outbox_sent").where(
+        OutboxAlert.sent_at.is_null(False)
     )
 )
 
@@ -66,16 +74,21 @@ class ClaimedAlert:
     attempts: int
 
 
+_ENQUEUE = (
+    "INSERT INTO webhook_outbox (id, event, payload, created_at, next_attempt_at, attempts) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, 0) ON CONFLICT (id) DO NOTHING"
+)
+
+
 def enqueue(alert: Alert, now: float | None = None) -> None:
-    """Queue ``alert`` in the current transaction (idempotent by alert id)."""
+    """Queue ``alert`` in the current transaction (idempotent by alert id).
+
+    Nothing reads the statement's answer, so in the spend transaction on
+    PostgreSQL it travels with the COMMIT (no round trip of its own).
+    """
     moment = time.time() if now is None else now
-    OutboxAlert.insert(
-        id=alert.alert_id,
-        event=alert.event,
-        payload=json.dumps(alert.payload()),
-        created_at=moment,
-        next_attempt_at=moment,
-    ).on_conflict_ignore().execute()
+    params = [alert.alert_id, alert.event, json.dumps(alert.payload()), moment, moment]
+    execute_at_commit(_ENQUEUE.format(p=database.param), params)
 
 
 def first_time(key: str, now: float | None = None) -> bool:
@@ -88,6 +101,11 @@ def first_time(key: str, now: float | None = None) -> bool:
 def _due(now: float) -> peewee.Expression:
     claim_free = OutboxAlert.claimed_until.is_null() | (OutboxAlert.claimed_until < now)
     return OutboxAlert.sent_at.is_null() & (OutboxAlert.next_attempt_at <= now) & claim_free
+
+
+def any_due(now: float | None = None) -> bool:
+    moment = time.time() if now is None else now
+    return OutboxAlert.select(OutboxAlert.id).where(_due(moment)).exists()
 
 
 def claim_due(
@@ -141,6 +159,24 @@ def mark_sent(alert_id: str, token: str, now: float | None = None) -> bool:
     return bool(changed)
 
 
+def mark_all_sent(alert_ids: list[str], token: str, now: float | None = None) -> int:
+    """:func:`mark_sent` for several alerts of one claim, in one statement."""
+    if not alert_ids:
+        return 0
+    moment = time.time() if now is None else now
+    return (
+        OutboxAlert.update(
+            sent_at=moment,
+            attempts=OutboxAlert.attempts + 1,
+            claimed_until=None,
+            claim_token=None,
+            last_error=None,
+        )
+        .where(OutboxAlert.id.in_(alert_ids) & (OutboxAlert.claim_token == token))
+        .execute()
+    )
+
+
 def mark_failed(alert_id: str, token: str, error: str, retry_at: float) -> bool:
     changed = (
         OutboxAlert.update(
@@ -163,16 +199,6 @@ def release(alert_ids: list[str], token: str) -> int:
     return (
         OutboxAlert.update(claimed_until=None, claim_token=None)
         .where(OutboxAlert.id.in_(alert_ids) & (OutboxAlert.claim_token == token))
-        .execute()
-    )
-
-
-def retry_waiting_now(now: float | None = None) -> int:
-    """The receiver answers again: make every backed-off alert due at once."""
-    moment = time.time() if now is None else now
-    return (
-        OutboxAlert.update(next_attempt_at=moment)
-        .where(OutboxAlert.sent_at.is_null() & (OutboxAlert.next_attempt_at > moment))
         .execute()
     )
 

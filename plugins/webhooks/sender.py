@@ -10,10 +10,16 @@ Each thread loops: claim a batch of due alerts, POST them one by one with a
 timeout, mark each sent or schedule its retry with exponential backoff. When
 the receiver fails, the process pauses delivery with the same backoff and
 then probes with a single alert per pause (one thread only), instead of
-hammering a dead endpoint with the whole backlog; the first success makes
-every backed-off alert due again, so the backlog drains at once. The threads
-sleep on an event that ``on_alert`` sets, with ``poll_interval`` as a floor
-for alerts queued by other processes.
+hammering a dead endpoint with the whole backlog. Only the probed alerts
+carry their own backoff, so when a probe succeeds the backlog drains at
+once; an alert the receiver keeps refusing costs one short pause per retry
+and never holds up the others. The threads sleep on an event that
+``on_alert`` sets, with ``poll_interval`` as a floor for alerts queued by
+other processes.
+
+Delivery is at least once: a sender that dies (or is stopped) after the
+receiver got an alert but before marking it sent leaves it to be sent again
+when its claim expires; receivers de-duplicate on ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import os
 import random
 import threading
 import time
+import urllib.parse
+import urllib.request
 import weakref
 from dataclasses import dataclass
 
-import requests
+import urllib3
 
 from plugins.webhooks import outbox
 from plugins.webhooks.settings import WebhookSettings
@@ -37,6 +45,9 @@ log = logging.getLogger("comptroller.webhooks")
 
 USER_AGENT = "comptroller-webhook/1"
 PRUNE_EVERY = 600.0
+# Pause after a round that emptied the queue: alerts arriving meanwhile are
+# claimed together (one claim and one update for a batch, not per alert).
+GATHER_SECONDS = 0.05
 
 
 @dataclass
@@ -130,19 +141,38 @@ class WebhookSender:
     # --- the loop -----------------------------------------------------------
 
     def _run(self, index: int) -> None:
-        while not self._stopping.is_set():
+        stopping, wake = self._stopping, self._wake
+        errors = 0
+        while not stopping.is_set():
             try:
-                busy = self.deliver_once(probe_allowed=index == 0)
+                again = self.deliver_once(probe_allowed=index == 0)
+                errors = 0
             except Exception:
-                # The database may be down: retry after a poll, never die.
-                log.exception("webhook sender: delivery round failed")
-                busy = False
+                # The database may be down: never die, log once per streak.
+                errors += 1
+                log.log(
+                    logging.ERROR if errors == 1 else logging.DEBUG,
+                    "webhook sender: delivery round failed (%d in a row)",
+                    errors,
+                    exc_info=True,
+                )
+                stopping.wait(min(self.settings.max_backoff, self.settings.poll_interval * errors))
+                again = True
             finally:
                 self._close_connection()
-            if busy or self._stopping.is_set():
+            if stopping.is_set():
                 continue
-            self._wake.wait(self._idle_wait())
-            self._wake.clear()
+            if again:
+                full = self.settings.batch_size
+                if getattr(self._local, "last_batch", full) < full:
+                    # Under steady load, let alerts gather so that a claim takes several.
+                    stopping.wait(GATHER_SECONDS)
+                self._local.last_batch = full
+                continue
+            if wake.wait(self._idle_wait()):
+                # Let the burst that woke us gather: one claim for several alerts.
+                stopping.wait(GATHER_SECONDS)
+            wake.clear()
 
     def _idle_wait(self) -> float:
         paused = self._health.paused_until - time.time()
@@ -164,24 +194,34 @@ class WebhookSender:
                 return False
         limit = 1 if failing else self.settings.batch_size
         database.connect(reuse_if_open=True)
+        if not outbox.any_due(now):  # a plain read: idle polls take no write lock
+            self._maybe_prune(now)
+            return False
         token, claimed = outbox.claim_due(limit, self.settings.claim_seconds, now)
         if not claimed:
             self._maybe_prune(now)
             return False
-        for position, alert in enumerate(claimed):
-            if self._stopping.is_set():
-                outbox.release([a.id for a in claimed[position:]], token)
+        sent: list[str] = []
+        try:
+            for position, alert in enumerate(claimed):
+                if self._stopping.is_set():
+                    outbox.release([a.id for a in claimed[position:]], token)
+                    return True
+                attempt = self.post(alert.id, alert.payload)
+                if attempt.ok:
+                    sent.append(alert.id)
+                    self._record_success()
+                    continue
+                retry_at = time.time() + self._jittered(self.settings.backoff(alert.attempts + 1))
+                outbox.mark_failed(alert.id, token, attempt.error, retry_at)
+                self._record_failure(attempt.error)
+                outbox.release([a.id for a in claimed[position + 1 :]], token)
                 return True
-            attempt = self.post(alert.id, alert.payload)
-            if attempt.ok:
-                outbox.mark_sent(alert.id, token)
-                self._record_success()
-                continue
-            retry_at = time.time() + self._jittered(self.settings.backoff(alert.attempts + 1))
-            outbox.mark_failed(alert.id, token, attempt.error, retry_at)
-            self._record_failure(attempt.error)
-            outbox.release([a.id for a in claimed[position + 1 :]], token)
-            return True
+        finally:
+            # One statement for the batch; a sender that dies before it leaves
+            # these to be sent again when the claim expires (at least once).
+            outbox.mark_all_sent(sent, token)
+        self._local.last_batch = len(claimed)
         return True
 
     def _jittered(self, seconds: float) -> float:
@@ -194,8 +234,7 @@ class WebhookSender:
             self._health.failures = 0
             self._health.paused_until = 0.0
         if recovered:
-            woken = outbox.retry_waiting_now()
-            log.info("webhook receiver is back; %d waiting alerts are due again", woken)
+            log.info("webhook receiver answers again; delivering the backlog")
             self._wake.set()
 
     def _record_failure(self, error: str) -> None:
@@ -222,13 +261,21 @@ class WebhookSender:
 
     # --- HTTP ---------------------------------------------------------------
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers["User-Agent"] = USER_AGENT
-            self._local.session = session
-        return session
+    def _http(self) -> urllib3.PoolManager:
+        """This thread's keep-alive pool (urllib3 directly: a POST through
+        ``requests`` costs several times the CPU). Proxies come from the
+        environment (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``), as requests reads them."""
+        pool = getattr(self._local, "http", None)
+        if pool is None:
+            assert self.settings.url is not None
+            parsed = urllib.parse.urlsplit(self.settings.url)
+            proxy = urllib.request.getproxies().get(parsed.scheme)
+            if proxy and not urllib.request.proxy_bypass(parsed.hostname or ""):
+                pool = urllib3.ProxyManager(proxy, num_pools=4, maxsize=1, retries=False)
+            else:
+                pool = urllib3.PoolManager(num_pools=4, maxsize=1, retries=False)
+            self._local.http = pool
+        return pool
 
     def headers_for(self, alert_id: str, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "webhook-id": alert_id}
@@ -243,20 +290,21 @@ class WebhookSender:
         assert self.settings.url is not None
         body = payload.encode("utf-8")
         timeout = self.settings.timeout
+        headers = {"User-Agent": USER_AGENT, **self.headers_for(alert_id, body)}
         try:
-            response = self._session().post(
+            response = self._http().request(
+                "POST",
                 self.settings.url,
-                data=body,
-                headers=self.headers_for(alert_id, body),
-                timeout=(min(timeout, 5.0), timeout),
-                allow_redirects=False,
+                body=body,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
+                redirect=False,
             )
-            response.close()
-        except requests.RequestException as err:
+        except urllib3.exceptions.HTTPError as err:
             return Attempt(False, type(err).__name__)
-        if 200 <= response.status_code < 300:
+        if 200 <= response.status < 300:
             return Attempt(True)
-        return Attempt(False, f"HTTP {response.status_code}")
+        return Attempt(False, f"HTTP {response.status}")
 
 
 _live_senders: weakref.WeakSet[WebhookSender] = weakref.WeakSet()

@@ -40,7 +40,7 @@ class WebhookSettings(BaseModel):
     concurrency: int = Field(default=2, ge=1, le=64)
     # Retry delay after the n-th failure: backoff_base * 2**(n-1), at most max_backoff.
     backoff_base: float = Field(default=1.0, gt=0)
-    max_backoff: float = Field(default=30.0, gt=0)
+    max_backoff: float = Field(default=10.0, gt=0)
     # Sent alerts are deleted after this many days (0 keeps them forever).
     retention_days: float = Field(default=7.0, ge=0)
     # Not from the plugin section: general_settings.webhook_secret.

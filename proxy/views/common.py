@@ -17,6 +17,10 @@ def services() -> Any:
 def json_body(required: bool = True) -> dict[str, Any]:
     """The request's JSON object; 400 naming the problem otherwise."""
     raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is cut at the limit by Werkzeug without an error: refuse, not truncate.
+        raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes.")
     if not raw.strip():
         if required:
             raise BadRequest("Request body is empty: send a JSON object.", param="body")

@@ -6,55 +6,52 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
 
 from proxy.access import allowed_model_names
 from proxy.auth import Caller, authenticate
-from proxy.errors import BadRequest, NotFound
-from proxy.gateway import handle_call
+from proxy.errors import NotFound, ProxyError
+from proxy.gateway import end_user_id, handle_call
+from proxy.llm_schemas import ChatCompletionRequest, EmbeddingRequest, check_body
 from proxy.views.common import json_body, services
 
 bp = Blueprint("llm", __name__)
 
 
-def _require_type(body: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) -> None:
-    if name in body and body[name] is not None:
-        value = body[name]
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise BadRequest(f"'{name}' must be {what}", param=name)
-
-
 def validate_chat(body: dict[str, Any]) -> None:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a string", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' is required and must be a non-empty array", param="messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise BadRequest(
-                f"'messages[{i}]' must be an object with a string 'role'", param=f"messages[{i}]"
-            )
-    _require_type(body, "stream", (bool,), "a boolean")
-    _require_type(body, "max_tokens", (int,), "an integer")
-    _require_type(body, "max_completion_tokens", (int,), "an integer")
-    _require_type(body, "stream_options", (dict,), "an object")
-    _require_type(body, "metadata", (dict,), "an object")
-    for name in ("max_tokens", "max_completion_tokens"):
-        if isinstance(body.get(name), int) and body[name] < 1:
-            raise BadRequest(f"'{name}' must be at least 1", param=name)
+    check_body(ChatCompletionRequest, body)
 
 
 def validate_embeddings(body: dict[str, Any]) -> None:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a string", param="model")
-    inp = body.get("input")
-    if isinstance(inp, str) and inp:
-        return
-    if isinstance(inp, list) and inp:
-        return
-    raise BadRequest("'input' is required: a string or a non-empty array", param="input")
+    check_body(EmbeddingRequest, body)
+
+
+def _authenticated_body(svc: Any) -> tuple[Caller, dict[str, Any]]:
+    """The caller and the JSON body; a bad body is answered only after a bad key.
+
+    The body is parsed first so that the query that reads the key can also
+    read the end user's rows (one round trip for everything the checks need).
+    """
+    body: dict[str, Any] = {}
+    body_error: Exception | None = None
+    try:
+        body = json_body()
+    except (ProxyError, HTTPException) as err:
+        body_error = err
+    try:
+        hint = end_user_id(request.headers, body)
+    except ProxyError:
+        hint = None  # reported by the gateway, after authentication
+    caller = authenticate(
+        request.headers,
+        svc.config.master_key,
+        end_user_id=hint,
+        default_budget_id=svc.config.litellm_settings.max_end_user_budget_id,
+        prefetch=True,
+    )
+    if body_error is not None:
+        raise body_error
+    return caller, body
 
 
 @bp.post("/chat/completions")
@@ -62,8 +59,7 @@ def validate_embeddings(body: dict[str, Any]) -> None:
 @bp.post("/openai/deployments/<path:deployment>/chat/completions")
 def chat_completions(deployment: str | None = None) -> ResponseReturnValue:
     svc = services()
-    caller = authenticate(request.headers, svc.config.master_key)
-    body = json_body()
+    caller, body = _authenticated_body(svc)
     if deployment is not None:
         body["model"] = deployment
     validate_chat(body)
@@ -75,8 +71,7 @@ def chat_completions(deployment: str | None = None) -> ResponseReturnValue:
 @bp.post("/openai/deployments/<path:deployment>/embeddings")
 def embeddings(deployment: str | None = None) -> ResponseReturnValue:
     svc = services()
-    caller = authenticate(request.headers, svc.config.master_key)
-    body = json_body()
+    caller, body = _authenticated_body(svc)
     if deployment is not None:
         body["model"] = deployment
     validate_embeddings(body)

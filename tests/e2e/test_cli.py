@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from tests.support.databases import create_pg_database, drop_pg_database
-from tests.support.proxy_server import ProxyServer, free_port, wait_until
+from tests.support.proxy_server import ROOT, ProxyServer, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -215,3 +215,27 @@ def test_gunicorn_wsgi_app_serves_the_seed_curl(tmp_path: Path) -> None:
     with ProxyServer(config, tmp_path, workers=2, threads=2) as server:
         answer = seed_curl("127.0.0.1", server.port)
         assert answer["object"] == "chat.completion"
+
+
+def test_gunicorn_on_a_public_bind_with_the_trial_key_warns(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        yaml.safe_dump({"general_settings": {"database_url": f"sqlite:///{tmp_path / 'w.db'}"}})
+    )
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"0.0.0.0:{port}",
+             "--workers", "1"],
+            cwd=ROOT, env=clean_env(COMPTROLLER_CONFIG=str(tmp_path / "c.yaml")),
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/health/liveliness"
+        wait_until(lambda: requests.get(url, timeout=1).status_code == 200, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    output = log_path.read_text()
+    assert "trial key sk-1234" in output
+    assert "listens on 0.0.0.0" in output

@@ -22,12 +22,12 @@ import requests
 from plugins.reservations import BudgetReservation
 from proxy.auth import hash_key
 from proxy.db import database, init_database
-from proxy.models import Key, SpendLog
+from proxy.models import Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import base_config, openai_model
 from tests.support.databases import truncate_pg_tables
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import ProxyServer
-from tests.unit.test_budget_checks import make_key
+from tests.unit.test_budget_checks import make_key, make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -45,22 +45,27 @@ def pg_url(pg_database: str) -> Iterator[str]:
         database.close()
 
 
-def run_concurrently(urls: list[str], plain: str) -> Counter[int]:
-    """CALLS calls spread over ``urls``, 40 at a time; a count of statuses."""
+def run_concurrently(
+    urls: list[str], keys: list[str], customers: list[str] | None = None
+) -> Counter[int]:
+    """CALLS calls spread over ``urls`` (and keys, end users), 40 at a time; statuses."""
     local = threading.local()
 
     def one(i: int) -> int:
         session = getattr(local, "session", None)
         if session is None:
             session = local.session = requests.Session()
+        body: dict[str, Any] = {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 5,
+        }
+        if customers:
+            body["user"] = customers[i % len(customers)]
         resp = session.post(
             f"{urls[i % len(urls)]}/chat/completions",
-            json={
-                "model": "gpt-4o",
-                "messages": [{"role": "user", "content": "hi"}],
-                "max_tokens": 5,
-            },
-            headers={"Authorization": f"Bearer {plain}"},
+            json=body,
+            headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
             timeout=30,
         )
         return resp.status_code
@@ -69,18 +74,27 @@ def run_concurrently(urls: list[str], plain: str) -> Counter[int]:
         return Counter(pool.map(one, range(CALLS)))
 
 
-def run_mode(mode: str, pg_url: str, upstream: MockOpenAI, tmp_path: Path) -> dict[str, Any]:
+def two_hosts_config(pg_url: str, upstream: MockOpenAI, mode: str, **litellm: Any) -> dict:
     model = openai_model(
         "gpt-4o", upstream.base_url, input_cost_per_token=IN, output_cost_per_token=OUT
     )
-    config = base_config(pg_url, model_list=[model], general_settings={"budget_enforcement": mode})
+    return base_config(
+        pg_url,
+        model_list=[model],
+        general_settings={"budget_enforcement": mode},
+        litellm_settings=litellm,
+    )
+
+
+def run_mode(mode: str, pg_url: str, upstream: MockOpenAI, tmp_path: Path) -> dict[str, Any]:
+    config = two_hosts_config(pg_url, upstream, mode)
     upstream.delay = 0.1  # calls overlap: spend lands well after the checks
     a = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-a")
     b = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-b")
     with a, b:
         init_database(pg_url)
         plain = make_key(max_budget=ROOM * CALL_COST)
-        statuses = run_concurrently([a.url, b.url], plain)
+        statuses = run_concurrently([a.url, b.url], [plain])
     with database.connection_context():
         spend = Key.get_by_id(hash_key(plain)).spend
         logs = SpendLog.select().count()
@@ -114,3 +128,37 @@ def test_check_mode_overshoots_under_the_same_load(
     # LiteLLM's check-then-spend lets calls in flight through: the overshoot strict fixes.
     assert successes > ROOM
     assert result["spend"] == successes * CALL_COST > ROOM * CALL_COST
+
+
+def test_strict_mode_holds_every_level_at_once_without_deadlocks(
+    pg_url: str, upstream: MockOpenAI, tmp_path: Path
+) -> None:
+    """Key, user, end user and proxy budgets reserved together by concurrent calls."""
+    config = two_hosts_config(
+        pg_url, upstream, "strict", max_budget=50 * CALL_COST, max_user_budget=15 * CALL_COST
+    )
+    upstream.delay = 0.05
+    customers = [f"customer-{n}" for n in range(5)]
+    a = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-a")
+    b = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-b")
+    with a, b:
+        init_database(pg_url)
+        make_user("team-user", max_budget=45 * CALL_COST)
+        keys = [make_key(user_id="team-user", max_budget=30 * CALL_COST) for _ in range(2)]
+        keys.append(make_key(max_budget=40 * CALL_COST))
+        statuses = run_concurrently([a.url, b.url], keys, customers)
+    # 40 calls fit the user (all its keys) and the third key together, 50 the proxy,
+    # 75 the five end users: the proxy binds, so exactly 50 pass.
+    assert statuses == {200: 50, 401: CALLS - 50}
+    with database.connection_context():
+        key_spend = [Key.get_by_id(hash_key(k)).spend for k in keys]
+        user_spend = User.get_by_id("team-user").spend
+        customer_spend = [Customer.get_by_id(c).spend for c in customers]
+        proxy_spend = ProxySpend.get_by_id(1).spend
+        assert BudgetReservation.select().count() == 0
+    assert proxy_spend == 50 * CALL_COST
+    assert all(spend <= 30 * CALL_COST for spend in key_spend[:2])
+    assert key_spend[2] <= 40 * CALL_COST
+    assert user_spend == key_spend[0] + key_spend[1] <= 45 * CALL_COST
+    assert all(spend <= 15 * CALL_COST for spend in customer_spend)
+    assert sum(customer_spend) == 50 * CALL_COST

@@ -24,7 +24,7 @@ from proxy.auth import hash_key
 from proxy.config import ConfigError
 from proxy.db import database
 from proxy.hookspecs import hookimpl
-from proxy.models import Budget, Customer, Key, SpendLog, User
+from proxy.models import Budget, Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import MASTER, base_config
 from tests.support.proxy_server import wait_until
 from tests.support.webhook_receiver import WebhookReceiver
@@ -172,6 +172,15 @@ def test_customer_on_the_default_budget_reports_that_max_budget(alerting_app, re
     assert delivery.json["customer_id"] == "new-customer"
 
 
+def test_streamed_call_sends_spend_tracked_when_the_stream_ends(alerting_app, receiver):
+    client = alerting_app().test_client()
+    resp = client.post("/chat/completions", json={**SEED_BODY, "stream": True}, headers=MASTER)
+    assert resp.status_code == 200
+    assert b"[DONE]" in resp.get_data()
+    (delivery,) = receiver.wait_for(1, event="spend_tracked")
+    assert delivery.json["spend"] == customer_spend("krrish12") > 0
+
+
 def test_call_without_end_user_sends_no_spend_tracked(alerting_app, receiver):
     client = alerting_app().test_client()
     resp = client.post(
@@ -225,6 +234,19 @@ def test_plugin_setting_url_is_used_without_the_environment(
 # --- delivery ------------------------------------------------------------------
 
 
+def test_sender_threads_start_with_the_first_request_and_stop_on_shutdown(alerting_app):
+    app = alerting_app()
+    sender = webhook_alerter.active_sender()
+    assert sender is app.extensions["webhook_alerter"]
+    # Not where the app is built (gunicorn --preload builds it before forking).
+    assert not sender.running
+    app.test_client().get("/health/liveliness")
+    assert sender.running
+    webhook_alerter.shutdown()
+    assert not sender.running
+    assert webhook_alerter.active_sender() is None
+
+
 def test_signed_webhooks_follow_the_standard_webhooks_scheme(alerting_app, receiver):
     raw_key = b"comptroller-test-signing-key-32b"
     secret = "whsec_" + base64.b64encode(raw_key).decode()
@@ -273,6 +295,20 @@ def test_dead_webhook_fails_no_call_and_every_alert_arrives_when_it_is_back(aler
     wait_until(lambda: all(r.sent_at is not None for r in outbox_rows()))
     assert set(receiver.id_counts().values()) == {1}
     assert len(receiver.deliveries) == 8
+
+
+def test_an_alert_the_receiver_keeps_refusing_does_not_hold_up_the_others(alerting_app, receiver):
+    receiver.refuse = lambda payload: payload.get("customer_id") == "poison"
+    client = alerting_app().test_client()
+    chat(client, user="poison")
+    for n in range(5):
+        chat(client, user=f"fine-{n}")
+    deliveries = receiver.wait_for(5, timeout=10)
+    assert sorted(d.json["customer_id"] for d in deliveries) == [f"fine-{n}" for n in range(5)]
+    wait_until(lambda: [r for r in outbox_rows() if r.attempts >= 3 and r.sent_at is None])
+    receiver.refuse = None
+    receiver.wait_for(6, timeout=10)
+    assert receiver.id_counts().most_common(1)[0][1] == 1
 
 
 def test_slow_webhook_adds_no_latency_to_calls(alerting_app, receiver):
@@ -418,6 +454,22 @@ def test_customer_projection_uses_its_budget_rows_period(alerting_app, receiver)
     assert payload["customer_id"] == "big-spender"
     assert payload["projected_spend"] == pytest.approx(cost * 24, rel=0.01)
     assert "Customer=big-spender" in payload["event_message"]
+
+
+def test_proxy_projection_is_a_proxy_group_alert(alerting_app, receiver):
+    cost = _call_cost(alerting_app().test_client())
+    # A fresh period counts as 1/30 of a day gone: one call projects 30 calls.
+    app = alerting_app(litellm={"max_budget": 20 * cost, "budget_duration": "1d"})
+    with database.connection_context():
+        SpendLog.delete().execute()
+        ProxySpend.update(spend=0.0, budget_reset_at=None, created_at=time.time()).execute()
+    chat(app.test_client(), user=None)
+    (delivery,) = receiver.wait_for(1, event="projected_limit_exceeded")
+    payload = delivery.json
+    assert payload["event_group"] == "proxy"
+    assert payload["max_budget"] == pytest.approx(20 * cost)
+    assert payload["projected_spend"] == pytest.approx(30 * cost, rel=0.01)
+    assert payload["event_message"].startswith("Proxy projected to exceed its budget")
 
 
 def _epoch(iso: str) -> float:

@@ -1,7 +1,8 @@
 """A real HTTP webhook receiver on 127.0.0.1 for the alerting tests and bench.
 
 It records every POST (headers, raw body, parsed JSON) and can answer slowly
-(``delay``) or with an error status (``status``). Its port is chosen when it is
+(``delay``) or with an error status (``status``, or 422 for the payloads
+``refuse`` picks). Its port is chosen when it is
 built, so a proxy can be configured with its URL while it is still down;
 ``stop()`` closes open connections too, so a stopped receiver really looks
 dead, and ``start()`` again listens on the same port.
@@ -15,6 +16,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +73,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if receiver.delay:
             receiver._stopping.wait(receiver.delay)
         status = receiver.status
+        refuse = receiver.refuse
+        if refuse is not None and refuse(json.loads(body or b"{}")):
+            status = 422
         if 200 <= status < 300:
             receiver._record(
                 Delivery(
@@ -83,11 +88,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             receiver._count_refusal()
         answer = b'{"ok": true}' if 200 <= status < 300 else b'{"ok": false}'
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+        except OSError:
+            # The sender gave up waiting (or was stopped): to it, this attempt
+            # failed and will be retried, which is what the tests look for.
+            self.close_connection = True
 
 
 class WebhookReceiver:
@@ -98,6 +108,8 @@ class WebhookReceiver:
         self.path = path
         self.delay = 0.0
         self.status = 200
+        # Payloads for which this answers 422 (a receiver that rejects one alert).
+        self.refuse: Callable[[dict[str, Any]], bool] | None = None
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._stopping = threading.Event()

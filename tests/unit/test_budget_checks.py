@@ -10,12 +10,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from flask import Flask
 
 from proxy.auth import display_name, generate_key, hash_key
 from proxy.db import database
 from proxy.models import Budget, Customer, Key, ProxySpend, SpendLog, User
-from tests.conftest import MASTER_KEY, base_config
+from tests.conftest import MASTER_KEY, base_config, openai_model
 
 # The built-in mock provider answers "This is a mock response from Comptroller,
 # the metered LLM gateway." (11 tokens); "hi" is a 4-token prompt.
@@ -113,7 +114,7 @@ def test_key_is_refused_once_its_own_calls_reach_max_budget(db_url, make_app) ->
     statuses = [chat(app, plain).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 401]
     spend = spend_of(Key, hash_key(plain))
-    assert spend == 3 * CALL_COST or abs(spend - 3 * CALL_COST) < 1e-12
+    assert spend == pytest.approx(3 * CALL_COST, abs=1e-12)
     assert f"Current spend for token: {spend!r}; " in error_of(chat(app, plain))
 
 
@@ -303,8 +304,6 @@ def test_the_first_exceeded_level_answers_in_spec_order(db_url, make_app) -> Non
 
 
 def test_a_refused_call_reaches_no_upstream_and_charges_nothing(db_url, make_app, upstream) -> None:
-    from tests.conftest import openai_model
-
     config = base_config(db_url, model_list=[openai_model("gpt-4o", upstream.base_url)])
     app = make_app(config)
     plain = make_key(max_budget=1.0, spend=1.0)
@@ -319,7 +318,4 @@ def test_max_budget_that_is_reset_lets_the_key_call_again(db_url, make_app) -> N
     app = make_app(budget_config(db_url))
     plain = make_key(max_budget=1.0, spend=1.0, budget_duration="30d", budget_reset_at=1.0)
     assert chat(app, plain).status_code == 200
-    assert (
-        spend_of(Key, hash_key(plain)) == CALL_COST
-        or abs(spend_of(Key, hash_key(plain)) - CALL_COST) < 1e-12
-    )
+    assert spend_of(Key, hash_key(plain)) == pytest.approx(CALL_COST, abs=1e-12)

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from proxy.db import database
+from proxy.models import ProxySpend
 from tests.conftest import MASTER_KEY
 from tests.unit.test_budget_checks import (
     budget_config,
@@ -80,3 +82,21 @@ def test_disabling_a_budget_plugin_turns_off_exactly_its_check(
     else:
         assert resp.status_code == 401
         assert MESSAGES["proxy_budget"] in resp.get_json()["error"]["message"]
+
+
+def test_with_every_budget_plugin_disabled_the_proxy_still_serves_and_meters(
+    db_url: str, make_app: Any
+) -> None:
+    config = budget_config(
+        db_url,
+        litellm_settings={"max_budget": 1.0, "max_end_user_budget_id": "default-tier"},
+        general_settings={"budget_enforcement": "strict"},
+        plugins={"disable": BUDGET_PLUGINS},
+    )
+    app = make_app(config)
+    calls = _entities_at_their_limits()
+    set_proxy_spend(1.0)
+    for call in calls.values():
+        assert chat(app, **call).status_code == 200
+    with database.connection_context():
+        assert ProxySpend.get_by_id(1).spend > 1.0

@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from plugins.rate_limiting import store
+from plugins.rate_limiting.limits import Scope
 from plugins.rate_limiting.tables import RateLimitLease, RateLimitWindow
 from proxy.auth import display_name, generate_key, hash_key
 from proxy.config import ConfigError
 from proxy.context import Refusal
 from proxy.db import database
 from proxy.hookspecs import hookimpl
-from proxy.models import Budget, Key, SpendLog, User
+from proxy.models import Budget, Customer, Key, SpendLog, User
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.proxy_server import wait_until
 
@@ -208,10 +210,6 @@ def test_the_tightest_limit_answers_in_headers_and_refusal(client):
 def test_refusal_in_one_scope_counts_the_call_in_none(client):
     make_budget("one-a-minute", rpm_limit=1)
     plain = make_key(alias="shared", rpm_limit=5)
-    with database.connection_context():
-        Budget.update(rpm_limit=1).where(Budget.budget_id == "one-a-minute").execute()
-    from proxy.models import Customer
-
     with database.connection_context():
         Customer.create(user_id="cust-a", budget_id="one-a-minute")
     assert chat(client, plain, user="cust-a").status_code == 200
@@ -515,3 +513,18 @@ def test_disabling_the_plugin_removes_every_limit(make_app, db_url, upstream):
         for thread in threads:
             thread.join(10)
     assert results == [200, 200]
+
+
+def test_call_outliving_its_lease_does_not_free_the_slot_twice(app):
+    scope = Scope("key", "long-call", "long", max_parallel_requests=1)
+    with database.connection_context():
+        assert store.admit([scope], "first", now=1000.0, lease_until=1010.0).admitted
+        assert not store.admit([scope], "second", now=1011.0, lease_until=1021.0).admitted
+        # The first call's lease has expired: a sweep gives its slot to the second.
+        assert store.reclaim_expired(1011.0) == 1
+        assert store.admit([scope], "second", now=1011.0, lease_until=1021.0).admitted
+        # The first call ends late: its slot was already given back.
+        assert store.release("first", 1012.0) == 0
+        assert window("key", "long-call").in_flight == 1
+        assert store.release("second", 1012.0) == 1
+        assert window("key", "long-call").in_flight == 0

@@ -96,15 +96,6 @@ def test_released_alerts_are_due_at_once_without_counting_an_attempt(db):
     assert [a.id for a in again] == ids and all(a.attempts == 0 for a in again)
 
 
-def test_retry_waiting_now_makes_backed_off_alerts_due(db):
-    now = time.time()
-    (alert_id,) = queue(1, now)
-    token, _ = outbox.claim_due(1, CLAIM, now=now)
-    outbox.mark_failed(alert_id, token, "ConnectionError", retry_at=now + 3600)
-    assert outbox.retry_waiting_now() == 1
-    assert [a.id for a in outbox.claim_due(1, CLAIM)[1]] == [alert_id]
-
-
 def test_first_time_is_true_once_per_key(db):
     assert outbox.first_time("projected:key:abc:1.5") is True
     assert outbox.first_time("projected:key:abc:1.5") is False

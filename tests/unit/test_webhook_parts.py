@@ -82,10 +82,6 @@ def test_monthly_period_start_steps_back_whole_months():
 # --- settings ------------------------------------------------------------------
 
 
-def _config(**general: object) -> object:
-    return build_config({"general_settings": general})
-
-
 def test_alerting_off_means_no_settings(monkeypatch):
     monkeypatch.setenv("WEBHOOK_URL", "http://127.0.0.1:9/hook")
     assert load_settings(build_config({})) is None

@@ -1,0 +1,157 @@
+"""The benchmark's results as Markdown, and their place in ``bench/RESULTS.md``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.run import Phase, Run
+
+BEGIN = "<!-- bench:run:begin -->"
+END = "<!-- bench:run:end -->"
+
+# The issue's targets (2-core machine, all plugins on, PostgreSQL).
+ADDED_P50_MS = 1.5
+ADDED_P99_MS = 5.0
+CHAT_RPS_C16 = 1000.0
+STREAM_RPS_C16 = 400.0
+CPU_MS_PER_CALL = 1.0
+ROUND_TRIPS_PER_CALL = 2.0
+
+
+def _pairs(run: Run) -> list[tuple[Phase | None, Phase]]:
+    direct = {(p.stream, p.connections): p for p in run.phases if p.target == "direct"}
+    return [(direct.get((p.stream, p.connections)), p) for p in run.phases if p.target == "proxy"]
+
+
+def _find(run: Run, stream: bool, connections: int) -> tuple[Phase | None, Phase | None]:
+    for direct, proxy in _pairs(run):
+        if proxy.stream == stream and proxy.connections == connections:
+            return direct, proxy
+    return None, None
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _phase_table(run: Run) -> list[str]:
+    lines = [
+        "| phase | direct req/s | direct p50 / p99 ms | proxy req/s | proxy p50 / p99 ms "
+        "| added p50 / p99 ms | proxy CPU ms/call | Postgres CPU ms/call "
+        "| DB round trips/call (call path + webhook sender) | webhooks/call | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for direct, proxy in _pairs(run):
+        d = direct.load if direct else None
+        p = proxy.load
+        added = f"{_ms(p.p50_ms - d.p50_ms)} / {_ms(p.p99_ms - d.p99_ms)}" if d is not None else "-"
+        lines.append(
+            f"| {proxy.name} "
+            f"| {f'{d.rps:.0f}' if d else '-'} "
+            f"| {f'{_ms(d.p50_ms)} / {_ms(d.p99_ms)}' if d else '-'} "
+            f"| {p.rps:.0f} | {_ms(p.p50_ms)} / {_ms(p.p99_ms)} | {added} "
+            f"| {_ms(proxy.proxy_cpu_ms)} | {_ms(proxy.postgres_cpu_ms)} "
+            f"| {proxy.request_statements:.2f} + {proxy.background_statements:.2f} "
+            f"| {proxy.webhooks:.2f} | {p.errors + (d.errors if d else 0)} |"
+        )
+    return lines
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def _targets(run: Run) -> list[str]:
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+    direct, proxy = _find(run, False, 1)
+    if direct is not None and proxy is not None:
+        p50 = proxy.load.p50_ms - direct.load.p50_ms
+        p99 = proxy.load.p99_ms - direct.load.p99_ms
+        lines.append(
+            f"| added latency p50 <= {ADDED_P50_MS} ms, p99 <= {ADDED_P99_MS} ms (chat c=1) "
+            f"| {_ms(p50)} / {_ms(p99)} ms "
+            f"| {_verdict(p50 <= ADDED_P50_MS and p99 <= ADDED_P99_MS)} |"
+        )
+    _, chat16 = _find(run, False, 16)
+    if chat16 is not None:
+        rps = chat16.load.rps
+        lines.append(
+            f"| >= {CHAT_RPS_C16:.0f} req/s, {run.workers} workers, chat c=16 | {rps:.0f} req/s "
+            f"| {_verdict(rps >= CHAT_RPS_C16)} |"
+        )
+    _, stream16 = _find(run, True, 16)
+    if stream16 is not None:
+        rps = stream16.load.rps
+        lines.append(
+            f"| >= {STREAM_RPS_C16:.0f} req/s streaming, c=16 | {rps:.0f} req/s "
+            f"| {_verdict(rps >= STREAM_RPS_C16)} |"
+        )
+    chat = [p for _, p in _pairs(run) if not p.stream]
+    if chat:
+        worst = max(p.proxy_cpu_ms for p in chat)
+        lines.append(
+            f"| proxy CPU <= {CPU_MS_PER_CALL} ms per call (chat, worst phase) | {_ms(worst)} ms "
+            f"| {_verdict(worst <= CPU_MS_PER_CALL)} |"
+        )
+        trips = max(p.request_statements for p in chat)
+        lines.append(
+            f"| <= {ROUND_TRIPS_PER_CALL:.0f} database round trips per metered call (call path) "
+            f"| {trips:.2f} | {_verdict(trips <= ROUND_TRIPS_PER_CALL + 0.05)} |"
+        )
+    return lines
+
+
+def _memory(run: Run) -> list[str]:
+    if not run.rss_samples:
+        return []
+    lines = ["| calls through the proxy | worker RSS (MiB) |", "|---:|---|"]
+    for calls, sample in run.rss_samples:
+        lines.append(f"| {calls} | {', '.join(f'{mib:.1f}' for mib in sample)} |")
+    return lines
+
+
+def render(run: Run) -> str:
+    lines = [
+        f"### Run of {run.started}",
+        "",
+        f"Command: `{run.command}` ({run.workers} gunicorn workers x {run.threads} threads, "
+        f"{run.seconds:g} s per phase, {run.total_seconds:.0f} s in all; plugins "
+        f"{'all on' if not run.disabled else 'off: ' + ', '.join(run.disabled)}"
+        f"{'' if run.synchronous_commit else '; synchronous_commit=off'}).",
+        "",
+    ]
+    if run.phases:
+        lines += _phase_table(run) + ["", *_targets(run), ""]
+    lines += _memory(run) + [""]
+    drain = (
+        f"{run.outbox_drain_seconds:.1f} s after the load"
+        if run.outbox_drain_seconds is not None
+        else "NOT within 120 s"
+    )
+    lines.append(
+        f"Webhook alerts: {run.alerts_queued} queued, {run.alerts_delivered} delivered "
+        f"(outbox empty {drain})."
+    )
+    exact = abs(run.spend_counter - run.spend_logged) <= 1e-9 * max(1.0, run.spend_logged)
+    lines.append(
+        f"Spend: proxy counter {run.spend_counter!r}, sum of {run.spend_rows} spend logs "
+        f"{run.spend_logged!r} ({'equal' if exact else 'DIFFERENT'})."
+    )
+    if run.profile:
+        lines.append(f"Profile (py-spy, collapsed stacks of one worker): `{run.profile}`.")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(path: Path, section: str) -> None:
+    """Put ``section`` between the markers of ``path``, keeping the rest of it."""
+    block = f"{BEGIN}\n{section}{END}\n"
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        head, _, rest = text.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        text = head + block + tail.lstrip("\n")
+    else:
+        text = (text or "# Benchmark results\n\n") + "\n## Latest run\n\n" + block
+    path.write_text(text)
