@@ -1,17 +1,20 @@
-"""The hook bodies every budget plugin shares, given the entity it guards.
+"""The hooks every budget plugin shares, given the entity it guards.
 
-This module is not a plugin: each budget plugin's ``@hookimpl`` functions
-call these with its own :class:`~plugins.budget_common.Guarded`.
+This module is not a plugin: each budget plugin module builds one
+:class:`BudgetPlugin` from its ``guarded(ctx)`` function and exposes it as
+``plugin``, which the plugin manager registers under the module's name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from plugins import clamp, reservations
 from plugins.budget_alerts import BudgetAlertSent, raise_crossing_alerts
 from plugins.budget_common import Guarded, exceeded, is_strict
-from proxy.context import Refusal
+from proxy.context import Refusal, Usage
+from proxy.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from proxy.context import CallContext
@@ -53,3 +56,35 @@ def after_spend(ctx: CallContext, guarded: Guarded | None, cost: float) -> None:
 def call_over(ctx: CallContext) -> None:
     """``call_finished``: give back whatever is still reserved for the call."""
     reservations.release(ctx)
+
+
+class BudgetPlugin:
+    """The hook implementations of one budget plugin.
+
+    ``guarded`` says which entity (and which numbers) the plugin guards on a
+    call, or ``None`` when it guards nothing on that call.
+    """
+
+    def __init__(self, guarded: Callable[[CallContext], Guarded | None]) -> None:
+        self.guarded = guarded
+
+    @hookimpl
+    def plugin_tables(self) -> list[Any]:
+        return budget_tables()
+
+    @hookimpl
+    def pre_request_check(self, ctx: CallContext) -> Refusal | None:
+        return check_budget(ctx, self.guarded(ctx))
+
+    @hookimpl(specname="pre_request_check", wrapper=True)
+    def reserve_claims(self, ctx: CallContext) -> Generator[None, Any, Refusal | None]:
+        """Strict mode's reservation around all checks (see :mod:`plugins.reservations`)."""
+        return (yield from reservations.reserve_claims(ctx))
+
+    @hookimpl
+    def post_call_spend(self, ctx: CallContext, usage: Usage, cost: float) -> None:
+        after_spend(ctx, self.guarded(ctx), cost)
+
+    @hookimpl
+    def call_finished(self, ctx: CallContext) -> None:
+        call_over(ctx)

@@ -7,13 +7,9 @@ Refuses a key whose spend has reached its ``max_budget`` with LiteLLM's
 
 from __future__ import annotations
 
-from typing import Any
-
 from plugins import budget_hooks
 from plugins.budget_common import Guarded, fmt
-from plugins.reservations import reserve_claims as reserve_claims  # strict mode's wrapper
-from proxy.context import CallContext, Refusal, Usage
-from proxy.hookspecs import hookimpl
+from proxy.context import CallContext
 
 
 def _message(spend: float, max_budget: float) -> str:
@@ -39,21 +35,4 @@ def guarded(ctx: CallContext) -> Guarded | None:
     )
 
 
-@hookimpl
-def plugin_tables() -> list[Any]:
-    return budget_hooks.budget_tables()
-
-
-@hookimpl
-def pre_request_check(ctx: CallContext) -> Refusal | None:
-    return budget_hooks.check_budget(ctx, guarded(ctx))
-
-
-@hookimpl
-def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
-    budget_hooks.after_spend(ctx, guarded(ctx), cost)
-
-
-@hookimpl
-def call_finished(ctx: CallContext) -> None:
-    budget_hooks.call_over(ctx)
+plugin = budget_hooks.BudgetPlugin(guarded)

@@ -7,13 +7,9 @@ every call, the master key's included.
 
 from __future__ import annotations
 
-from typing import Any
-
 from plugins import budget_hooks
 from plugins.budget_common import Guarded, exceeded_budget_message
-from plugins.reservations import reserve_claims as reserve_claims  # strict mode's wrapper
-from proxy.context import CallContext, Refusal, Usage
-from proxy.hookspecs import hookimpl
+from proxy.context import CallContext
 
 PROXY_ENTITY_ID = "1"  # the single proxy_spend row
 
@@ -32,21 +28,4 @@ def guarded(ctx: CallContext) -> Guarded:
     )
 
 
-@hookimpl
-def plugin_tables() -> list[Any]:
-    return budget_hooks.budget_tables()
-
-
-@hookimpl
-def pre_request_check(ctx: CallContext) -> Refusal | None:
-    return budget_hooks.check_budget(ctx, guarded(ctx))
-
-
-@hookimpl
-def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
-    budget_hooks.after_spend(ctx, guarded(ctx), cost)
-
-
-@hookimpl
-def call_finished(ctx: CallContext) -> None:
-    budget_hooks.call_over(ctx)
+plugin = budget_hooks.BudgetPlugin(guarded)

@@ -37,7 +37,6 @@ from plugins import clamp
 from plugins.budget_common import CHECK_ORDER, LOCK_ORDER, Guarded, fmt
 from proxy.context import Refusal
 from proxy.db import BaseModel, database, is_postgres
-from proxy.hookspecs import hookimpl
 from proxy.models import Customer, Key, ProxySpend, User, now
 
 if TYPE_CHECKING:
@@ -102,12 +101,12 @@ def ttl(ctx: CallContext) -> float:
     return 2 * ctx.deployment.timeout + TTL_MARGIN_SECONDS
 
 
-@hookimpl(specname="pre_request_check", wrapper=True)
 def reserve_claims(ctx: CallContext) -> Generator[None, Any, Refusal | None]:
     """Around all checks: once none refused, reserve what the budget plugins claimed.
 
-    Every budget plugin registers this same wrapper, so it works whichever
-    of them are enabled; the first to run takes the claims, the others find
+    Every budget plugin wraps ``pre_request_check`` with this (see
+    :class:`plugins.budget_hooks.BudgetPlugin`), so it works whichever of
+    them are enabled; the first to run takes the claims, the others find
     none left.
     """
     refusal = yield

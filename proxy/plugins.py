@@ -36,7 +36,9 @@ BUILTIN_PLUGINS: list[str] = [
 ]
 
 
-def make_plugin_manager(config: Config, extra: list[tuple[str, Any]] | None = None) -> pluggy.PluginManager:
+def make_plugin_manager(
+    config: Config, extra: list[tuple[str, Any]] | None = None
+) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     disabled = set(config.plugins.disable)
@@ -44,7 +46,9 @@ def make_plugin_manager(config: Config, extra: list[tuple[str, Any]] | None = No
     for name in reversed(BUILTIN_PLUGINS):
         known.add(name)
         if name not in disabled:
-            pm.register(importlib.import_module(f"plugins.{name}"), name=name)
+            module = importlib.import_module(f"plugins.{name}")
+            # A builtin module may expose its hooks on an object named ``plugin``.
+            pm.register(getattr(module, "plugin", module), name=name)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         known.add(ep.name)
         if ep.name in disabled:
