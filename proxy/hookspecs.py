@@ -23,7 +23,7 @@ hookimpl = pluggy.HookimplMarker("comptroller")
 
 
 @hookspec
-def plugin_tables() -> list[Any]:
+def plugin_tables() -> list[Any] | None:
     """Return the Peewee models this plugin owns.
 
     Called at start-up; missing tables are created (``CREATE TABLE IF NOT

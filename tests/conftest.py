@@ -78,7 +78,12 @@ def openai_model(name: str, base_url: str, **params: Any) -> dict[str, Any]:
     """A ``model_list`` entry pointing at an OpenAI-compatible upstream."""
     return {
         "model_name": name,
-        "litellm_params": {"model": f"openai/{name}", "api_base": base_url, "api_key": "sk-up", **params},
+        "litellm_params": {
+            "model": f"openai/{name}",
+            "api_base": base_url,
+            "api_key": "sk-up",
+            **params,
+        },
     }
 
 
@@ -101,7 +106,9 @@ def make_app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Flas
     monkeypatch.delenv("COMPTROLLER_MASTER_KEY", raising=False)
     monkeypatch.delenv("LITELLM_MASTER_KEY", raising=False)
 
-    def factory(config: dict[str, Any] | None = None, plugins: list[tuple[str, Any]] | None = None) -> Flask:
+    def factory(
+        config: dict[str, Any] | None = None, plugins: list[tuple[str, Any]] | None = None
+    ) -> Flask:
         raw = copy.deepcopy(config) if config is not None else base_config(db_url)
         raw.setdefault("general_settings", {}).setdefault("database_url", db_url)
         raw["general_settings"].setdefault("master_key", MASTER_KEY)

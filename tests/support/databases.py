@@ -12,7 +12,9 @@ import secrets
 import psycopg2
 from psycopg2 import sql
 
-PG_ADMIN_URL = os.environ.get("COMPTROLLER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "COMPTROLLER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _admin_connection() -> psycopg2.extensions.connection:
@@ -74,7 +76,9 @@ def truncate_pg_tables(url: str) -> None:
                         sql.SQL(", ").join(sql.Identifier(t) for t in tables)
                     )
                 )
-                cur.execute("INSERT INTO proxy_spend (id, spend, created_at) VALUES (1, 0, 0) "
-                            "ON CONFLICT DO NOTHING")
+                cur.execute(
+                    "INSERT INTO proxy_spend (id, spend, created_at) VALUES (1, 0, 0) "
+                    "ON CONFLICT DO NOTHING"
+                )
     finally:
         conn.close()

@@ -67,21 +67,34 @@ class ProxyServer:
         env.pop("DATABASE_URL", None)
         env.update(self.env)
         cmd = [
-            sys.executable, "-m", "gunicorn", "wsgi:app",
-            "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(self.workers),
-            "--worker-class", "gthread",
-            "--threads", str(self.threads),
-            "--graceful-timeout", "5",
-            "--timeout", "60",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "wsgi:app",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(self.threads),
+            "--graceful-timeout",
+            "5",
+            "--timeout",
+            "60",
         ]
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
         try:
             wait_until(self._ready, timeout=30)
         except TimeoutError:
             self.stop()
-            raise RuntimeError(f"proxy did not start:\n{self.log_path.read_text()[-4000:]}") from None
+            raise RuntimeError(
+                f"proxy did not start:\n{self.log_path.read_text()[-4000:]}"
+            ) from None
         return self
 
     def _ready(self) -> bool:
