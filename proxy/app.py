@@ -55,6 +55,12 @@ def _register_error_handlers(app: Flask) -> None:
                 database.close()
             except Exception:
                 log.debug("closing a broken connection failed", exc_info=True)
+        # The other idle pooled connections most likely died with this one
+        # (server restart, backends terminated): drop them all, so each one
+        # does not fail a call of its own before the pool replaces it.
+        close_idle = getattr(database.obj, "close_idle", None)
+        if close_idle is not None:
+            close_idle()
         return ServiceUnavailable(
             "Database unavailable; the call was not made and nothing was charged."
         ).response()
