@@ -73,7 +73,9 @@ def _register_error_handlers(app: Flask) -> None:
         ).response()
 
 
-def create_app(config: Config | None = None, extra_plugins: list[tuple[str, Any]] | None = None) -> Flask:
+def create_app(
+    config: Config | None = None, extra_plugins: list[tuple[str, Any]] | None = None
+) -> Flask:
     """Build the Flask app for ``config`` (default: :func:`load_config`).
 
     ``extra_plugins`` registers plugin objects directly (``(name, plugin)``),
@@ -81,7 +83,9 @@ def create_app(config: Config | None = None, extra_plugins: list[tuple[str, Any]
     """
     config = config or load_config()
     app = Flask("comptroller")
-    app.config["MAX_CONTENT_LENGTH"] = int(config.general_settings.max_request_size_mb * 1024 * 1024)
+    app.config["MAX_CONTENT_LENGTH"] = int(
+        config.general_settings.max_request_size_mb * 1024 * 1024
+    )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     init_database(config.database_url)
     pm = make_plugin_manager(config, extra_plugins)

@@ -108,7 +108,9 @@ def _load_customer(services: Services, ctx: CallContext, rows: CallRows | None) 
         return
     customer = (
         Customer.select(Customer, Budget)
-        .join(Budget, JOIN.LEFT_OUTER, on=(Customer.budget_id == Budget.budget_id), attr="budget_row")
+        .join(
+            Budget, JOIN.LEFT_OUTER, on=(Customer.budget_id == Budget.budget_id), attr="budget_row"
+        )
         .where(Customer.user_id == ctx.end_user_id)
         .first()
     )
@@ -135,7 +137,12 @@ def _estimate_cost(ctx: CallContext) -> float:
 
 
 def build_context(
-    services: Services, caller: Caller, deployment: Deployment, call_type: str, body: dict, headers: Any
+    services: Services,
+    caller: Caller,
+    deployment: Deployment,
+    call_type: str,
+    body: dict,
+    headers: Any,
 ) -> CallContext:
     config = services.config
     ctx = CallContext(

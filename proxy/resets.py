@@ -56,9 +56,7 @@ def _reset_one(row: Any, pk_field: peewee.Field, duration: str | None, now: floa
             row.spend, row.budget_reset_at = fresh.spend, fresh.budget_reset_at
 
 
-def apply_due_resets(
-    *entities: tuple[Any, str | None], now: float | None = None
-) -> None:
+def apply_due_resets(*entities: tuple[Any, str | None], now: float | None = None) -> None:
     """Reset every ``(row, budget_duration)`` pair whose period has ended."""
     moment = time.time() if now is None else now
     for row, duration in entities:
