@@ -89,8 +89,7 @@ def authenticate(
             # The admin UI's login session, with its CSRF header, on an admin route.
             return Caller(is_master=True)
         raise AuthError(
-            "Authentication Error, No api key passed in. "
-            "Pass it as 'Authorization: Bearer <key>'."
+            "Authentication Error, No api key passed in. Pass it as 'Authorization: Bearer <key>'."
         )
     if is_master_key(presented, master_key):
         if not prefetch:
