@@ -136,8 +136,11 @@ def run_wrk(
     seconds: float,
     stop_after: int = 0,
 ) -> LoadResult:
-    """Load ``url`` with ``connections`` keep-alive connections for ``seconds``
-    (or until ``stop_after`` responses, when given)."""
+    """Load ``url`` with ``connections`` keep-alive connections for ``seconds``.
+
+    ``stop_after`` stops sending after that many responses, but wrk itself
+    still lasts ``seconds`` (its main thread sleeps for the whole duration).
+    """
     base, _, rest = url.partition("://")
     host, _, path = rest.partition("/")
     script = wrk_script("/" + path, bodies, headers, stop_after)

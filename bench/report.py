@@ -40,8 +40,9 @@ def _phase_table(run: Run) -> list[str]:
     lines = [
         "| phase | direct req/s | direct p50 / p99 ms | proxy req/s | proxy p50 / p99 ms "
         "| added p50 / p99 ms | proxy CPU ms/call | Postgres CPU ms/call "
-        "| DB round trips/call (call path + webhook sender) | webhooks/call | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| DB round trips/call (call path + webhook sender) | webhooks/call "
+        "| worker CPU split | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for direct, proxy in _pairs(run):
         d = direct.load if direct else None
@@ -54,7 +55,9 @@ def _phase_table(run: Run) -> list[str]:
             f"| {p.rps:.0f} | {_ms(p.p50_ms)} / {_ms(p.p99_ms)} | {added} "
             f"| {_ms(proxy.proxy_cpu_ms)} | {_ms(proxy.postgres_cpu_ms)} "
             f"| {proxy.request_statements:.2f} + {proxy.background_statements:.2f} "
-            f"| {proxy.webhooks:.2f} | {p.errors + (d.errors if d else 0)} |"
+            f"| {proxy.webhooks:.2f} "
+            f"| {' / '.join(f'{share:.0%}' for share in proxy.worker_cpu_share)} "
+            f"| {p.errors + (d.errors if d else 0)} |"
         )
     return lines
 

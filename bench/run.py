@@ -21,6 +21,7 @@ import argparse
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,8 @@ class Phase:
     background_statements: float = 0.0  # per call
     webhooks: float = 0.0  # deliveries per call during the phase
     worker_rss_mib: list[float] = field(default_factory=list)
+    # Each worker's share of the workers' CPU: how evenly the kernel spread connections.
+    worker_cpu_share: list[float] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -165,8 +168,10 @@ def _proxy_phase(
     stack: Stack, stream: bool, connections: int, seconds: float, profile_dir: str | None
 ) -> Phase:
     pids = stack.proxy_pids()
+    workers = stack.worker_pids()
     pg_pids = stack.postgres_pids()
     cpu0 = procstats.total_cpu_seconds(pids)
+    worker0 = [procstats.cpu_seconds(pid) for pid in workers]
     pg0 = {pid: procstats.cpu_seconds(pid) for pid in pg_pids}
     statements0 = stack.statements()
     hooks0 = stack.webhooks_received()
@@ -179,6 +184,7 @@ def _proxy_phase(
         seconds,
     )
     cpu1 = procstats.total_cpu_seconds(pids)
+    worker_cpu = [procstats.cpu_seconds(pid) - w0 for pid, w0 in zip(workers, worker0, strict=True)]
     pg1 = {pid: procstats.cpu_seconds(pid) for pid in stack.postgres_pids()}
     statements1 = stack.statements()
     hooks1 = stack.webhooks_received()
@@ -201,6 +207,7 @@ def _proxy_phase(
         / calls,
         webhooks=(hooks1 - hooks0) / calls,
         worker_rss_mib=[procstats.rss_mib(pid) for pid in stack.worker_pids()],
+        worker_cpu_share=[cpu / max(sum(worker_cpu), 1e-9) for cpu in worker_cpu],
     )
 
 
@@ -216,7 +223,7 @@ def _start_profile(stack: Stack, directory: str, seconds: float) -> list[subproc
     for worker in stack.worker_pids():
         cmd = [
             spy, "record", "--pid", str(worker), "--duration", str(max(1, int(seconds) - 1)),
-            "--rate", "250", "--nonblocking", "--gil", "--format", "raw",
+            "--rate", "1000", "--nonblocking", "--gil", "--format", "raw",
             "--output", str(out / f"worker-{worker}.collapsed"),
         ]  # fmt: skip
         spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -234,18 +241,27 @@ def _wait_for_outbox(stack: Stack, timeout: float = 120.0) -> float | None:
 
 
 def _memory_samples(stack: Stack, total: int, every: int, run: Run) -> None:
+    """Worker RSS after about every ``every`` calls, until ``total`` calls.
+
+    wrk runs for a duration, not a count (its main thread sleeps for the whole
+    ``-d``), so each segment lasts ``every`` calls at the rate measured so far.
+    """
     bodies = _bodies(False)
     url = f"{stack.proxy_url}/v1/chat/completions"
     done = 0
+    rate = 0.0
     run.rss_samples.append((0, [procstats.rss_mib(pid) for pid in stack.worker_pids()]))
     while done < total:
-        load = run_wrk(url, bodies, stack.proxy_headers(), 16, 3600, stop_after=every)
+        seconds = min(every, total - done) / rate if rate else 5.0
+        load = run_wrk(url, bodies, stack.proxy_headers(), 16, max(seconds, 1.0))
         if load.errors:
             raise RuntimeError(f"memory run: {load.errors} failed calls")
         done += load.requests
+        rate = load.rps
         sample = [procstats.rss_mib(pid) for pid in stack.worker_pids()]
         run.rss_samples.append((done, sample))
-        print(f"  {done:>7} calls: worker RSS {', '.join(f'{m:.1f}' for m in sample)} MiB")
+        mib = ", ".join(f"{m:.1f}" for m in sample)
+        print(f"  {done:>7} calls ({load.rps:.0f}/s): worker RSS {mib} MiB", flush=True)
 
 
 def run_benchmark(args: argparse.Namespace, command: str) -> Run:
@@ -314,12 +330,18 @@ def _print_phase(phase: Phase) -> None:
         line += (
             f"  cpu {phase.proxy_cpu_ms:.2f} ms/call  pg {phase.postgres_cpu_ms:.2f} ms/call"
             f"  statements {phase.request_statements:.2f}+{phase.background_statements:.2f}"
+            f"  worker cpu split {'/'.join(f'{share:.0%}' for share in phase.worker_cpu_share)}"
         )
     print(line, flush=True)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through Stack.stop(): nothing left behind
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if not wrk_available():
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2

@@ -22,10 +22,12 @@ from typing import Any, TypeVar
 import peewee
 
 from proxy.db import database
-from proxy.prepared import Prepared
+from proxy.prepared import Prepared, after_failure, mark_prepared
 
 # psycopg2.extensions.TRANSACTION_STATUS_INERROR
 _IN_ERROR = 3
+# Turns driver errors into peewee's (peewee's own execute_sql uses it).
+_driver_errors: Any = getattr(peewee, "__exception_wrapper__")  # noqa: B009
 DEFERS_WRITES = "comptroller_defers_writes"
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,7 +49,9 @@ class BatchedTransaction(peewee._transaction):
     def __init__(self, db: peewee.Database) -> None:
         super().__init__(db)
         self.deferred: list[bytes] = []
+        self.preparing: set[str] = set()  # prepared by the deferred statements
         self.begun = False
+        self.commit_sent = False  # from then on, the outcome of a failure is unknown
 
     def _begin(self) -> None:
         """Nothing yet: ``BEGIN`` travels with the first statement."""
@@ -65,25 +69,44 @@ class BatchedTransaction(peewee._transaction):
         return statement.run(params, prefix="BEGIN; ")
 
     def queue(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self.deferred.append(self.db.cursor().mogrify(sql, params))
+        """Send ``sql`` with the COMMIT, as a prepared statement."""
+        conn = self.db.connection()
+        text = Prepared.of(sql).text_for(conn, self.preparing)
+        with _driver_errors:
+            self.deferred.append(self.db.cursor().mogrify(text, params))
 
     def commit(self, begin: bool = True) -> None:
         statements, self.deferred = self.deferred, []
-        if self.begun:
-            conn = self.db.connection()
-            if conn.get_transaction_status() == _IN_ERROR:
-                # COMMIT would answer ROLLBACK without an error: make it one.
-                raise peewee.InternalError("the transaction failed before its commit")
-            self.db.cursor().execute(b"; ".join([*statements, b"COMMIT"]))
-        elif statements:
-            self.db.cursor().execute(b"; ".join(statements))
+        preparing, self.preparing = self.preparing, set()
+        conn = self.db.connection()
+        try:
+            if self.begun:
+                if conn.get_transaction_status() == _IN_ERROR:
+                    # COMMIT would answer ROLLBACK without an error: make it one.
+                    raise peewee.InternalError("the transaction failed before its commit")
+                self.commit_sent = True
+                _send(self.db, b"; ".join([*statements, b"COMMIT"]))
+            elif statements:
+                _send(self.db, b"; ".join(statements))
+        except Exception as err:
+            after_failure(conn, preparing, err)
+            raise
+        mark_prepared(conn, preparing)
         self.db._run_commit_callbacks()
 
     def rollback(self, begin: bool = True) -> None:
         self.deferred = []
+        self.preparing = set()  # never sent (commit() gives up on a failed send itself)
         if self.begun:
             self.db.rollback()
         self.db._clear_commit_callbacks()
+
+
+def _send(db: peewee.Database, sql: bytes) -> None:
+    """Send already interpolated SQL (no parameters: a ``%`` in it is data), with
+    driver errors turned into peewee's, as ``execute_sql`` does."""
+    with _driver_errors:
+        db.cursor().execute(sql)
 
 
 def execute_at_commit(sql: str, params: Sequence[Any] = ()) -> None:

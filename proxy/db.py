@@ -75,6 +75,10 @@ class _PostgresPool(PooledPostgresqlDatabase):
         self._checked_in[id(conn)] = time.monotonic()
         super()._close(conn, close_conn)
 
+    def check_all_before_use(self) -> None:
+        """A connection was found dead: ping every pooled one before handing it out."""
+        self._checked_in.clear()
+
     def _close_raw(self, conn: Any) -> None:
         self._checked_in.pop(id(conn), None)
         super()._close_raw(conn)

@@ -39,7 +39,6 @@ _PK_INDEX: dict[type[peewee.Model], int] = {
     for model, fields in _FIELDS.items()
 }
 _sql_by_param: dict[str, str] = {}
-_prepared: Prepared | None = None
 
 
 @dataclass
@@ -94,10 +93,7 @@ def load_call_rows(
     """One query for the rows of a call (``token_hash`` None for the master key)."""
     params = (token_hash, end_user_id, default_budget_id)
     if is_postgres():
-        global _prepared
-        if _prepared is None:
-            _prepared = Prepared(_sql("%s"))
-        cursor = _prepared.run(params)
+        cursor = Prepared.of(_sql("%s")).run(params)
     else:
         cursor = database.execute_sql(_sql(database.param), params)
     row = cursor.fetchone()

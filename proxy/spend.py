@@ -11,6 +11,8 @@ threshold, even with many workers.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +21,9 @@ from peewee import EXCLUDED
 
 from proxy.batching import DEFERS_WRITES, BatchedTransaction
 from proxy.db import database, is_postgres
+from proxy.models import Customer, Key, ProxySpend, SpendLog, Team, User
 from proxy.plugins import call_each
 from proxy.prepared import Prepared
-from proxy.models import Customer, Key, ProxySpend, SpendLog, Team, User
 from proxy.pricing import compute_cost
 
 if TYPE_CHECKING:
@@ -31,6 +33,14 @@ if TYPE_CHECKING:
     from proxy.context import CallContext, Usage
 
 log = logging.getLogger("comptroller.spend")
+
+# Spend transactions one process keeps open at once. They all update the same
+# hot rows (a key, its user, the proxy counter), so more of them only queue in
+# PostgreSQL's lock manager, which costs server CPU: on 2 cores, 2 gives ~12%
+# more calls/s and a third lower p99 than 16 (bench/RESULTS.md). Each costs
+# two round trips, so a database far away may want more.
+SETTLE_CONCURRENCY = max(1, int(os.environ.get("COMPTROLLER_SETTLE_CONCURRENCY", "2")))
+_settling = threading.BoundedSemaphore(SETTLE_CONCURRENCY)
 
 
 def _increment(model: type, pk_field: object, pk: str | int, cost: float) -> float | None:
@@ -101,7 +111,6 @@ _INCREMENTS = {
     "proxy": "UPDATE proxy_spend SET spend = spend + %s WHERE id = 1 RETURNING spend",
 }
 _ledger_sql: dict[tuple[str, ...], str] = {}
-_ledger_prepared: dict[tuple[str, ...], Prepared] = {}
 
 
 def _ledger_statement(kinds: tuple[str, ...]) -> str:
@@ -118,8 +127,26 @@ def _ledger_statement(kinds: tuple[str, ...]) -> str:
     return sql
 
 
+def _fresh_connection() -> None:
+    """Drop the current (dead) connection; the next one is checked before use."""
+    try:
+        database.close()
+    except Exception:
+        log.debug("closing a dead connection failed", exc_info=True)
+    check_all = getattr(database.obj, "check_all_before_use", None)
+    if check_all is not None:
+        check_all()
+    database.connect()
+
+
 def _write_ledger_batched(
-    pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, cost: float, status: str, end: float
+    pm: pluggy.PluginManager,
+    ctx: CallContext,
+    usage: Usage,
+    cost: float,
+    status: str,
+    end: float,
+    txn: BatchedTransaction,
 ) -> None:
     """PostgreSQL: the ledger in two round trips (``BEGIN`` + one statement for the
     log and increments; the plugins' queued writes + ``COMMIT``)."""
@@ -144,11 +171,8 @@ def _write_ledger_batched(
         params += [ctx.end_user_id, cost, end]
     kinds.append("proxy")
     params.append(cost)
-    with BatchedTransaction(database.obj) as txn:
-        key = tuple(kinds)
-        statement = _ledger_prepared.get(key)
-        if statement is None:
-            statement = _ledger_prepared[key] = Prepared(_ledger_statement(key))
+    with txn:
+        statement = Prepared.of(_ledger_statement(tuple(kinds)))
         row = txn.first_prepared(statement, params).fetchone()
         ctx.spend_after.update(zip(kinds, row, strict=True))
         pm.hook.post_call_spend(ctx=ctx, usage=usage, cost=cost)
@@ -182,17 +206,29 @@ def record_spend(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, statu
     try:
         if is_postgres() and not database.in_transaction():
             alerts_before = len(ctx.alerts)
-            try:
-                _write_ledger_batched(pm, ctx, usage, cost, status, end)
-                return cost
-            except (peewee.OperationalError, peewee.InterfaceError):
-                raise  # the database is gone: the careful way would fail too
-            except peewee.DatabaseError:
-                log.warning(
-                    "spend transaction of %s failed; writing it statement by statement",
-                    ctx.request_id,
-                    exc_info=True,
-                )
+            for attempt in range(2):
+                txn = BatchedTransaction(database.obj)
+                try:
+                    with _settling:
+                        _write_ledger_batched(pm, ctx, usage, cost, status, end, txn)
+                    return cost
+                except (peewee.OperationalError, peewee.InterfaceError):
+                    if attempt or txn.commit_sent or not opened:
+                        raise  # the database is gone, or it may have committed: never twice
+                    # A pooled connection that died while the upstream answered (the pool
+                    # only checks idle ones): nothing was committed, so once more on a
+                    # connection the pool checks.
+                    log.warning("spend transaction of %s lost its connection", ctx.request_id)
+                    _fresh_connection()
+                except peewee.DatabaseError:
+                    log.warning(
+                        "spend transaction of %s failed; writing it statement by statement",
+                        ctx.request_id,
+                        exc_info=True,
+                    )
+                    del ctx.alerts[alerts_before:]
+                    ctx.spend_after.clear()
+                    break
                 del ctx.alerts[alerts_before:]
                 ctx.spend_after.clear()
         with database.atomic():

@@ -33,6 +33,7 @@ from plugins.rate_limiting.limits import WINDOW_SECONDS, Scope
 from plugins.rate_limiting.tables import RateLimitLease
 from proxy.batching import execute_at_commit
 from proxy.db import database, is_postgres
+from proxy.prepared import Prepared
 
 log = logging.getLogger("comptroller.rate_limiter")
 
@@ -180,7 +181,8 @@ def _postgres_all_fit(
 ) -> Admission | None:
     """The admission in one round trip, or None when some scope refused (nothing counted)."""
     try:
-        rows = database.execute_sql(_postgres_all_fit_sql(count, with_leases), params).fetchall()
+        statement = Prepared.of(_postgres_all_fit_sql(count, with_leases))
+        rows = statement.run(params).fetchall()
     except peewee.DataError as err:
         cause = getattr(err, "orig", None) or err.__context__  # the driver's error
         if getattr(cause, "pgcode", None) != _DIVISION_BY_ZERO:
@@ -226,7 +228,7 @@ def admit(scopes: list[Scope], request_id: str, now: float, lease_until: float) 
         if with_leases:
             params += [request_id, lease_until]
         if len(ordered) == 1:
-            rows = database.execute_sql(sql, params).fetchall()
+            rows = Prepared.of(sql).run(params).fetchall()
             return Admission(_states(scopes, rows, rolled_back=False))
         if not database.in_transaction():
             admitted = _postgres_all_fit(scopes, len(ordered), with_leases, params)

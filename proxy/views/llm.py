@@ -16,6 +16,8 @@ from proxy.llm_schemas import ChatCompletionRequest, EmbeddingRequest, check_bod
 from proxy.views.common import json_body, services
 
 bp = Blueprint("llm", __name__)
+# Bodies up to this size are parsed before authentication (see _authenticated_body).
+PREFETCH_BODY_LIMIT = 64 * 1024
 
 
 def validate_chat(body: dict[str, Any]) -> None:
@@ -31,7 +33,13 @@ def _authenticated_body(svc: Any) -> tuple[Caller, dict[str, Any]]:
 
     The body is parsed first so that the query that reads the key can also
     read the end user's rows (one round trip for everything the checks need).
+    A large body is parsed only once the caller is known: nobody without a
+    key gets the server to parse megabytes (the gateway then reads the end
+    user's rows on its own).
     """
+    length = request.content_length
+    if length is None or length > PREFETCH_BODY_LIMIT:
+        return authenticate(request.headers, svc.config.master_key), json_body()
     body: dict[str, Any] = {}
     body_error: Exception | None = None
     try:

@@ -14,10 +14,22 @@ from typing import Any
 import pytest
 
 from plugins.rate_limiting import store
+from proxy import prepared
 from proxy.batching import BatchedTransaction
 from proxy.db import database, is_postgres
 from tests.conftest import base_config
 from tests.unit.test_rate_limiter import chat, make_budget, make_key, make_user
+
+
+def _verb(sql: str) -> str:
+    """The statement's first word; a prepared statement's own (``PREPARE``/``EXECUTE``
+    carry a statement of the call path, see proxy/prepared.py)."""
+    if sql.startswith("PREPARE "):
+        sql = sql.split(" AS ", 1)[1]
+    elif sql.startswith("EXECUTE "):
+        name = sql.split()[1].split("(")[0]
+        sql = next(p.sql for p in prepared._by_sql.values() if p.name == name)
+    return sql.split()[0].upper()
 
 
 class StatementCounter:
@@ -36,7 +48,7 @@ class StatementCounter:
 
             def execute(self, sql: str, *args: Any) -> Any:
                 if counter.active:
-                    counter.statements.append(sql.split()[0].upper())
+                    counter.statements.append(_verb(sql))
                 return self._real.execute(sql, *args)
 
             def __getattr__(self, name: str) -> Any:

@@ -1,0 +1,218 @@
+"""What one metered call costs in database round trips (issue 9).
+
+Every statement sent through the app's database is counted at the driver's
+cursor; on PostgreSQL each is one network round trip. The read side is one
+query whatever the number of budget levels; on PostgreSQL the spend ledger is
+``BEGIN`` + one statement, then the COMMIT with whatever plugins queued for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2.extensions
+import pytest
+
+from proxy import prepared
+from proxy.batching import execute_at_commit
+from proxy.db import database, make_database
+from proxy.hookspecs import hookimpl
+from proxy.models import Customer, Key, SpendLog
+from tests.conftest import base_config
+from tests.unit.test_rate_limiter import chat, make_budget, make_key, make_user
+
+NO_LIMITS = {"disable": ["rate_limiter", "webhook_alerter"]}
+
+
+def _statement(sql: Any) -> str:
+    """The SQL a prepared statement stands for, else the text as sent."""
+    text = sql.decode() if isinstance(sql, bytes) else str(sql)
+    if text.startswith("PREPARE "):
+        text = text.split(" AS ", 1)[1].rsplit("; EXECUTE ", 1)[0]
+    elif text.startswith("EXECUTE "):
+        name = text.split()[1].split("(")[0]
+        text = next(p.sql for p in prepared._by_sql.values() if p.name == name)
+    return text
+
+
+class Recorder:
+    """The texts of the statements sent while :meth:`recording`."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.sent: list[str] = []
+
+    def wrap(self, make_cursor: Any) -> Any:
+        recorder = self
+
+        class Cursor:
+            def __init__(self, real: Any) -> None:
+                self._real = real
+
+            def execute(self, sql: Any, *args: Any) -> Any:
+                if recorder.on:
+                    text = sql.decode() if isinstance(sql, bytes) else str(sql)
+                    recorder.sent.append(text)
+                return self._real.execute(sql, *args)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._real, name)
+
+        return lambda *a, **k: Cursor(make_cursor(*a, **k))
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[list[str]]:
+        self.sent = []
+        self.on = True
+        try:
+            yield self.sent
+        finally:
+            self.on = False
+
+
+@pytest.fixture
+def recorded(make_app: Any, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    def build(plugins: list[tuple[str, Any]] | None = None) -> tuple[Any, Recorder]:
+        config = base_config(
+            db_url, plugins=NO_LIMITS, litellm_settings={"max_end_user_budget_id": "tier"}
+        )
+        app = make_app(config, plugins=plugins)
+        recorder = Recorder()
+        monkeypatch.setattr(database.obj, "cursor", recorder.wrap(database.obj.cursor))
+        return app.test_client(), recorder
+
+    return build
+
+
+def _setup_budgets() -> str:
+    make_user("rt-user", max_budget=100)
+    make_budget("tier", max_budget=5)
+    with database.connection_context():
+        Customer.create(user_id="rt-customer", budget_id="tier")
+    return make_key(user_id="rt-user", max_budget=50)
+
+
+def test_everything_the_checks_read_comes_in_one_query(recorded):
+    client, recorder = recorded()
+    plain = _setup_budgets()
+    chat(client, plain, user="rt-customer")  # first sight: budget resets get scheduled
+    with recorder.recording() as sent:
+        assert chat(client, plain, user="rt-customer").status_code == 200
+    reads = [s for s in map(_statement, sent) if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1
+    for table in ('"key"', '"user"', '"customer"', '"budget"', '"proxy_spend"'):
+        assert table in reads[0]
+
+
+def test_a_metered_call_costs_three_round_trips_on_postgres(recorded, db_url):
+    if not db_url.startswith("postgres"):
+        pytest.skip("the batched spend transaction is PostgreSQL's")
+    client, recorder = recorded()
+    plain = _setup_budgets()
+    chat(client, plain, user="rt-customer")
+    with recorder.recording() as sent:
+        assert chat(client, plain, user="rt-customer").status_code == 200
+    # The read; BEGIN with the ledger statement; the COMMIT.
+    assert len(sent) == 3
+    assert sent[1].startswith("BEGIN; ") and sent[2] == "COMMIT"
+    ledger = _statement(sent[1][len("BEGIN; ") :])
+    assert "INSERT INTO spend_log" in ledger and 'UPDATE "key"' in ledger
+
+
+class FailsAtFirstCommit:
+    """Queues a write that fails with the first spend transaction's COMMIT only."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    def post_call_spend(self, ctx: Any, usage: Any, cost: float) -> None:
+        self.calls += 1
+        table = "no_such_table_for_this_test" if self.calls == 1 else "proxy_spend"
+        execute_at_commit(f"UPDATE {table} SET spend = spend WHERE id = %s", [1])
+
+
+def test_a_failed_batched_commit_still_records_the_spend_once(recorded, db_url):
+    if not db_url.startswith("postgres"):
+        pytest.skip("the batched spend transaction is PostgreSQL's")
+    plugin = FailsAtFirstCommit()
+    client, _ = recorded(plugins=[("fails_at_first_commit", plugin)])
+    plain = make_key(max_budget=10)
+    resp = chat(client, plain, user="rt-fallback")
+    assert resp.status_code == 200
+    assert plugin.calls == 2  # the batched attempt, then statement by statement
+    with database.connection_context():
+        logs = list(SpendLog.select())
+        key = Key.get()
+        customer = Customer.get_by_id("rt-fallback")
+    assert len(logs) == 1
+    assert key.spend == pytest.approx(logs[0].spend, abs=1e-12)
+    assert customer.spend == pytest.approx(logs[0].spend, abs=1e-12)
+
+
+def test_statements_are_prepared_once_per_connection(recorded, db_url):
+    if not db_url.startswith("postgres"):
+        pytest.skip("prepared statements are PostgreSQL's")
+    client, recorder = recorded()
+    plain = _setup_budgets()
+    with recorder.recording() as sent:
+        for _ in range(5):
+            assert chat(client, plain, user="rt-customer").status_code == 200
+    prepares = [s for s in sent if "PREPARE " in s]
+    executes = [s for s in sent if "EXECUTE " in s and "PREPARE " not in s]
+    # The read and the ledger, each prepared on first use, then only executed.
+    assert len(prepares) <= 2 * 2  # at most two pooled connections took part
+    assert len(executes) >= 2 * 5 - len(prepares)
+
+
+class _CountingCursor(psycopg2.extensions.cursor):
+    sent: list[str] = []
+
+    def execute(self, query: Any, vars: Any = None) -> Any:  # noqa: A002
+        _CountingCursor.sent.append(str(query))
+        return super().execute(query, vars)
+
+
+def test_a_pooled_connection_back_in_use_soon_is_not_pinged(db_url):
+    if not db_url.startswith("postgres"):
+        pytest.skip("the PostgreSQL pool")
+    db = make_database(db_url)
+    db.connect_params["cursor_factory"] = _CountingCursor
+    _CountingCursor.sent = []
+    try:
+        db.connect()
+        db.close()
+        db.connect()  # back at once: no SELECT 1 first
+        assert _CountingCursor.sent == []
+        conn = db.connection()
+        db.close()
+        db._checked_in[id(conn)] = time.monotonic() - 60  # idle for a minute
+        db.connect()  # now it is checked before use
+        assert _CountingCursor.sent == ["SELECT 1"]
+        assert db.connection() is conn
+    finally:
+        db.close_all()
+
+
+def test_a_large_body_is_parsed_only_after_authentication(recorded):
+    client, _ = recorded()
+    junk = b"{" + b" " * (100 * 1024)  # not JSON, and larger than the prefetch limit
+    resp = client.post("/chat/completions", data=junk, headers={"Authorization": "Bearer sk-wrong"})
+    assert resp.status_code == 401
+    assert "Authentication Error" in resp.get_json()["error"]["message"]
+
+
+def test_a_large_body_still_meets_the_end_users_budget(recorded):
+    client, _ = recorded()
+    plain = _setup_budgets()
+    with database.connection_context():
+        Customer.update(spend=5.0).where(Customer.user_id == "rt-customer").execute()
+    long_prompt = "word " * (20 * 1024)  # about 100 KiB
+    resp = chat(
+        client, plain, user="rt-customer", messages=[{"role": "user", "content": long_prompt}]
+    )
+    assert resp.status_code == 401
+    assert "User rt-customer has exceeded their budget" in resp.get_json()["error"]["message"]
