@@ -66,6 +66,15 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT met")
 
 
+def _throughput(run: Run, stream: bool, target: float, what: str) -> list[str]:
+    """The row of a req/s target at 16 connections; none if that phase did not run."""
+    _, proxy = _find(run, stream, 16)
+    if proxy is None:
+        return []
+    rps = proxy.load.rps
+    return [f"| >= {target:.0f} req/s{what} | {rps:.0f} req/s | {_verdict(rps >= target)} |"]
+
+
 def _targets(run: Run) -> list[str]:
     lines = ["| target | measured | verdict |", "|---|---|---|"]
     direct, proxy = _find(run, False, 1)
@@ -77,20 +86,8 @@ def _targets(run: Run) -> list[str]:
             f"| {_ms(p50)} / {_ms(p99)} ms "
             f"| {_verdict(p50 <= ADDED_P50_MS and p99 <= ADDED_P99_MS)} |"
         )
-    _, chat16 = _find(run, False, 16)
-    if chat16 is not None:
-        rps = chat16.load.rps
-        lines.append(
-            f"| >= {CHAT_RPS_C16:.0f} req/s, {run.workers} workers, chat c=16 | {rps:.0f} req/s "
-            f"| {_verdict(rps >= CHAT_RPS_C16)} |"
-        )
-    _, stream16 = _find(run, True, 16)
-    if stream16 is not None:
-        rps = stream16.load.rps
-        lines.append(
-            f"| >= {STREAM_RPS_C16:.0f} req/s streaming, c=16 | {rps:.0f} req/s "
-            f"| {_verdict(rps >= STREAM_RPS_C16)} |"
-        )
+    lines += _throughput(run, False, CHAT_RPS_C16, f", {run.workers} workers, chat c=16")
+    lines += _throughput(run, True, STREAM_RPS_C16, " streaming, c=16")
     chat = [p for _, p in _pairs(run) if not p.stream]
     if chat:
         worst = max(p.proxy_cpu_ms for p in chat)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,19 +23,12 @@ from pydantic import (
 )
 
 from proxy.errors import BadRequest
-
-
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; the end user id is stored.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
+from proxy.schemas import Text
 
 ModelName = Annotated[StrictStr, StringConstraints(min_length=1)]
 TokenLimit = Annotated[StrictInt, Field(ge=1)]
-# The end user id becomes a customer row's primary key (255 characters at most).
-EndUserId = Annotated[StrictStr, StringConstraints(max_length=255), AfterValidator(_no_nul)]
+# The end user id becomes a customer row's primary key: at most 255 characters, no NUL.
+EndUserId = Text
 
 
 class _Passthrough(BaseModel):

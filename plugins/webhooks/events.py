@@ -16,6 +16,7 @@ from plugins.webhooks.projection import Projection, period_start, project
 from proxy.alerts import Alert
 from proxy.context import CallContext
 from proxy.db import database
+from proxy.models import Key, User
 
 log = logging.getLogger("comptroller.webhooks")
 
@@ -68,32 +69,28 @@ class _Entity:
     created_at: float | None
 
 
+def _self_budgeted(
+    group: str, label: str, entity_id: str, spend: float | None, row: Key | User
+) -> _Entity:
+    """A key or an internal user: its budget and its period are both on its own row."""
+    return _Entity(
+        group,
+        label,
+        entity_id,
+        spend,
+        row.max_budget,
+        row.budget_duration,
+        row.budget_reset_at,
+        row.created_at,
+    )
+
+
 def _entities(ctx: CallContext) -> Iterator[_Entity]:
     after = ctx.spend_after
     if ctx.key is not None:
-        key = ctx.key
-        yield _Entity(
-            "key",
-            "Key",
-            key.token,
-            after.get("key"),
-            key.max_budget,
-            key.budget_duration,
-            key.budget_reset_at,
-            key.created_at,
-        )
+        yield _self_budgeted("key", "Key", ctx.key.token, after.get("key"), ctx.key)
     if ctx.user is not None:
-        user = ctx.user
-        yield _Entity(
-            "internal_user",
-            "User",
-            user.user_id,
-            after.get("user"),
-            user.max_budget,
-            user.budget_duration,
-            user.budget_reset_at,
-            user.created_at,
-        )
+        yield _self_budgeted("internal_user", "User", ctx.user.user_id, after.get("user"), ctx.user)
     if ctx.end_user_id and ctx.customer is not None and ctx.end_user_budget is not None:
         budget = ctx.end_user_budget
         yield _Entity(

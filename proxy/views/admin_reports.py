@@ -100,23 +100,28 @@ def spend_per_day() -> ResponseReturnValue:
     )
 
 
-@bp.get("/global/spend/top_customers")
-def top_customers() -> ResponseReturnValue:
-    """End users by spend in the window, most first: ``[{"end_user", "spend", "requests"}]``."""
-    q = parse(TopQuery, request.args.to_dict())
+def _top_spenders(column: Any, q: TopQuery) -> list[dict[str, Any]]:
+    """Spend and request count per non-null value of the spend-log ``column`` in the
+    window, most spend first (ties in ``column`` order), at most ``q.limit`` rows."""
     start = _window_start(q.days, now())
     total = fn.SUM(SpendLog.spend)
-    rows = _rows(
+    return _rows(
         SpendLog.select(
-            SpendLog.end_user,
+            column,
             total.alias("spend"),
             fn.COUNT(SpendLog.request_id).alias("requests"),
         )
-        .where((SpendLog.start_time >= start) & SpendLog.end_user.is_null(False))
-        .group_by(SpendLog.end_user)
-        .order_by(total.desc(), SpendLog.end_user)
+        .where((SpendLog.start_time >= start) & column.is_null(False))
+        .group_by(column)
+        .order_by(total.desc(), column)
         .limit(q.limit)
     )
+
+
+@bp.get("/global/spend/top_customers")
+def top_customers() -> ResponseReturnValue:
+    """End users by spend in the window, most first: ``[{"end_user", "spend", "requests"}]``."""
+    rows = _top_spenders(SpendLog.end_user, parse(TopQuery, request.args.to_dict()))
     return jsonify(
         [
             {"end_user": r["end_user"], "spend": float(r["spend"]), "requests": int(r["requests"])}
@@ -129,20 +134,7 @@ def top_customers() -> ResponseReturnValue:
 def top_keys() -> ResponseReturnValue:
     """Virtual keys by spend in the window, most first. A deleted key keeps its
     spend under its token, with ``key_name: null``."""
-    q = parse(TopQuery, request.args.to_dict())
-    start = _window_start(q.days, now())
-    total = fn.SUM(SpendLog.spend)
-    rows = _rows(
-        SpendLog.select(
-            SpendLog.api_key,
-            total.alias("spend"),
-            fn.COUNT(SpendLog.request_id).alias("requests"),
-        )
-        .where((SpendLog.start_time >= start) & SpendLog.api_key.is_null(False))
-        .group_by(SpendLog.api_key)
-        .order_by(total.desc(), SpendLog.api_key)
-        .limit(q.limit)
-    )
+    rows = _top_spenders(SpendLog.api_key, parse(TopQuery, request.args.to_dict()))
     keys = {k.token: k for k in Key.select().where(Key.token.in_([r["api_key"] for r in rows]))}
     return jsonify([_key_entry(row, keys.get(row["api_key"])) for row in rows])
 
