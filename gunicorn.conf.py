@@ -1,19 +1,24 @@
 """Defaults for ``gunicorn 'wsgi:app'`` (gunicorn reads ./gunicorn.conf.py).
 
-Threads let one worker relay several streams at once; the bind matches the
-port the LiteLLM-style examples use. Override any of them on the command
-line or with GUNICORN_CMD_ARGS.
+The same settings as the ``comptroller`` command (``proxy.serving``); the
+bind matches the port the LiteLLM-style examples use. Override any of them on
+the command line or with GUNICORN_CMD_ARGS.
 """
 
 import os
 
-bind = os.environ.get("COMPTROLLER_BIND", "127.0.0.1:4000")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("COMPTROLLER_THREADS", "16"))
-timeout = 120
-graceful_timeout = 15
-keepalive = 5
+from proxy.serving import default_threads, default_workers, gunicorn_settings
+
+_settings = gunicorn_settings(
+    os.environ.get("COMPTROLLER_BIND", "127.0.0.1:4000"), default_workers(), default_threads()
+)
+bind = _settings["bind"]
+workers = _settings["workers"]
+worker_class = _settings["worker_class"]
+threads = _settings["threads"]
+timeout = _settings["timeout"]
+graceful_timeout = _settings["graceful_timeout"]
+keepalive = _settings["keepalive"]
 
 
 def when_ready(server):  # type: ignore[no-untyped-def]

@@ -64,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=os.environ.get("COMPTROLLER_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "4000")))
     parser.add_argument(
+        "--workers",
+        "--num_workers",
+        type=int,
+        default=None,
+        help="gunicorn worker processes (default: $WEB_CONCURRENCY or 2)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads per worker (default: $COMPTROLLER_THREADS or 16)",
+    )
+    parser.add_argument(
         "command",
         nargs="?",
         default="serve",
@@ -73,31 +86,56 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _migrate(config: Config) -> int:
-    from proxy.db import init_database
+def _apply_migrations(config: Config) -> list[str]:
+    """Core and plugin tables, then every connection closed (nothing shared across a fork)."""
+    from proxy.db import database, init_database
     from proxy.migrate import migrate
     from proxy.plugins import make_plugin_manager
 
     init_database(config.database_url)
     pm = make_plugin_manager(config)
     applied = migrate([m for models in pm.hook.plugin_tables() for m in models or []])
+    close_all = getattr(database.obj, "close_all", None)
+    if close_all is not None:
+        close_all()
+    elif not database.is_closed():
+        database.close()
+    return applied
+
+
+def _migrate(config: Config) -> int:
+    applied = _apply_migrations(config)
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     return 0
 
 
-def _serve(config: Config, host: str, port: int) -> int:
-    from proxy.app import create_app
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    """gunicorn's arbiter in this process; the workers build the app after the fork."""
+    from proxy.serving import (
+        ComptrollerServer,
+        bind_address,
+        default_threads,
+        default_workers,
+        gunicorn_settings,
+    )
 
-    warn_if_trial_key_exposed(config, host)
-    app = create_app(config)
+    warn_if_trial_key_exposed(config, args.host)
+    workers = default_workers() if args.workers is None else args.workers
+    threads = default_threads() if args.threads is None else args.threads
+    if workers < 1 or threads < 1:
+        raise ValueError("--workers and --threads must be at least 1")
+    _apply_migrations(config)
     log.info(
-        "Comptroller on http://%s:%s (config: %s, database: %s)",
-        host,
-        port,
+        "Comptroller on http://%s:%s (config: %s, database: %s, %d workers x %d threads)",
+        args.host,
+        args.port,
         config.source,
         config.database_url.split("@")[-1],
+        workers,
+        threads,
     )
-    app.run(host=host, port=port, threaded=True)
+    settings = gunicorn_settings(bind_address(args.host, args.port), workers, threads)
+    ComptrollerServer(config, settings).run()
     return 0
 
 
@@ -108,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "migrate":
             return _migrate(config)
-        return _serve(config, args.host, args.port)
+        return _serve(config, args)
     except STARTUP_ERRORS as err:
         print(f"comptroller: cannot start: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,103 @@
+"""``comptroller`` serves through gunicorn: several workers, migrations once, exact spend."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+import yaml
+
+from tests.e2e.test_cli import COMPTROLLER, clean_env, comptroller, output_of
+from tests.support.databases import create_pg_database, drop_pg_database
+from tests.support.proxy_server import free_port
+
+pytestmark = pytest.mark.slow
+
+CALLS = 40
+
+
+def _call(port: int, n: int) -> requests.Response:
+    return requests.post(
+        f"http://127.0.0.1:{port}/chat/completions",
+        json={
+            "model": "gpt-3.5-turbo",
+            "user": "cli-customer",
+            "messages": [{"role": "user", "content": f"call {n}"}],
+        },
+        headers={"Authorization": "Bearer sk-1234"},
+        timeout=30,
+    )
+
+
+def _spend_rows(url: str, tmp_path: Path) -> tuple[int, float, float]:
+    """(spend-log rows, their sum, the customer's counter)."""
+    queries = (
+        "SELECT COUNT(*), SUM(spend) FROM spend_log",
+        "SELECT spend FROM customer WHERE user_id = 'cli-customer'",
+    )
+    if url.startswith("sqlite"):
+        with sqlite3.connect(tmp_path / "s.db") as db:
+            (count, total), (counter,) = (db.execute(q).fetchone() for q in queries)
+        return count, total, counter
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(queries[0])
+            count, total = cur.fetchone()
+            cur.execute(queries[1])
+            (counter,) = cur.fetchone()
+        return count, total, counter
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_comptroller_runs_gunicorn_workers_and_meters_every_call(
+    tmp_path: Path, backend: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite" else create_pg_database()
+    try:
+        (tmp_path / "c.yaml").write_text(
+            yaml.safe_dump({"general_settings": {"database_url": url}})
+        )
+        port = free_port()
+        args = ["--config", "c.yaml", "--workers", "2", "--threads", "4"]
+        with comptroller(args, tmp_path, port):
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda n: _call(port, n), range(CALLS)))
+        assert [a.status_code for a in answers] == [200] * CALLS
+        count, total, counter = _spend_rows(url, tmp_path)
+        assert count == CALLS
+        assert counter == pytest.approx(total, rel=1e-12) and total > 0
+        output = output_of(tmp_path, port)
+        assert output.count("Booting worker with pid") == 2
+        assert "Using worker: gthread" in output
+        assert "2 workers x 4 threads" in output
+        # Applied once, by the arbiter, before any worker started.
+        assert output.count("migration m0001_core_tables applied") == 1
+        assert output.index("migration m0001_core_tables applied") < output.index("Booting worker")
+    finally:
+        if backend == "postgres":
+            drop_pg_database(url)
+
+
+def test_num_workers_alias_as_litellm_spells_it(tmp_path: Path) -> None:
+    port = free_port()
+    with comptroller(["--num_workers", "3", "--threads", "2"], tmp_path, port):
+        assert _call(port, 0).status_code == 200
+    assert output_of(tmp_path, port).count("Booting worker with pid") == 3
+
+
+def test_zero_workers_is_refused_before_start(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [COMPTROLLER, "--workers", "0", "--port", str(free_port())],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "--workers and --threads must be at least 1" in out.stderr
+    assert "Traceback" not in out.stderr
