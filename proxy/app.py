@@ -20,6 +20,9 @@ from proxy.upstream import UpstreamClient
 
 log = logging.getLogger("comptroller")
 
+# Routes that answer without the database (the ``docs`` blueprint too).
+NO_DATABASE_ENDPOINTS = frozenset({"health.liveliness", "ui.static"})
+
 _HTTP_TYPES = {
     401: "auth_error",
     403: "auth_error",
@@ -96,8 +99,9 @@ def create_app(
 
     @app.before_request
     def _connect() -> None:
-        # Liveness must not depend on the database, or a database outage restarts every pod.
-        if request.endpoint != "health.liveliness":
+        # Liveness must not depend on the database, or a database outage restarts every
+        # pod; nor the API documentation, which describes the routes, not their data.
+        if request.endpoint not in NO_DATABASE_ENDPOINTS and request.blueprint != "docs":
             database.connect(reuse_if_open=True)
 
     @app.teardown_request
