@@ -19,22 +19,11 @@ import yaml
 
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.proxy_server import ROOT, ProxyServer, free_port, wait_until
+from tests.support.seeds import CUSTOMER_CURL_BODY
 
 pytestmark = pytest.mark.slow
 
 COMPTROLLER = str(Path(sys.executable).with_name("comptroller"))
-
-# The first seed's curl, body as written (inline comment included).
-SEED_BODY = """ {
-        "model": "azure-gpt-3.5",
-        "user": "ishaan3", # \U0001f448 CUSTOMER ID
-        "messages": [
-            {
-            "role": "user",
-            "content": "what time is it"
-            }
-        ]
-        }"""
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -89,10 +78,12 @@ def seed_curl(host: str, port: int, key: str = "sk-1234") -> dict:
     url = f"http://{host}:{port}/chat/completions"
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     if shutil.which("curl") is None:
-        return requests.post(url, data=SEED_BODY.encode(), headers=headers, timeout=10).json()
+        return requests.post(
+            url, data=CUSTOMER_CURL_BODY.encode(), headers=headers, timeout=10
+        ).json()
     out = subprocess.run(
         ["curl", "-sS", "-X", "POST", url, *[a for k, v in headers.items()
-         for a in ("--header", f"{k}: {v}")], "--data", SEED_BODY],
+         for a in ("--header", f"{k}: {v}")], "--data", CUSTOMER_CURL_BODY],
         capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     return json.loads(out.stdout)

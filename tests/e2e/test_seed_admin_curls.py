@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.databases import create_pg_database, drop_pg_database, truncate_pg_tables
 from tests.support.proxy_server import ProxyServer
+from tests.support.seeds import CUSTOMER_CURL_BODY, USER_NEW_ACCESS_GROUP_BODY
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -28,23 +28,10 @@ CUSTOMER_INFO_FIELDS = [
 
 
 @pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    url = create_pg_database("comptroller_seed_admin")
-    yield url
-    drop_pg_database(url)
-
-
-@pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
     config = {"general_settings": {"master_key": MASTER_KEY, "database_url": database_url}}
     with ProxyServer(config, tmp_path_factory.mktemp("seed-admin"), workers=2, threads=4) as proxy:
         yield proxy
-
-
-@pytest.fixture
-def proxy(server: ProxyServer, database_url: str) -> ProxyServer:
-    truncate_pg_tables(database_url)
-    return server
 
 
 def curl(proxy: ProxyServer, method: str, path: str, data: str | None = None) -> Any:
@@ -65,17 +52,7 @@ def ok(resp: Any) -> dict[str, Any]:
 
 
 def test_customer_spend_is_tracked_and_shown_by_customer_info(proxy):
-    chat = """ {
-        "model": "azure-gpt-3.5",
-        "user": "ishaan3", # 👈 CUSTOMER ID
-        "messages": [
-            {
-            "role": "user",
-            "content": "what time is it"
-            }
-        ]
-        }"""
-    ok(curl(proxy, "POST", "/chat/completions", chat))
+    ok(curl(proxy, "POST", "/chat/completions", CUSTOMER_CURL_BODY))
     answer = ok(curl(proxy, "GET", "/customer/info?end_user_id=ishaan3"))
     assert list(answer) == CUSTOMER_INFO_FIELDS
     assert answer["user_id"] == "ishaan3"
@@ -209,42 +186,36 @@ def test_add_budget_duration_to_keys(proxy):
 # --- users.md: rate limits ----------------------------------------------------
 
 
+def assert_new_key_with_the_seeds_limits(answer: dict[str, Any]) -> None:
+    """A new key (with its expiry field) that has the rate limits of users.md."""
+    assert answer["key"].startswith("sk-")
+    assert "expires" in answer
+    limits = (answer["max_parallel_requests"], answer["tpm_limit"], answer["rpm_limit"])
+    assert limits == (10, 20, 4)
+
+
 def test_rate_limits_per_user(proxy):
     body = (
         '{"user_id": "krrish@berri.ai", "max_parallel_requests": 10, "tpm_limit": 20, '
         '"rpm_limit": 4}'
     )
     answer = ok(curl(proxy, "POST", "/user/new", body))
-    assert answer["key"].startswith("sk-")
-    assert "expires" in answer
+    assert_new_key_with_the_seeds_limits(answer)
     assert answer["user_id"] == "krrish@berri.ai"
-    assert (answer["max_parallel_requests"], answer["tpm_limit"], answer["rpm_limit"]) == (
-        10,
-        20,
-        4,
-    )
 
 
 def test_rate_limits_per_key(proxy):
     body = '{"max_parallel_requests": 10, "tpm_limit": 20, "rpm_limit": 4}'
     answer = ok(curl(proxy, "POST", "/key/generate", body))
-    assert answer["key"].startswith("sk-")
-    assert "expires" in answer
+    assert_new_key_with_the_seeds_limits(answer)
     assert UUID.match(answer["user_id"])  # 👈 auto-generated
-    assert (answer["max_parallel_requests"], answer["tpm_limit"], answer["rpm_limit"]) == (
-        10,
-        20,
-        4,
-    )
 
 
 # --- users.md: model access groups and keys for existing users ----------------
 
 
 def test_user_with_model_access_group(proxy):
-    body = """{"models": ["beta-models"], # 👈 Model Access Group
-			"max_budget": 0}"""
-    answer = ok(curl(proxy, "POST", "/user/new", body))
+    answer = ok(curl(proxy, "POST", "/user/new", USER_NEW_ACCESS_GROUP_BODY))
     assert (answer["models"], answer["max_budget"]) == (["beta-models"], 0)
 
 

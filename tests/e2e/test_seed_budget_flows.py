@@ -16,7 +16,7 @@ import openai
 import pytest
 import requests
 
-from tests.support.databases import create_pg_database, drop_pg_database, truncate_pg_tables
+from tests.support.databases import truncate_pg_tables
 from tests.support.proxy_server import ProxyServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -45,13 +45,6 @@ SEED_MODELS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    url = create_pg_database("comptroller_seed_budgets")
-    yield url
-    drop_pg_database(url)
-
-
 def seed_config(database_url: str, **litellm_settings: Any) -> dict[str, Any]:
     return {
         "model_list": SEED_MODELS,
@@ -66,12 +59,6 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     config = seed_config(database_url, max_budget=10, max_user_budget=0.0001)
     with ProxyServer(config, tmp_path_factory.mktemp("seed-budgets"), workers=2, threads=4) as p:
         yield p
-
-
-@pytest.fixture
-def proxy(server: ProxyServer, database_url: str) -> ProxyServer:
-    truncate_pg_tables(database_url)
-    return server
 
 
 def curl(proxy: ProxyServer, path: str, data: str, key: str = MASTER_KEY) -> requests.Response:

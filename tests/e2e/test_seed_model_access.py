@@ -24,27 +24,16 @@ from proxy.pricing import load_price_table
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import ProxyServer
+from tests.support.seeds import USER_NEW_ACCESS_GROUP_BODY, azure_embedding_seed_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 MASTER_KEY = "sk-1234"
 SECRET = "sk-upstream-SECRET-123"
-SEED_USER_NEW = """{"models": ["beta-models"], # 👈 Model Access Group
-\t\t\t"max_budget": 0}"""
 EMBEDDING_PRICE = load_price_table()["text-embedding-ada-002"]["input_cost_per_token"]
 
 
 def _config(db_url: str, base_url: str, later_models: bool = False) -> dict[str, Any]:
-    seed_model = {
-        "model_name": "text-embedding-ada-002",
-        "litellm_params": {
-            "model": "azure/azure-embedding-model",
-            "api_base": "os.environ/AZURE_API_BASE",
-            "api_key": "os.environ/AZURE_API_KEY",
-            "api_version": "2023-07-01-preview",
-        },
-        "model_info": {"access_groups": ["beta-models"]},
-    }
 
     def openai_entry(name: str, groups: list[str]) -> dict[str, Any]:
         return {
@@ -54,7 +43,7 @@ def _config(db_url: str, base_url: str, later_models: bool = False) -> dict[str,
         }
 
     models = [
-        seed_model,
+        azure_embedding_seed_model(),
         openai_entry("gpt-3.5-turbo", []),
         openai_entry("gpt-4o", ["azure-models"]),
     ]
@@ -151,7 +140,7 @@ def test_seed_access_group_flow_with_curl_sdk_and_restart(
         admin = Curl(proxy.url, MASTER_KEY)
 
         # The seed's /user/new, verbatim: the group, and max_budget 0.
-        made = admin.post("/user/new", SEED_USER_NEW)
+        made = admin.post("/user/new", USER_NEW_ACCESS_GROUP_BODY)
         assert made.status_code == 200, made.text
         broke = Curl(proxy.url, made.json()["key"])
         over = broke.embed()

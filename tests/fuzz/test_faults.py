@@ -28,7 +28,12 @@ from psycopg2 import errors, sql
 
 import proxy.db
 from tests.conftest import MASTER, base_config, openai_model
-from tests.support.databases import PG_ADMIN_URL, create_pg_database, drop_pg_database
+from tests.support.databases import (
+    PG_ADMIN_URL,
+    create_pg_database,
+    drop_pg_database,
+    terminate_pg_backends,
+)
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import ProxyServer, wait_until
 
@@ -48,17 +53,7 @@ class PostgresOutage:
         return conn
 
     def terminate_backends(self, name: str | None = None) -> int:
-        conn = self._admin()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (name or self.name,),
-                )
-                return len(cur.fetchall())
-        finally:
-            conn.close()
+        return terminate_pg_backends(name or self.name)
 
     def _rename(self, old: str, new: str) -> None:
         rename = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(

@@ -11,7 +11,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,24 +21,15 @@ from proxy.auth import hash_key
 from proxy.db import database, init_database
 from proxy.models import Key
 from tests.conftest import base_config, openai_model
-from tests.support.databases import truncate_pg_tables
+from tests.support.budgets import make_key
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import ProxyServer, wait_until
-from tests.unit.test_budget_checks import make_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 IN, OUT = 0.001, 0.01
 WORST = 4 * IN + 5 * OUT
 TIMEOUT = 2.0
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> Iterator[str]:
-    truncate_pg_tables(pg_database)
-    yield pg_database
-    if database.obj is not None and not database.is_closed():
-        database.close()
 
 
 def held() -> list[BudgetReservation]:

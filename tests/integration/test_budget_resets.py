@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,14 @@ import requests
 from proxy.auth import hash_key
 from proxy.db import database, init_database
 from proxy.models import Key, SpendLog
-from tests.support.databases import truncate_pg_tables
+from tests.support.budgets import CALL_COST, budget_config, make_key
 from tests.support.proxy_server import ProxyServer
-from tests.unit.test_budget_checks import CALL_COST, budget_config, make_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 PERIOD = 2.0
 POLLERS = 6
 POLL_INTERVAL = 0.02
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> Iterator[str]:
-    truncate_pg_tables(pg_database)
-    yield pg_database
-    if database.obj is not None and not database.is_closed():
-        database.close()
 
 
 def test_two_second_budget_blocks_then_allows_right_after_the_reset(

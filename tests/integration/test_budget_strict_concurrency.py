@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,9 @@ from proxy.auth import hash_key
 from proxy.db import database, init_database
 from proxy.models import Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import base_config, openai_model
-from tests.support.databases import truncate_pg_tables
+from tests.support.budgets import make_key, make_user
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import ProxyServer
-from tests.unit.test_budget_checks import make_key, make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -35,14 +33,6 @@ IN, OUT = 2.0**-20, 2.0**-18
 CALL_COST = 4 * IN + 5 * OUT  # "hi" is 4 prompt tokens; max_tokens=5 gets 5 words
 ROOM = 50
 CALLS = 200
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> Iterator[str]:
-    truncate_pg_tables(pg_database)
-    yield pg_database
-    if database.obj is not None and not database.is_closed():
-        database.close()
 
 
 def run_concurrently(

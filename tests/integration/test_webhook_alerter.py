@@ -27,19 +27,13 @@ from proxy.hookspecs import hookimpl
 from proxy.models import Budget, Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import MASTER, base_config
 from tests.support.proxy_server import wait_until
+from tests.support.seeds import (
+    WEBHOOK_CALL_BODY,
+    WEBHOOK_FIELDS,
+    webhook_spend_tracked_payload,
+)
 from tests.support.webhook_receiver import WebhookReceiver
 
-SEED_BODY = {
-    "model": "mistral",
-    "messages": [{"role": "user", "content": "What's the weather like in Boston today?"}],
-    "user": "krrish12",
-}
-# The seed's payload, in the seed's order.
-SEED_FIELDS = [
-    "spend", "max_budget", "token", "customer_id", "user_id", "team_id", "user_email",
-    "key_alias", "projected_exceeded_date", "projected_spend", "event", "event_group",
-    "event_message",
-]  # fmt: skip
 # Fast retries so that outage tests take a second, not a minute.
 FAST = {"poll_interval": 0.05, "backoff_base": 0.05, "max_backoff": 0.3, "timeout": 5}
 
@@ -79,7 +73,9 @@ def alerting_app(
 
 
 def chat(client: Any, headers: dict[str, str] | None = None, **body: Any) -> Any:
-    resp = client.post("/chat/completions", json={**SEED_BODY, **body}, headers=headers or MASTER)
+    resp = client.post(
+        "/chat/completions", json={**WEBHOOK_CALL_BODY, **body}, headers=headers or MASTER
+    )
     assert resp.status_code == 200, resp.get_data(as_text=True)
     return resp
 
@@ -103,22 +99,8 @@ def test_seed_call_sends_spend_tracked_with_the_seeds_fields(alerting_app, recei
     (delivery,) = receiver.wait_for(1, event="spend_tracked")
     payload = delivery.json
     spend = customer_spend("krrish12")
-    assert list(payload) == SEED_FIELDS
-    assert payload == {
-        "spend": spend,
-        "max_budget": None,
-        "token": None,  # the master key: its hash is never sent
-        "customer_id": "krrish12",
-        "user_id": None,
-        "team_id": None,
-        "user_email": None,
-        "key_alias": None,
-        "projected_exceeded_date": None,
-        "projected_spend": None,
-        "event": "spend_tracked",
-        "event_group": "customer",
-        "event_message": f"Customer spend tracked. Customer=krrish12, spend={spend!r}",
-    }
+    assert list(payload) == WEBHOOK_FIELDS
+    assert payload == webhook_spend_tracked_payload(spend)
     assert isinstance(payload["spend"], float) and spend > 0
     assert delivery.headers["content-type"] == "application/json"
     assert delivery.webhook_id == outbox_rows()[0].id
@@ -174,7 +156,9 @@ def test_customer_on_the_default_budget_reports_that_max_budget(alerting_app, re
 
 def test_streamed_call_sends_spend_tracked_when_the_stream_ends(alerting_app, receiver):
     client = alerting_app().test_client()
-    resp = client.post("/chat/completions", json={**SEED_BODY, "stream": True}, headers=MASTER)
+    resp = client.post(
+        "/chat/completions", json={**WEBHOOK_CALL_BODY, "stream": True}, headers=MASTER
+    )
     assert resp.status_code == 200
     assert b"[DONE]" in resp.get_data()
     (delivery,) = receiver.wait_for(1, event="spend_tracked")

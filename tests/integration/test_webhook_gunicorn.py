@@ -25,26 +25,25 @@ from proxy.auth import hash_key
 from proxy.db import database, init_database
 from proxy.models import Customer, Key, SpendLog
 from tests.conftest import MASTER, base_config
-from tests.support.databases import truncate_pg_tables
 from tests.support.proxy_server import ProxyServer, wait_until
+from tests.support.seeds import (
+    WEBHOOK_CALL_BODY,
+    WEBHOOK_FIELDS,
+    webhook_spend_tracked_payload,
+)
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-SEED_FIELDS = [
-    "spend", "max_budget", "token", "customer_id", "user_id", "team_id", "user_email",
-    "key_alias", "projected_exceeded_date", "projected_spend", "event", "event_group",
-    "event_message",
-]  # fmt: skip
 # Retries a CI run can wait for: a dead receiver is probed at least every second.
 FAST_RETRIES = {"poll_interval": 0.2, "backoff_base": 0.2, "max_backoff": 1.0, "timeout": 5}
 
 
 @pytest.fixture
-def pg_url(pg_database: str) -> Iterator[str]:
-    truncate_pg_tables(pg_database)
-    init_database(pg_database)
-    yield pg_database
+def pg_url(pg_url: str) -> Iterator[str]:
+    """The emptied database, also open in this process for the outbox checks."""
+    init_database(pg_url)
+    yield pg_url
     if not database.is_closed():
         database.close()
     database.obj.close_all()
@@ -106,13 +105,7 @@ def test_seed_curl_delivers_the_seeds_spend_tracked_payload(pg_url, receiver, tm
         resp = requests.post(
             f"{proxy.url}/chat/completions",
             headers={"Content-Type": "application/json", **MASTER},
-            json={
-                "model": "mistral",
-                "messages": [
-                    {"role": "user", "content": "What's the weather like in Boston today?"}
-                ],
-                "user": "krrish12",
-            },
+            json=WEBHOOK_CALL_BODY,
             timeout=30,
         )
         assert resp.status_code == 200, resp.text
@@ -120,22 +113,8 @@ def test_seed_curl_delivers_the_seeds_spend_tracked_payload(pg_url, receiver, tm
     with database.connection_context():
         spend = Customer.get_by_id("krrish12").spend
     payload = delivery.json
-    assert list(payload) == SEED_FIELDS
-    assert payload == {
-        "spend": spend,
-        "max_budget": None,
-        "token": None,
-        "customer_id": "krrish12",
-        "user_id": None,
-        "team_id": None,
-        "user_email": None,
-        "key_alias": None,
-        "projected_exceeded_date": None,
-        "projected_spend": None,
-        "event": "spend_tracked",
-        "event_group": "customer",
-        "event_message": f"Customer spend tracked. Customer=krrish12, spend={spend!r}",
-    }
+    assert list(payload) == WEBHOOK_FIELDS
+    assert payload == webhook_spend_tracked_payload(spend)
     assert type(payload["spend"]) is float
     assert delivery.webhook_id
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import psycopg2
 from psycopg2 import sql
@@ -23,6 +26,17 @@ def _admin_connection() -> psycopg2.extensions.connection:
     return conn
 
 
+@contextmanager
+def _admin_cursor() -> Iterator[Any]:
+    # Not "with conn": psycopg2 would wrap it in a transaction block.
+    conn = _admin_connection()
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
+
+
 def postgres_available() -> bool:
     try:
         _admin_connection().close()
@@ -34,30 +48,29 @@ def postgres_available() -> bool:
 def create_pg_database(prefix: str = "comptroller_test") -> str:
     """Create a database with a random name; return its URL."""
     name = f"{prefix}_{secrets.token_hex(6)}"
-    # Not "with conn": psycopg2 would wrap it in a transaction block.
-    conn = _admin_connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+    with _admin_cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     return f"{base}/{name}"
 
 
+def terminate_pg_backends(name: str, wait_ms: int = 0) -> int:
+    """Close every connection to the database ``name``, as a database restart would;
+    the number closed. ``wait_ms``: wait up to that long for each to be gone."""
+    with _admin_cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (wait_ms, name),
+        )
+        return len(cur.fetchall())
+
+
 def drop_pg_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
-    conn = _admin_connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+    terminate_pg_backends(name)
+    with _admin_cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def truncate_pg_tables(url: str) -> None:

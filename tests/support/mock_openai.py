@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import http.server
 import itertools
 import json
 import math
@@ -34,8 +33,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.support.http_server import BackgroundHTTPServer, TrackedHandler
 
 DEFAULT_CONTENT = "This is a mock response from the Comptroller test upstream."
 DEFAULT_MODELS = (
@@ -167,17 +168,7 @@ def _vector(item: Any, dimensions: int) -> list[float]:
     return out[:dimensions]
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-
-    def __init__(self, address: tuple[str, int], mock: MockOpenAI) -> None:
-        self.mock = mock
-        super().__init__(address, _Handler)
-
-
-class MockOpenAI:
+class MockOpenAI(BackgroundHTTPServer):
     """An OpenAI-compatible HTTP server on 127.0.0.1 for tests and benchmarks.
 
     ``api_key``: when set, calls must carry ``Authorization: Bearer <api_key>`` or
@@ -186,6 +177,9 @@ class MockOpenAI:
     again reuses the same port.
     """
 
+    request_queue_size = 256
+    thread_name = "mock-openai"
+
     def __init__(
         self,
         port: int = 0,
@@ -193,17 +187,11 @@ class MockOpenAI:
         api_key: str | None = None,
         models: tuple[str, ...] | list[str] = DEFAULT_MODELS,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(port=port, host=host)
         self.api_key = api_key
         self.models = list(models)
-        self._lock = threading.Lock()
         # Notified whenever behaviour changes or the server stops, to wake hangs.
         self._changed = threading.Condition(self._lock)
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
         self._ids = itertools.count(1)
         self._requests: list[RecordedRequest] = []
         self._in_flight = 0
@@ -216,55 +204,10 @@ class MockOpenAI:
         self._hang = False
         self._stream_chunk_delay = 0.0
 
-    # --- life cycle ---------------------------------------------------------
-
-    def start(self) -> MockOpenAI:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"mock-openai-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server = self._server
-        if server is None:
-            return
+    def _on_stop(self) -> None:
+        # Wakes calls waiting in a ``hang``.
         with self._changed:
-            self._stopping.set()
             self._changed.notify_all()
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            # Wakes handler threads blocked reading the next keep-alive request.
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> MockOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
 
     @property
     def root_url(self) -> str:
@@ -286,6 +229,16 @@ class MockOpenAI:
     def in_flight(self) -> int:
         with self._lock:
             return self._in_flight
+
+    def wait_in_flight(self, count: int = 0, timeout: float = 5.0) -> None:
+        """Wait until exactly ``count`` calls are being answered. A handler finishes
+        just after its client has read the whole answer, so a test that counts on a
+        call being over waits for it here."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._in_flight == count, timeout=timeout):
+                raise TimeoutError(
+                    f"{self._in_flight} calls in flight, not {count}, after {timeout}s"
+                )
 
     @property
     def max_in_flight(self) -> int:
@@ -412,22 +365,17 @@ class MockOpenAI:
 
     # --- used by the handler ------------------------------------------------
 
-    def _register(self, conn: socket.socket, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
-
     def _begin(self, record: RecordedRequest) -> None:
-        with self._lock:
+        with self._changed:
             self._requests.append(record)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            self._changed.notify_all()
 
     def _end(self) -> None:
-        with self._lock:
+        with self._changed:
             self._in_flight -= 1
+            self._changed.notify_all()
 
     def _stream_aborted(self) -> None:
         with self._lock:
@@ -459,30 +407,17 @@ class MockOpenAI:
         return None
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(TrackedHandler):
     server_version = "MockOpenAI/1.0"
     timeout = IDLE_TIMEOUT
-    server: _Server
 
     @property
     def mock(self) -> MockOpenAI:
-        return self.server.mock
+        return cast(MockOpenAI, self.server.owner)
 
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.mock._register(self.connection, True)
-
-    def finish(self) -> None:
-        self.mock._register(self.connection, False)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests and benchmarks do not want an access log on stderr."""
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -833,6 +768,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 ],
             },
         )
+
+
+MockOpenAI.handler_class = _Handler
 
 
 def main(argv: list[str] | None = None) -> None:

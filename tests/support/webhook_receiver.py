@@ -11,15 +11,14 @@ dead, and ``start()`` again listens on the same port.
 from __future__ import annotations
 
 import collections
-import http.server
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from tests.support.http_server import BackgroundHTTPServer, TrackedHandler
 from tests.support.proxy_server import free_port
 
 
@@ -39,35 +38,13 @@ class Delivery:
         return self.headers.get("webhook-id")
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], receiver: WebhookReceiver) -> None:
-        self.receiver = receiver
-        super().__init__(address, _Handler)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.receiver._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.receiver._track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+class _Handler(TrackedHandler):
+    @property
+    def receiver(self) -> WebhookReceiver:
+        return cast(WebhookReceiver, self.server.owner)
 
     def do_POST(self) -> None:
-        receiver = self.server.receiver
+        receiver = self.receiver
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         if receiver.delay:
@@ -100,83 +77,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class WebhookReceiver:
+class WebhookReceiver(BackgroundHTTPServer):
     """Records the webhooks it accepts; ``url`` is valid before ``start()``."""
 
+    handler_class = _Handler
+    thread_name = "webhook-receiver"
+
     def __init__(self, port: int | None = None, path: str = "/hook") -> None:
-        self.port = port or free_port()
+        super().__init__(port=port or free_port())
         self.path = path
         self.delay = 0.0
         self.status = 200
         # Payloads for which this answers 422 (a receiver that rejects one alert).
         self.refuse: Callable[[dict[str, Any]], bool] | None = None
-        self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        self._stopping = threading.Event()
         self._deliveries: list[Delivery] = []
         self._refused = 0
-        self._connections: set[socket.socket] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.path}"
 
-    # --- life cycle ---------------------------------------------------------
-
-    def start(self) -> WebhookReceiver:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server(("127.0.0.1", self.port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"webhook-receiver-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server = self._server
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
     # --- records ------------------------------------------------------------
-
-    def _track(self, conn: socket.socket, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
 
     def _record(self, delivery: Delivery) -> None:
         with self._arrived:

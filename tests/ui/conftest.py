@@ -9,13 +9,22 @@ under CI (``CI`` set), where they must run.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.proxy_server import ProxyServer
-from tests.ui.support import CHROMIUM, CHROMIUM_ARGS, MASTER_KEY, MODEL, log_in
+from tests.ui.support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    MASTER_KEY,
+    MODEL,
+    log_in,
+    screenshot,
+    screenshot_dir,
+)
 
 
 def _require_chromium() -> None:
@@ -80,3 +89,15 @@ def admin(page: Any) -> Any:
     log_in(page)
     page.wait_for_url("**/ui/budgets")
     return page
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tabs' screenshots go (see ``screenshot_dir`` in tests/ui/support.py)."""
+    return screenshot_dir(tmp_path_factory)
+
+
+@pytest.fixture
+def save_screenshot(screenshots: Path) -> Callable[[Any, str], Path]:
+    """``save_screenshot(page, "budgets")`` saves the page as ``budgets.png``."""
+    return lambda page, tab: screenshot(page, screenshots, tab)

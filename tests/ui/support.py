@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,12 @@ from tests.support.proxy_server import ROOT, ProxyServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-SCREENSHOTS = ROOT / "docs" / "ui"
+# The browser tests save a screenshot of each tab into a temporary directory,
+# so that a test run leaves the work tree clean. With
+# COMPTROLLER_UPDATE_SCREENSHOTS=1 they refresh the tracked ones in docs/ui/
+# instead (the README shows them).
+DOCS_SCREENSHOTS = ROOT / "docs" / "ui"
+UPDATE_SCREENSHOTS = "COMPTROLLER_UPDATE_SCREENSHOTS"
 MASTER_KEY = "sk-ui-master-5f3a"
 MASTER = {"Authorization": f"Bearer {MASTER_KEY}"}
 MODEL = "gpt-3.5-turbo"
@@ -37,8 +43,19 @@ def chat(proxy: ProxyServer, user: str, key: str = MASTER_KEY) -> requests.Respo
     )
 
 
-def screenshot(page: Any, tab: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{tab}.png"
+def budget_ids(proxy: ProxyServer) -> list[str]:
+    return [b["budget_id"] for b in api(proxy, "GET", "/budget/list").json()]
+
+
+def screenshot_dir(tmp_path_factory: Any) -> Path:
+    """docs/ui/ under COMPTROLLER_UPDATE_SCREENSHOTS=1, else a new temporary directory."""
+    if os.environ.get(UPDATE_SCREENSHOTS) == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return DOCS_SCREENSHOTS
+    return Path(tmp_path_factory.mktemp("screenshots"))
+
+
+def screenshot(page: Any, directory: Path, tab: str) -> Path:
+    path = directory / f"{tab}.png"
     page.screenshot(path=str(path), full_page=True)
     return path

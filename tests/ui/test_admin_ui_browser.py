@@ -3,13 +3,16 @@
 What an operator sees and does: log in with the master key, create the
 ``my-free-tier`` budget of the seeds, put a customer on it, watch its spend
 rise, block it, and see its next call refused. Each tab is saved as a
-screenshot under ``docs/ui/``.
+screenshot: under ``docs/ui/`` with COMPTROLLER_UPDATE_SCREENSHOTS=1, else in
+a temporary directory.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +20,7 @@ import requests
 from playwright.sync_api import expect
 
 from tests.support.proxy_server import ProxyServer
-from tests.ui.support import MASTER_KEY, api, chat, log_in, screenshot
+from tests.ui.support import MASTER_KEY, api, budget_ids, chat, log_in
 
 pytestmark = pytest.mark.slow
 
@@ -28,19 +31,27 @@ def _dollars(text: str) -> float:
     return float(match.group(1))
 
 
-def test_seed_flow_budget_customer_spend_block(admin: Any, proxy: ProxyServer) -> None:
-    page = admin
+def save_new_budget(page: Any, budget_id: str, max_budget: str) -> Any:
+    """Fill the "+ Create Budget" dialog and press Save; the dialog."""
     page.get_by_role("button", name="+ Create Budget").click()
     dialog = page.locator("#budget-dialog")
-    dialog.get_by_label("Budget ID").fill("my-free-tier")
-    dialog.get_by_label("Max budget (USD)").fill("4")
+    dialog.get_by_label("Budget ID").fill(budget_id)
+    dialog.get_by_label("Max budget (USD)").fill(max_budget)
     dialog.get_by_role("button", name="Save").click()
+    return dialog
+
+
+def test_seed_flow_budget_customer_spend_block(
+    admin: Any, proxy: ProxyServer, save_screenshot: Callable[[Any, str], Path]
+) -> None:
+    page = admin
+    dialog = save_new_budget(page, "my-free-tier", "4")
     expect(dialog).to_be_hidden()
     row = page.locator("#budgets tbody tr", has_text="my-free-tier")
     expect(row).to_contain_text("$4.00")
     tiers = {b["budget_id"]: b for b in api(proxy, "GET", "/budget/list").json()}
     assert tiers["my-free-tier"]["max_budget"] == 4.0
-    screenshot(page, "budgets")
+    save_screenshot(page, "budgets")
 
     page.get_by_role("link", name="Customers").click()
     page.get_by_role("button", name="+ Create Customer").click()
@@ -66,7 +77,7 @@ def test_seed_flow_budget_customer_spend_block(admin: Any, proxy: ProxyServer) -
     refused = chat(proxy, "my-customer-id")
     assert refused.status_code == 403
     assert "User blocked from making LLM API Calls" in refused.json()["error"]["message"]
-    screenshot(page, "customers")
+    save_screenshot(page, "customers")
 
     row.get_by_role("button", name="Unblock").click()
     expect(row.locator(".badge")).to_have_text("Active")
@@ -112,7 +123,7 @@ def test_admin_api_refuses_the_session_cookie_without_csrf_header(proxy: ProxySe
     assert no_header.status_code == 401
     assert no_header.json()["error"]["type"] == "auth_error"
     assert wrong_header.status_code == 401
-    ids = [b["budget_id"] for b in api(proxy, "GET", "/budget/list").json()]
+    ids = budget_ids(proxy)
     assert "forged-tier" not in ids
 
     with_header = browser_like.post(
@@ -143,17 +154,13 @@ def test_budget_delete_is_refused_while_a_customer_uses_it(admin: Any, proxy: Pr
         "button", name="Delete"
     ).click()
     expect(page.locator("#budgets tbody tr", has_text="tier-unused")).to_have_count(0)
-    ids = [b["budget_id"] for b in api(proxy, "GET", "/budget/list").json()]
+    ids = budget_ids(proxy)
     assert "tier-in-use" in ids and "tier-unused" not in ids
 
 
 def test_validation_errors_appear_next_to_their_field(admin: Any, proxy: ProxyServer) -> None:
     page = admin
-    page.get_by_role("button", name="+ Create Budget").click()
-    dialog = page.locator("#budget-dialog")
-    dialog.get_by_label("Budget ID").fill("typo-tier")
-    dialog.get_by_label("Max budget (USD)").fill("four dollars")
-    dialog.get_by_role("button", name="Save").click()
+    dialog = save_new_budget(page, "typo-tier", "four dollars")
     expect(dialog.locator('[data-error-for="max_budget"]')).to_contain_text("max_budget")
     expect(dialog.get_by_label("Max budget (USD)")).to_have_attribute("aria-invalid", "true")
 
@@ -167,7 +174,7 @@ def test_validation_errors_appear_next_to_their_field(admin: Any, proxy: ProxySe
     dialog.get_by_label("Budget duration").fill("fortnightly")
     dialog.get_by_role("button", name="Save").click()
     expect(dialog.locator('[data-error-for="budget_duration"]')).to_contain_text("budget_duration")
-    ids = [b["budget_id"] for b in api(proxy, "GET", "/budget/list").json()]
+    ids = budget_ids(proxy)
     assert "typo-tier" not in ids
 
 
@@ -189,7 +196,9 @@ def test_edit_budget_changes_its_limits(admin: Any, proxy: ProxyServer) -> None:
     assert saved["max_budget"] is None and saved["rpm_limit"] == 12
 
 
-def test_key_is_shown_once_works_and_can_be_deleted(admin: Any, proxy: ProxyServer) -> None:
+def test_key_is_shown_once_works_and_can_be_deleted(
+    admin: Any, proxy: ProxyServer, save_screenshot: Callable[[Any, str], Path]
+) -> None:
     page = admin
     page.get_by_role("link", name="Keys").click()
     page.get_by_role("button", name="+ Create Key").click()
@@ -203,7 +212,7 @@ def test_key_is_shown_once_works_and_can_be_deleted(admin: Any, proxy: ProxyServ
     expect(row).to_contain_text("alice")
     expect(row).to_contain_text(f"sk-...{plain[-4:]}")
     assert chat(proxy, "key-tab-customer", key=plain).status_code == 200
-    screenshot(page, "keys")
+    save_screenshot(page, "keys")
 
     page.reload()
     expect(page.locator("#new-key")).to_be_hidden()
@@ -217,7 +226,7 @@ def test_key_is_shown_once_works_and_can_be_deleted(admin: Any, proxy: ProxyServ
 
 
 def test_spend_tab_shows_today_and_the_top_customers_and_keys(
-    admin: Any, proxy: ProxyServer
+    admin: Any, proxy: ProxyServer, save_screenshot: Callable[[Any, str], Path]
 ) -> None:
     page = admin
     made = api(proxy, "POST", "/key/generate", json={"key_alias": "spend-tab-key"}).json()
@@ -240,7 +249,7 @@ def test_spend_tab_shows_today_and_the_top_customers_and_keys(
     expect(bar.locator("title")).to_contain_text(f"({daily['days'][-1]['requests']} requests)")
     total = api(proxy, "GET", "/global/spend").json()["spend"]
     assert _dollars(page.locator("#proxy-spend").inner_text()) == pytest.approx(total, abs=5e-7)
-    screenshot(page, "spend")
+    save_screenshot(page, "spend")
 
 
 def test_logout_ends_the_session(admin: Any) -> None:

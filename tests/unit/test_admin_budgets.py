@@ -9,17 +9,12 @@ import pytest
 
 from proxy.models import Budget
 from tests.conftest import MASTER, base_config
-from tests.unit.test_admin_errors import assert_error
-
-
-def post(client: Any, path: str, body: Any) -> Any:
-    return client.post(path, json=body, headers=MASTER)
+from tests.support.admin_api import post, post_ok
+from tests.support.assertions import assert_error
 
 
 def new_budget(client: Any, **body: Any) -> dict[str, Any]:
-    resp = post(client, "/budget/new", body)
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    return resp.get_json()
+    return post_ok(client, "/budget/new", body)
 
 
 def test_new_budget_without_id_gets_a_generated_one(client):

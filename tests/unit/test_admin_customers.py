@@ -9,7 +9,8 @@ import pytest
 
 from proxy.models import Budget, Customer
 from tests.conftest import MASTER, base_config
-from tests.unit.test_admin_errors import assert_error
+from tests.support.admin_api import post, post_ok
+from tests.support.assertions import assert_error
 
 INFO_FIELDS = [
     "user_id", "blocked", "alias", "spend", "allowed_model_region", "default_model",
@@ -21,19 +22,12 @@ BUDGET_ROW_FIELDS = {
 }  # fmt: skip
 
 
-def post(client: Any, path: str, body: Any) -> Any:
-    return client.post(path, json=body, headers=MASTER)
-
-
 def new_customer(client: Any, **body: Any) -> dict[str, Any]:
-    resp = post(client, "/customer/new", body)
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    return resp.get_json()
+    return post_ok(client, "/customer/new", body)
 
 
 def new_tier(client: Any, budget_id: str, **values: Any) -> None:
-    resp = post(client, "/budget/new", {"budget_id": budget_id, **values})
-    assert resp.status_code == 200, resp.get_data(as_text=True)
+    post_ok(client, "/budget/new", {"budget_id": budget_id, **values})
 
 
 def info(client: Any, user_id: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import pytest
 from proxy.auth import hash_key
 from proxy.models import Key
 from tests.conftest import MASTER
+from tests.support.assertions import assert_error
 
 # Every admin route with a body that is valid in shape (ids may not exist).
 ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -38,18 +39,6 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
 ]
 ROUTE_IDS = [f"{method} {path.split('?')[0]}" for method, path, _ in ROUTES]
 POST_ROUTES = [path for method, path, _ in ROUTES if method == "POST"]
-
-
-def assert_error(resp: Any, status: int, param: str | None = None) -> dict[str, Any]:
-    """The OpenAI error shape with ``status``; returns the error object."""
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    error = resp.get_json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == str(status)
-    assert isinstance(error["message"], str) and error["message"]
-    if param is not None:
-        assert error["param"] == param
-    return error
 
 
 def call(client: Any, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:

@@ -14,7 +14,8 @@ from proxy.db import database
 from proxy.hookspecs import hookimpl
 from proxy.models import Key, Team, User
 from tests.conftest import MASTER
-from tests.unit.test_admin_errors import assert_error
+from tests.support.admin_api import post_ok
+from tests.support.assertions import assert_error
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 GENERATE_FIELDS = {
@@ -29,9 +30,7 @@ def epoch(iso: str) -> float:
 
 
 def generate(client: Any, **body: Any) -> dict[str, Any]:
-    resp = client.post("/key/generate", json=body, headers=MASTER)
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    return resp.get_json()
+    return post_ok(client, "/key/generate", body)
 
 
 def bearer(plain: str) -> dict[str, str]:

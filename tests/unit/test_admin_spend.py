@@ -10,7 +10,7 @@ import pytest
 from proxy.auth import hash_key
 from proxy.models import SpendLog
 from tests.conftest import MASTER
-from tests.unit.test_admin_errors import assert_error
+from tests.support.assertions import assert_error
 
 LOG_FIELDS = [
     "request_id", "call_type", "api_key", "user", "team_id", "end_user", "model", "model_group",

@@ -11,13 +11,12 @@ from proxy.auth import hash_key
 from proxy.hookspecs import hookimpl
 from proxy.models import Key, SpendLog, Team, User
 from tests.conftest import MASTER
-from tests.unit.test_admin_errors import assert_error
+from tests.support.admin_api import post_ok
+from tests.support.assertions import assert_error
 
 
 def new_user(client: Any, **body: Any) -> dict[str, Any]:
-    resp = client.post("/user/new", json=body, headers=MASTER)
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    return resp.get_json()
+    return post_ok(client, "/user/new", body)
 
 
 # --- /user/new ---------------------------------------------------------------

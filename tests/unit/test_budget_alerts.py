@@ -19,7 +19,7 @@ from proxy.auth import hash_key
 from proxy.db import database
 from proxy.hookspecs import hookimpl
 from proxy.models import Key
-from tests.unit.test_budget_checks import (
+from tests.support.budgets import (
     CALL_COST,
     budget_config,
     chat,

@@ -15,7 +15,7 @@ import pytest
 from proxy.db import database
 from proxy.models import ProxySpend
 from tests.conftest import MASTER_KEY
-from tests.unit.test_budget_checks import (
+from tests.support.budgets import (
     budget_config,
     chat,
     make_budget,

@@ -15,7 +15,7 @@ from proxy.auth import hash_key
 from proxy.db import database
 from proxy.models import Customer, Key, ProxySpend, User
 from proxy.resets import apply_due_resets
-from tests.unit.test_budget_checks import (
+from tests.support.budgets import (
     CALL_COST,
     budget_config,
     chat,

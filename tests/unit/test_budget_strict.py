@@ -21,8 +21,8 @@ from proxy.auth import hash_key
 from proxy.db import database
 from proxy.models import Customer, Key, User
 from tests.conftest import base_config, openai_model
+from tests.support.budgets import chat, make_key, make_user
 from tests.support.proxy_server import wait_until
-from tests.unit.test_budget_checks import chat, make_key, make_user
 
 IN, OUT = 0.001, 0.01
 PROMPT = 4 * IN

@@ -16,26 +16,15 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 
-from proxy import prepared
 from proxy.batching import execute_at_commit
 from proxy.db import database, make_database
 from proxy.hookspecs import hookimpl
 from proxy.models import Customer, Key, SpendLog
 from tests.conftest import base_config
-from tests.unit.test_rate_limiter import chat, make_budget, make_key, make_user
+from tests.support.rate_limits import chat, make_budget, make_key, make_user
+from tests.support.statements import spy_on_cursors, statement_sql
 
 NO_LIMITS = {"disable": ["rate_limiter", "webhook_alerter"]}
-
-
-def _statement(sql: Any) -> str:
-    """The SQL a prepared statement stands for, else the text as sent."""
-    text = sql.decode() if isinstance(sql, bytes) else str(sql)
-    if text.startswith("PREPARE "):
-        text = text.split(" AS ", 1)[1].rsplit("; EXECUTE ", 1)[0]
-    elif text.startswith("EXECUTE "):
-        name = text.split()[1].split("(")[0]
-        text = next(p.sql for p in prepared._by_sql.values() if p.name == name)
-    return text
 
 
 class Recorder:
@@ -46,22 +35,11 @@ class Recorder:
         self.sent: list[str] = []
 
     def wrap(self, make_cursor: Any) -> Any:
-        recorder = self
+        return spy_on_cursors(make_cursor, self._seen)
 
-        class Cursor:
-            def __init__(self, real: Any) -> None:
-                self._real = real
-
-            def execute(self, sql: Any, *args: Any) -> Any:
-                if recorder.on:
-                    text = sql.decode() if isinstance(sql, bytes) else str(sql)
-                    recorder.sent.append(text)
-                return self._real.execute(sql, *args)
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(self._real, name)
-
-        return lambda *a, **k: Cursor(make_cursor(*a, **k))
+    def _seen(self, sql: Any) -> None:
+        if self.on:
+            self.sent.append(sql.decode() if isinstance(sql, bytes) else str(sql))
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[list[str]]:
@@ -101,7 +79,7 @@ def test_everything_the_checks_read_comes_in_one_query(recorded):
     chat(client, plain, user="rt-customer")  # first sight: budget resets get scheduled
     with recorder.recording() as sent:
         assert chat(client, plain, user="rt-customer").status_code == 200
-    reads = [s for s in map(_statement, sent) if s.lstrip().upper().startswith("SELECT")]
+    reads = [s for s in map(statement_sql, sent) if s.lstrip().upper().startswith("SELECT")]
     assert len(reads) == 1
     for table in ('"key"', '"user"', '"customer"', '"budget"', '"proxy_spend"'):
         assert table in reads[0]
@@ -118,7 +96,7 @@ def test_a_metered_call_costs_three_round_trips_on_postgres(recorded, db_url):
     # The read; BEGIN with the ledger statement; the COMMIT.
     assert len(sent) == 3
     assert sent[1].startswith("BEGIN; ") and sent[2] == "COMMIT"
-    ledger = _statement(sent[1][len("BEGIN; ") :])
+    ledger = statement_sql(sent[1][len("BEGIN; ") :])
     assert "INSERT INTO spend_log" in ledger and 'UPDATE "key"' in ledger
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from proxy import lenient_json
+from tests.support.seeds import CUSTOMER_CURL_BODY
 
 
 @pytest.mark.parametrize(
@@ -25,17 +26,7 @@ def test_strict_json_is_read_exactly_as_json_reads_it(text: str) -> None:
 
 
 def test_the_seed_customer_body_with_an_inline_comment() -> None:
-    body = """ {
-        "model": "azure-gpt-3.5",
-        "user": "ishaan3", # \U0001f448 CUSTOMER ID
-        "messages": [
-            {
-            "role": "user",
-            "content": "what time is it"
-            }
-        ]
-        }"""
-    assert lenient_json.loads(body) == {
+    assert lenient_json.loads(CUSTOMER_CURL_BODY) == {
         "model": "azure-gpt-3.5",
         "user": "ishaan3",
         "messages": [{"role": "user", "content": "what time is it"}],

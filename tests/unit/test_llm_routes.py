@@ -17,21 +17,11 @@ from flask.testing import FlaskClient
 from proxy.auth import hash_key
 from proxy.models import Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import MASTER, base_config
+from tests.support.assertions import assert_error
+from tests.support.seeds import CUSTOMER_CURL_BODY
 
 CHAT = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "what time is it"}]}
 EMBED = {"model": "text-embedding-ada-002", "input": "hello world"}
-
-# The curl body of the first seed, exactly as the document shows it (comments included).
-SEED_BODY = """ {
-        "model": "azure-gpt-3.5",
-        "user": "ishaan3", # \U0001f448 CUSTOMER ID
-        "messages": [
-            {
-            "role": "user",
-            "content": "what time is it"
-            }
-        ]
-        }"""
 
 
 @pytest.fixture
@@ -42,21 +32,6 @@ def client(make_app: Callable[..., Flask], db_url: str) -> FlaskClient:
 
 def make_key(plain: str, **fields: Any) -> Key:
     return Key.create(token=hash_key(plain), key_name=f"sk-...{plain[-4:]}", **fields)
-
-
-def assert_error(resp: Any, status: int, err_type: str, param: str | None = None) -> dict:
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    assert resp.mimetype == "application/json"
-    body = resp.get_json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["type"] == err_type
-    assert error["code"] == str(status)
-    if param is not None:
-        assert error["param"] == param
-    assert "Traceback" not in resp.get_data(as_text=True)
-    return error
 
 
 # --- routes that answer -----------------------------------------------------
@@ -109,7 +84,7 @@ def test_azure_deployment_route_with_an_unknown_deployment(client: FlaskClient) 
         "/openai/deployments/nope/chat/completions", json={"messages": CHAT["messages"]},
         headers=MASTER,
     )  # fmt: skip
-    error = assert_error(resp, 400, "invalid_request_error", "model")
+    error = assert_error(resp, 400, "model", err_type="invalid_request_error")
     assert error["message"] == "Invalid model name passed in model=nope"
 
 
@@ -157,7 +132,7 @@ def test_readiness_answers_503_when_the_database_is_gone(
     init_database(unreachable)
     try:
         resp = app.test_client().get("/health/readiness")
-        assert_error(resp, 503, "service_unavailable")
+        assert_error(resp, 503, err_type="service_unavailable")
         assert app.test_client().get("/health/liveliness").status_code == 200
     finally:
         database.initialize(real)
@@ -166,7 +141,7 @@ def test_readiness_answers_503_when_the_database_is_gone(
 def test_the_seed_curl_body_with_inline_comments_is_served(client: FlaskClient) -> None:
     resp = client.post(
         "/chat/completions",
-        data=SEED_BODY.encode(),
+        data=CUSTOMER_CURL_BODY.encode(),
         headers={**MASTER, "Content-Type": "application/json"},
     )
     assert resp.status_code == 200, resp.get_data(as_text=True)
@@ -214,7 +189,7 @@ def test_end_user_is_the_first_found(
 )
 def test_missing_or_wrong_key_is_401(client: FlaskClient, headers: dict) -> None:
     resp = client.post("/chat/completions", json=CHAT, headers=headers)
-    error = assert_error(resp, 401, "auth_error", "None")
+    error = assert_error(resp, 401, "None", err_type="auth_error")
     assert error["message"].startswith("Authentication Error")
     assert SpendLog.select().count() == 0
 
@@ -225,7 +200,7 @@ def test_every_llm_route_needs_a_key(client: FlaskClient, path: str) -> None:
         resp = client.get(path, headers={"Authorization": "Bearer sk-wrong"})
     else:
         resp = client.post(path, json=EMBED)
-    assert_error(resp, 401, "auth_error", "None")
+    assert_error(resp, 401, "None", err_type="auth_error")
 
 
 @pytest.mark.parametrize(
@@ -260,7 +235,7 @@ def test_an_expired_key_is_401(client: FlaskClient) -> None:
     resp = client.post(
         "/chat/completions", json=CHAT, headers={"Authorization": "Bearer sk-expired-key-0001"}
     )
-    error = assert_error(resp, 401, "auth_error")
+    error = assert_error(resp, 401, err_type="auth_error")
     assert error["message"] == "Authentication Error - Expired Key"
 
 
@@ -269,7 +244,7 @@ def test_a_model_the_key_may_not_use_is_401(client: FlaskClient) -> None:
     resp = client.post(
         "/chat/completions", json=CHAT, headers={"Authorization": "Bearer sk-mistral-only-01"}
     )
-    error = assert_error(resp, 401, "auth_error")
+    error = assert_error(resp, 401, err_type="auth_error")
     assert "key not allowed to access model" in error["message"]
     assert SpendLog.select().count() == 0
 
@@ -298,7 +273,7 @@ def test_malformed_bodies_are_400_naming_the_body(
     client: FlaskClient, raw: bytes, param: str, path: str
 ) -> None:
     resp = client.post(path, data=raw, headers={**MASTER, "Content-Type": "application/json"})
-    assert_error(resp, 400, "invalid_request_error", param)
+    assert_error(resp, 400, param, err_type="invalid_request_error")
 
 
 @pytest.mark.parametrize(
@@ -329,7 +304,7 @@ def test_bad_chat_fields_are_400_naming_the_field(
     client: FlaskClient, body: dict, param: str
 ) -> None:
     resp = client.post("/chat/completions", json=body, headers=MASTER)
-    error = assert_error(resp, 400, "invalid_request_error", param)
+    error = assert_error(resp, 400, param, err_type="invalid_request_error")
     assert param.split("[")[0] in error["message"]
     assert SpendLog.select().count() == 0
 
@@ -351,14 +326,16 @@ def test_bad_embedding_fields_are_400_naming_the_field(
     client: FlaskClient, body: dict, param: str
 ) -> None:
     resp = client.post("/embeddings", json=body, headers=MASTER)
-    assert_error(resp, 400, "invalid_request_error", param)
+    assert_error(resp, 400, param, err_type="invalid_request_error")
     assert SpendLog.select().count() == 0
 
 
 @pytest.mark.parametrize("path", ["/chat/completions", "/embeddings"])
 def test_unknown_model_is_400_with_litellms_message(client: FlaskClient, path: str) -> None:
     body = {**(CHAT if "chat" in path else EMBED), "model": "gpt-17"}
-    error = assert_error(client.post(path, json=body, headers=MASTER), 400, "invalid_request_error")
+    error = assert_error(
+        client.post(path, json=body, headers=MASTER), 400, err_type="invalid_request_error"
+    )
     assert error["message"] == "Invalid model name passed in model=gpt-17"
     assert error["param"] == "model"
 
@@ -366,23 +343,27 @@ def test_unknown_model_is_400_with_litellms_message(client: FlaskClient, path: s
 def test_bad_input_is_checked_after_the_key(client: FlaskClient) -> None:
     """A caller without a key learns nothing about the body: 401 first."""
     resp = client.post("/chat/completions", data=b"{bad", headers={"Content-Type": "text/plain"})
-    assert_error(resp, 401, "auth_error")
+    assert_error(resp, 401, err_type="auth_error")
 
 
 def test_unknown_route_is_a_404_in_the_error_shape(client: FlaskClient) -> None:
-    assert_error(client.get("/v1/nothing-here", headers=MASTER), 404, "not_found_error")
-    assert_error(client.post("/chat/complete", json=CHAT, headers=MASTER), 404, "not_found_error")
+    assert_error(client.get("/v1/nothing-here", headers=MASTER), 404, err_type="not_found_error")
+    assert_error(
+        client.post("/chat/complete", json=CHAT, headers=MASTER), 404, err_type="not_found_error"
+    )
 
 
 def test_wrong_method_is_405_in_the_error_shape(client: FlaskClient) -> None:
-    assert_error(client.get("/chat/completions", headers=MASTER), 405, "invalid_request_error")
+    assert_error(
+        client.get("/chat/completions", headers=MASTER), 405, err_type="invalid_request_error"
+    )
 
 
 def test_a_body_over_the_size_limit_is_413(make_app: Callable[..., Flask], db_url: str) -> None:
     app = make_app(base_config(db_url, general_settings={"max_request_size_mb": 0.001}))
     big = {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}
     resp = app.test_client().post("/chat/completions", json=big, headers=MASTER)
-    assert_error(resp, 413, "invalid_request_error")
+    assert_error(resp, 413, err_type="invalid_request_error")
 
 
 @pytest.mark.parametrize(

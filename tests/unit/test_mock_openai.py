@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.support.mock_openai import DEFAULT_CONTENT, MockOpenAI
+from tests.support.proxy_server import wait_until
 
 WORDS = DEFAULT_CONTENT.split()
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +120,7 @@ def test_stream_with_usage_arrives_chunk_by_chunk(mock, sdk):
     assert last.usage.completion_tokens == len(WORDS)
     assert last.usage.prompt_tokens == math.ceil(2 / 4) + 3
     assert all(c.usage is None for c in chunks[:-1])
+    mock.wait_in_flight(0)
     assert mock.in_flight == 0
 
 
@@ -150,10 +152,9 @@ def test_client_hanging_up_mid_stream_is_counted(mock):
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()  # RST: the next write fails on the server
-    deadline = time.monotonic() + 2
-    while mock.aborted_streams == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: mock.aborted_streams > 0, timeout=2)
     assert mock.aborted_streams == 1
+    mock.wait_in_flight(0)
     assert mock.in_flight == 0
 
 
@@ -230,6 +231,7 @@ def test_hang_until_cleared(mock):
 
 def test_in_flight_high_water_mark(mock):
     mock.delay = 0.2
+    mock.hang = True  # held until all five are in
     statuses = []
 
     def call():
@@ -239,11 +241,13 @@ def test_in_flight_high_water_mark(mock):
     threads = [threading.Thread(target=call) for _ in range(5)]
     for t in threads:
         t.start()
-    time.sleep(0.1)
+    mock.wait_in_flight(5)
     assert mock.in_flight == 5
+    mock.hang = False
     for t in threads:
         t.join()
     assert statuses == [200] * 5
+    mock.wait_in_flight(0)
     assert mock.in_flight == 0
     assert mock.max_in_flight == 5
     mock.reset()
@@ -260,6 +264,7 @@ def test_http_control_routes(mock):
     first = requests.post(mock.base_url + "/chat/completions", json=chat_body())
     assert (first.status_code, first.json()["error"]["message"]) == (500, "boom")
     assert requests.post(mock.base_url + "/chat/completions", json=chat_body()).ok
+    mock.wait_in_flight(0)  # the handler may still be finishing after its answer was read
     stats = requests.get(root + "/_mock/stats").json()
     assert stats["requests"] == 2 and stats["in_flight"] == 0 and stats["max_in_flight"] == 1
     recorded = requests.get(root + "/_mock/requests").json()["requests"]

@@ -23,6 +23,7 @@ from proxy.models import Key, SpendLog, User
 from proxy.pricing import load_price_table
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.mock_openai import MockOpenAI
+from tests.support.seeds import azure_embedding_seed_model
 
 UPSTREAM_SECRET = "sk-upstream-SECRET-123"
 
@@ -361,31 +362,24 @@ def test_model_info_without_a_key_is_401(db_url: str, make_app: Callable[..., Fl
 # --- embeddings on the seed's Azure deployment -------------------------------
 
 
-def _azure_seed_config(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, root_url: str
-) -> dict[str, Any]:
-    monkeypatch.setenv("AZURE_API_BASE", root_url)
-    monkeypatch.setenv("AZURE_API_KEY", UPSTREAM_SECRET)
-    seed_model = {
-        "model_name": "text-embedding-ada-002",
-        "litellm_params": {
-            "model": "azure/azure-embedding-model",
-            "api_base": "os.environ/AZURE_API_BASE",
-            "api_key": "os.environ/AZURE_API_KEY",
-            "api_version": "2023-07-01-preview",
-        },
-        "model_info": {"access_groups": ["beta-models"]},
-    }
-    return base_config(db_url, model_list=[seed_model, _mock("gpt-3.5-turbo")])
-
-
-def test_embeddings_reach_azure_and_are_charged_prompt_tokens_times_input_price(
+@pytest.fixture
+def azure_seed_app(
     db_url: str,
     make_app: Callable[..., Flask],
     upstream: MockOpenAI,
     monkeypatch: pytest.MonkeyPatch,
+) -> Flask:
+    """The app on the seed's Azure embedding deployment, served by the mock upstream."""
+    monkeypatch.setenv("AZURE_API_BASE", upstream.root_url)
+    monkeypatch.setenv("AZURE_API_KEY", UPSTREAM_SECRET)
+    models = [azure_embedding_seed_model(), _mock("gpt-3.5-turbo")]
+    return make_app(base_config(db_url, model_list=models))
+
+
+def test_embeddings_reach_azure_and_are_charged_prompt_tokens_times_input_price(
+    azure_seed_app: Flask, upstream: MockOpenAI
 ) -> None:
-    app = make_app(_azure_seed_config(db_url, monkeypatch, upstream.root_url))
+    app = azure_seed_app
     plain = _make_key([], ["beta-models"])
     resp = _embed(app, plain, "text-embedding-ada-002", "the quick brown fox jumps")
     assert resp.status_code == 200, resp.get_data(as_text=True)
@@ -414,12 +408,9 @@ def test_embeddings_reach_azure_and_are_charged_prompt_tokens_times_input_price(
 
 
 def test_embeddings_are_refused_by_the_user_budget_like_chat(
-    db_url: str,
-    make_app: Callable[..., Flask],
-    upstream: MockOpenAI,
-    monkeypatch: pytest.MonkeyPatch,
+    azure_seed_app: Flask, upstream: MockOpenAI
 ) -> None:
-    app = make_app(_azure_seed_config(db_url, monkeypatch, upstream.root_url))
+    app = azure_seed_app
     plain = _make_key([], ["beta-models"], max_budget=0)
     resp = _embed(app, plain, "text-embedding-ada-002")
     assert resp.status_code == 401

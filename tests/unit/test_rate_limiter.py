@@ -1,7 +1,8 @@
 """The rate limiter as a client sees it, on SQLite and on PostgreSQL.
 
-Time passing is simulated by moving a window's start back in the plugin's
-table (what the database would hold a minute later), never by sleeping.
+Time passing is simulated with the rate limiter's clock (the ``clock``
+fixture), never by sleeping; a test that counts on its calls landing in one
+window freezes that clock, so a slow run cannot carry it into the next.
 """
 
 from __future__ import annotations
@@ -16,55 +17,21 @@ from flask import Flask
 from plugins.rate_limiting import store
 from plugins.rate_limiting.limits import Scope
 from plugins.rate_limiting.tables import RateLimitLease, RateLimitWindow
-from proxy.auth import display_name, generate_key, hash_key
+from proxy.auth import hash_key
 from proxy.config import ConfigError
 from proxy.context import Refusal
 from proxy.db import database
 from proxy.hookspecs import hookimpl
-from proxy.models import Budget, Customer, Key, SpendLog, User
+from proxy.models import Budget, Customer, SpendLog
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.proxy_server import wait_until
+from tests.support.rate_limits import chat, make_budget, make_key, make_user, window
 
 HEADER_NAMES = [
     f"x-ratelimit-{what}-{unit}"
     for what in ("limit", "remaining", "reset")
     for unit in ("requests", "tokens")
 ]
-
-
-def make_key(alias: str | None = None, user_id: str | None = None, **limits: Any) -> str:
-    plain = generate_key()
-    with database.connection_context():
-        Key.create(
-            token=hash_key(plain),
-            key_name=display_name(plain),
-            key_alias=alias,
-            user_id=user_id,
-            **limits,
-        )
-    return plain
-
-
-def make_user(user_id: str, **limits: Any) -> None:
-    with database.connection_context():
-        User.create(user_id=user_id, **limits)
-
-
-def make_budget(budget_id: str, **limits: Any) -> None:
-    with database.connection_context():
-        Budget.create(budget_id=budget_id, **limits)
-
-
-def chat(client: Any, plain: str | None, user: str | None = None, **body: Any) -> Any:
-    headers = {"Authorization": f"Bearer {plain}"} if plain else dict(MASTER)
-    payload: dict[str, Any] = {
-        "model": "gpt-3.5-turbo",
-        "messages": [{"role": "user", "content": "hello"}],
-        **body,
-    }
-    if user is not None:
-        payload["user"] = user
-    return client.post("/chat/completions", json=payload, headers=headers)
 
 
 def assert_rate_limited(resp: Any, message: str) -> None:
@@ -89,19 +56,6 @@ def seconds(duration: str) -> float:
     return int(match.group(1) or 0) * 60 + float(match.group(2) or 0)
 
 
-def age_windows(by: float) -> None:
-    """Pretend ``by`` seconds have passed for every rate window."""
-    with database.connection_context():
-        RateLimitWindow.update(window_start=RateLimitWindow.window_start - by).execute()
-
-
-def window(kind: str, entity: str) -> RateLimitWindow:
-    with database.connection_context():
-        return RateLimitWindow.get(
-            (RateLimitWindow.kind == kind) & (RateLimitWindow.entity == entity)
-        )
-
-
 @pytest.fixture
 def app(make_app: Any, db_url: str) -> Flask:
     return make_app(base_config(db_url))
@@ -115,7 +69,7 @@ def client(app: Flask) -> Any:
 # --- requests per minute --------------------------------------------------------------
 
 
-def test_key_over_its_rpm_limit_gets_429_naming_the_key_alias(client):
+def test_key_over_its_rpm_limit_gets_429_naming_the_key_alias(client, clock):
     plain = make_key(alias="ci-bot", rpm_limit=2)
     assert chat(client, plain).status_code == 200
     assert chat(client, plain).status_code == 200
@@ -135,7 +89,7 @@ def test_key_without_alias_is_named_by_its_display_name_never_the_secret(client)
     assert hash_key(plain) not in message
 
 
-def test_every_answer_carries_openai_rate_limit_headers(client):
+def test_every_answer_carries_openai_rate_limit_headers(client, clock):
     plain = make_key(rpm_limit=4, tpm_limit=1000)
     remaining = []
     for _ in range(3):
@@ -149,10 +103,10 @@ def test_every_answer_carries_openai_rate_limit_headers(client):
     assert remaining == [3, 2, 1]
 
 
-def test_reset_header_tells_when_the_window_really_ends(client):
+def test_reset_header_tells_when_the_window_really_ends(client, clock):
     plain = make_key(rpm_limit=1)
     chat(client, plain)
-    age_windows(45)
+    clock.advance(45)
     resp = chat(client, plain)
     assert resp.status_code == 429
     assert 14 < seconds(resp.headers["x-ratelimit-reset-requests"]) <= 15
@@ -160,26 +114,26 @@ def test_reset_header_tells_when_the_window_really_ends(client):
     assert 14000 < int(resp.headers["retry-after-ms"]) <= 15000
 
 
-def test_a_new_window_opens_a_minute_after_the_first_call(client):
+def test_a_new_window_opens_a_minute_after_the_first_call(client, clock):
     plain = make_key(rpm_limit=1)
     assert chat(client, plain).status_code == 200
     assert chat(client, plain).status_code == 429
-    age_windows(59)
+    clock.advance(59)
     assert chat(client, plain).status_code == 429
-    age_windows(1)
+    clock.advance(1)
     resp = chat(client, plain)
     assert resp.status_code == 200
     assert resp.headers["x-ratelimit-remaining-requests"] == "0"
     assert seconds(resp.headers["x-ratelimit-reset-requests"]) > 59
 
 
-def test_refused_calls_do_not_use_up_the_next_window(client):
+def test_refused_calls_do_not_use_up_the_next_window(client, clock):
     plain = make_key(rpm_limit=2)
     for _ in range(2):
         chat(client, plain)
     for _ in range(5):
         assert chat(client, plain).status_code == 429
-    age_windows(60)
+    clock.advance(60)
     assert [chat(client, plain).status_code for _ in range(3)] == [200, 200, 429]
 
 
@@ -296,11 +250,11 @@ def test_tpm_counts_the_real_tokens_of_finished_calls(client):
     assert third.headers["x-ratelimit-remaining-tokens"] == "0"
 
 
-def test_tpm_window_starts_over_a_minute_later(client):
+def test_tpm_window_starts_over_a_minute_later(client, clock):
     plain = make_key(tpm_limit=5)
     assert chat(client, plain).status_code == 200
     assert chat(client, plain).status_code == 429
-    age_windows(60)
+    clock.advance(60)
     resp = chat(client, plain)
     assert resp.status_code == 200
     assert resp.headers["x-ratelimit-remaining-tokens"] == "5"
@@ -419,40 +373,41 @@ def test_expired_lease_of_a_dead_worker_is_reclaimed(client):
     assert window("key", token).in_flight == 0
 
 
+class LeaseWatch:
+    """Notes, once the rate limiter has let a call in, how long after the call's
+    start each lease runs out."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    @hookimpl(trylast=True)
+    def pre_request_check(self, ctx: Any) -> None:
+        with database.connection_context():
+            self.seen.extend(lease.expires_at - ctx.start_time for lease in RateLimitLease.select())
+
+
 def test_lease_lasts_the_configured_time(make_app, db_url):
     config = base_config(db_url, plugins={"settings": {"rate_limiter": {"lease_seconds": 7}}})
-    seen: list[float] = []
-
-    class Watch:
-        @hookimpl(trylast=True)
-        def pre_request_check(self, ctx: Any) -> None:
-            with database.connection_context():
-                seen.extend(lease.expires_at - ctx.start_time for lease in RateLimitLease.select())
-
-    client = make_app(config, plugins=[("watch", Watch())]).test_client()
+    watch = LeaseWatch()
+    client = make_app(config, plugins=[("watch", watch)]).test_client()
     plain = make_key(max_parallel_requests=2)
     assert chat(client, plain).status_code == 200
+    seen = watch.seen
     assert len(seen) == 1 and 6.5 < seen[0] <= 7.5
 
 
 def test_default_lease_is_the_deployment_timeout_plus_a_margin(make_app, db_url):
-    seen: list[float] = []
-
-    class Watch:
-        @hookimpl(trylast=True)
-        def pre_request_check(self, ctx: Any) -> None:
-            with database.connection_context():
-                seen.extend(lease.expires_at - ctx.start_time for lease in RateLimitLease.select())
-
+    watch = LeaseWatch()
     model = {
         "model_name": "gpt-3.5-turbo",
         "litellm_params": {"model": "mock/gpt-3.5-turbo", "timeout": 30},
     }
     client = make_app(
-        base_config(db_url, model_list=[model]), plugins=[("watch", Watch())]
+        base_config(db_url, model_list=[model]), plugins=[("watch", watch)]
     ).test_client()
     plain = make_key(max_parallel_requests=2)
     assert chat(client, plain).status_code == 200
+    seen = watch.seen
     assert len(seen) == 1 and 89 < seen[0] <= 91
 
 

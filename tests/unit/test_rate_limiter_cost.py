@@ -14,22 +14,16 @@ from typing import Any
 import pytest
 
 from plugins.rate_limiting import store
-from proxy import prepared
 from proxy.batching import BatchedTransaction
 from proxy.db import database, is_postgres
 from tests.conftest import base_config
-from tests.unit.test_rate_limiter import chat, make_budget, make_key, make_user
+from tests.support.rate_limits import chat, make_budget, make_key, make_user
+from tests.support.statements import spy_on_cursors, statement_sql
 
 
-def _verb(sql: str) -> str:
-    """The statement's first word; a prepared statement's own (``PREPARE``/``EXECUTE``
-    carry a statement of the call path, see proxy/prepared.py)."""
-    if sql.startswith("PREPARE "):
-        sql = sql.split(" AS ", 1)[1]
-    elif sql.startswith("EXECUTE "):
-        name = sql.split()[1].split("(")[0]
-        sql = next(p.sql for p in prepared._by_sql.values() if p.name == name)
-    return sql.split()[0].upper()
+def _verb(sql: Any) -> str:
+    """The statement's first word; a prepared statement's own."""
+    return statement_sql(sql).split()[0].upper()
 
 
 class StatementCounter:
@@ -40,21 +34,11 @@ class StatementCounter:
         self.statements: list[str] = []
 
     def wrap_cursor(self, make_cursor: Any) -> Any:
-        counter = self
+        return spy_on_cursors(make_cursor, self._executed)
 
-        class Cursor:
-            def __init__(self, real: Any) -> None:
-                self._real = real
-
-            def execute(self, sql: str, *args: Any) -> Any:
-                if counter.active:
-                    counter.statements.append(_verb(sql))
-                return self._real.execute(sql, *args)
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(self._real, name)
-
-        return lambda *a, **k: Cursor(make_cursor(*a, **k))
+    def _executed(self, sql: Any) -> None:
+        if self.active:
+            self.statements.append(_verb(sql))
 
     def wrap_queue(self, queue: Any) -> Any:
         """Statements queued to travel with the spend transaction's COMMIT (PostgreSQL)."""

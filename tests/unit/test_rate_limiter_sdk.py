@@ -12,7 +12,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from tests.conftest import base_config
-from tests.unit.test_rate_limiter import age_windows, make_key
+from tests.support.rate_limits import end_windows_in, make_key
 
 
 class StatusRecorder:
@@ -56,7 +56,7 @@ def test_sdk_retry_succeeds_when_the_window_opens(served):
     client = openai.OpenAI(api_key=plain, base_url=url, max_retries=2)
     assert ask(client).choices[0].message.content
     # The window has 1.5 s left: the SDK is told so and waits exactly that long.
-    age_windows(58.5)
+    end_windows_in(1.5)
     started = time.monotonic()
     answer = ask(client)
     waited = time.monotonic() - started
@@ -65,7 +65,7 @@ def test_sdk_retry_succeeds_when_the_window_opens(served):
     assert 1.0 <= waited < 10
 
 
-def test_sdk_without_retries_sees_the_rate_limit_error(served):
+def test_sdk_without_retries_sees_the_rate_limit_error(served, clock):
     url, recorder = served
     plain = make_key(alias="sdk", rpm_limit=1)
     client = openai.OpenAI(api_key=plain, base_url=url, max_retries=0)

@@ -14,28 +14,18 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psycopg2
 import pytest
 
 from proxy import spend
 from proxy.db import database
 from proxy.models import Key, SpendLog
 from tests.conftest import base_config
-from tests.unit.test_rate_limiter import chat, make_key
+from tests.support.databases import terminate_pg_backends
+from tests.support.rate_limits import chat, make_key
 
 
 def _kill_other_backends(db_url: str) -> int:
-    conn = psycopg2.connect(db_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            return len(cur.fetchall())
-    finally:
-        conn.close()
+    return terminate_pg_backends(db_url.rsplit("/", 1)[1], wait_ms=5000)
 
 
 def test_a_connection_killed_during_the_upstream_call_still_charges_once(

@@ -18,15 +18,14 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from proxy.context import CallContext
 from proxy.db import database, init_database
-from proxy.hookspecs import hookimpl
 from proxy.migrate import migrate
 from proxy.models import Customer, ProxySpend, SpendLog
 from proxy.pricing import estimate_prompt_tokens
 from proxy.upstream import StreamRelay
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.mock_openai import DEFAULT_CONTENT, MockOpenAI, chat_prompt_tokens
+from tests.support.plugins import OutcomeRecorder
 from tests.support.proxy_server import ProxyServer, wait_until
 
 MESSAGES = [{"role": "user", "content": "tell me a story"}]
@@ -51,20 +50,6 @@ def content_of(events: list[Any]) -> str:
         for e in events
         if isinstance(e, dict) and e.get("choices")
     )
-
-
-class OutcomeRecorder:
-    def __init__(self) -> None:
-        self.outcomes: list[str] = []
-
-    @hookimpl
-    def call_finished(self, ctx: CallContext, outcome: str) -> None:
-        self.outcomes.append(outcome)
-
-
-@pytest.fixture
-def recorder() -> OutcomeRecorder:
-    return OutcomeRecorder()
 
 
 @pytest.fixture

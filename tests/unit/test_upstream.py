@@ -19,14 +19,13 @@ from flask.testing import FlaskClient
 
 from proxy.auth import hash_key
 from proxy.config import build_config
-from proxy.context import CallContext
 from proxy.deployments import Deployment, ModelTable
 from proxy.errors import ProxyError
-from proxy.hookspecs import hookimpl
 from proxy.models import Customer, Key, ProxySpend, SpendLog
 from proxy.upstream import UpstreamClient
 from tests.conftest import MASTER, base_config
 from tests.support.mock_openai import MockOpenAI, chat_prompt_tokens
+from tests.support.plugins import OutcomeRecorder
 from tests.support.proxy_server import free_port
 
 MESSAGES = [{"role": "user", "content": "what llm are you"}]
@@ -69,20 +68,6 @@ def model_list(mock: MockOpenAI, timeout: float = 5, **extra: Any) -> list[dict[
             },
         },
     ]
-
-
-class OutcomeRecorder:
-    def __init__(self) -> None:
-        self.outcomes: list[str] = []
-
-    @hookimpl
-    def call_finished(self, ctx: CallContext, outcome: str) -> None:
-        self.outcomes.append(outcome)
-
-
-@pytest.fixture
-def recorder() -> OutcomeRecorder:
-    return OutcomeRecorder()
 
 
 @pytest.fixture
