@@ -8,7 +8,9 @@ the core read back from its atomic increment (``ctx.spend_after``) and
 so exactly one call sees each crossing, whatever the number of workers.
 Because ``new - cost`` may round by an ulp, the test is slightly generous
 and a row in ``budget_alert_sent`` (primary key: entity, event, line,
-period) makes the alert exactly-once. This module is not a plugin.
+period) makes the alert exactly-once. Rows of periods long over are
+deleted now and then (:func:`prune_past_periods`). This module is not a
+plugin.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("comptroller.plugins.budget_alerts")
 
 THRESHOLDS = (85, 95)
+# A call names its period by the budget_reset_at it read when it started, and
+# may record its alert after that moment: longer than any call runs.
+PRUNE_AFTER_SECONDS = 3600.0
 TITLES = {"proxy": "Proxy", "key": "Key", "user": "User", "customer": "Customer"}
 
 
@@ -76,6 +81,18 @@ def _first_time(guarded: Guarded, event: str, line: float) -> bool:
     except peewee.DatabaseError:
         log.exception("recording a %s alert failed; sending it anyway", event)
         return True  # better twice than never
+
+
+def prune_past_periods(now: float) -> int:
+    """Housekeeping: delete the rows of periods that ended over an hour ago.
+
+    Once its period has ended, an entity's reads reset it and name the new
+    period, so nobody asks for the old rows again. Rows without a period (0:
+    no ``budget_duration``) stay: that "period" never ends.
+    """
+    S = BudgetAlertSent
+    over = (S.period > 0) & (S.period < now - PRUNE_AFTER_SECONDS)
+    return int(S.delete().where(over).execute())
 
 
 def _alert(ctx: CallContext, guarded: Guarded, event: str, title: str, spend: float) -> Alert:

@@ -16,7 +16,9 @@ together) and released when the call fails, is refused later or the client
 goes away (:func:`release`). Every reservation also carries an expiry:
 what a call holds is the sum of its unexpired rows, so a worker that dies
 mid-call stops holding budget when its rows expire, without anyone having
-to notice. Expired rows are deleted now and then, only as housekeeping.
+to notice. Expired rows are deleted now and then, only as housekeeping
+(:func:`housekeeping`, which also prunes the budget alerts' marks of
+periods long over).
 
 This module is not a plugin; every budget plugin registers its hooks.
 """
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import peewee
 
 from plugins import clamp
+from plugins.budget_alerts import prune_past_periods
 from plugins.budget_common import CHECK_ORDER, LOCK_ORDER, Guarded, fmt
 from proxy.context import Refusal
 from proxy.db import BaseModel, database, is_postgres
@@ -150,12 +153,22 @@ def _held(claims: list[Guarded], moment: float) -> dict[str, float]:
     return held
 
 
-def _collect_expired(moment: float) -> None:
-    """Housekeeping: delete expired reservations (they already hold nothing)."""
+def housekeeping(moment: float) -> None:
+    """Once per :data:`GC_INTERVAL_SECONDS` per process: delete the budget plugins'
+    rows that can no longer matter (a time check per call, no thread)."""
     global _next_gc
     if moment < _next_gc:
         return
     _next_gc = moment + GC_INTERVAL_SECONDS
+    _collect_expired(moment)
+    try:
+        prune_past_periods(moment)
+    except peewee.PeeweeException:
+        log.warning("deleting the alert marks of past budget periods failed", exc_info=True)
+
+
+def _collect_expired(moment: float) -> None:
+    """Delete expired reservations (they already hold nothing)."""
     R = BudgetReservation
     expired = R.select(R.id).where(R.expires_at <= moment)
     if is_postgres():
@@ -163,14 +176,13 @@ def _collect_expired(moment: float) -> None:
         expired = expired.for_update(skip_locked=True)
     try:
         R.delete().where(R.id.in_(expired)).execute()
-    except peewee.DatabaseError:
+    except peewee.PeeweeException:
         log.warning("deleting expired budget reservations failed", exc_info=True)
 
 
 def reserve(ctx: CallContext, claims: list[Guarded]) -> Refusal | None:
     """Reserve the call's worst case against every claimed entity, or nothing."""
     moment = time.time()
-    _collect_expired(moment)
     by_kind = {g.kind: g for g in claims}
     ordered = [by_kind[kind] for kind in LOCK_ORDER if kind in by_kind]
     with database.atomic() as txn:
@@ -241,9 +253,13 @@ def settle(ctx: CallContext) -> None:
 
 
 def release(ctx: CallContext) -> None:
-    """The call is over: whatever it still holds goes back (no-op after a settle)."""
+    """The call is over: whatever it still holds goes back (no-op after a settle).
+
+    Every call ends here, in either enforcement mode and outside the spend
+    transaction, so this is also where the housekeeping runs.
+    """
     state = ctx.plugin_state.get(STATE_KEY)
-    if state is None or not state.reserved or state.released:
-        return
-    state.released = True
-    BudgetReservation.delete().where(BudgetReservation.request_id == ctx.request_id).execute()
+    if state is not None and state.reserved and not state.released:
+        state.released = True
+        BudgetReservation.delete().where(BudgetReservation.request_id == ctx.request_id).execute()
+    housekeeping(time.time())

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import weakref
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -35,11 +37,45 @@ class JSONField(peewee.TextField):
         return None if value is None else json.loads(value)
 
 
+# SQLite connections a forked child inherited: kept referenced, never closed
+# (see _SqliteDatabase.forget_inherited_connections).
+_inherited: list[Any] = []
+
+
+class _SqliteDatabase(peewee.SqliteDatabase):
+    """Keeps every open connection referenced, so that a forked child can find
+    (and leave alone) the ones other threads of its parent held."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._open: dict[int, Any] = {}
+        super().__init__(*args, **kwargs)
+
+    def _connect(self) -> Any:
+        conn = super()._connect()  # type: ignore[misc]
+        self._open[id(conn)] = conn
+        return conn
+
+    def _close(self, conn: Any) -> None:
+        self._open.pop(id(conn), None)
+        super()._close(conn)  # type: ignore[misc]
+
+    def forget_inherited_connections(self) -> None:
+        """In a forked child: drop the parent's connections without closing them.
+
+        SQLite must not even close a connection opened before ``fork()``: the
+        close may clean up (checkpoint, delete the WAL) under the parent. They
+        stay referenced for the child's life instead.
+        """
+        _inherited.extend(self._open.values())
+        self._open = {}
+        _fresh_state(self)
+
+
 def _sqlite(path: str) -> peewee.SqliteDatabase:
     if path not in ("", ":memory:"):
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-    db = peewee.SqliteDatabase(
+    db = _SqliteDatabase(
         path or ":memory:",
         pragmas={
             "journal_mode": "wal",
@@ -92,6 +128,36 @@ class _PostgresPool(PooledPostgresqlDatabase):
             return False
         return bool(super()._is_closed(conn))
 
+    def forget_inherited_connections(self) -> None:
+        """In a forked child: empty the pool without closing its connections.
+
+        Closing one would send PostgreSQL's Terminate message on a socket the
+        parent still uses (freeing one is harmless: psycopg2 closes nothing
+        for another process). ``/dev/null`` also takes each inherited
+        socket's place under the same descriptor number, so the child holds
+        no copy of the parent's sockets and nothing it does can reach them.
+        """
+        conns = [conn for _, _, conn in self._connections]
+        conns += [pooled.connection for pooled in self._in_use.values()]
+        conns.append(self._state.conn)
+        with open(os.devnull, "wb") as devnull:
+            for conn in conns:
+                if conn is not None and not conn.closed:
+                    os.dup2(devnull.fileno(), conn.fileno())
+        self._connections: list[Any] = []
+        self._in_use: dict[int, Any] = {}
+        self._checked_in = {}
+        self._pool_lock = threading.RLock()
+        self._pool_available = threading.Condition(self._pool_lock)
+        _fresh_state(self)
+
+
+def _fresh_state(db: Any) -> None:
+    """No connection in this thread, and locks no thread of the parent may hold."""
+    db._state = type(db._state)()
+    if db.thread_safe:
+        db._lock = threading.Lock()
+
 
 def _postgres(url: str) -> PooledPostgresqlDatabase:
     parsed = urlparse(url)
@@ -109,14 +175,38 @@ def _postgres(url: str) -> PooledPostgresqlDatabase:
     )
 
 
+# Every database made in this process, for the fork hook below.
+_made: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def make_database(url: str) -> peewee.Database:
+    db: peewee.Database
     if url.startswith("sqlite:///"):
-        return _sqlite(url[len("sqlite:///") :])
-    if url.startswith("sqlite://"):
-        return _sqlite(url[len("sqlite://") :])
-    if url.startswith(("postgresql://", "postgres://")):
-        return _postgres(url)
-    raise ValueError(f"unsupported database_url {url!r}: use sqlite:///path or postgresql://...")
+        db = _sqlite(url[len("sqlite:///") :])
+    elif url.startswith("sqlite://"):
+        db = _sqlite(url[len("sqlite://") :])
+    elif url.startswith(("postgresql://", "postgres://")):
+        db = _postgres(url)
+    else:
+        raise ValueError(
+            f"unsupported database_url {url!r}: use sqlite:///path or postgresql://..."
+        )
+    _made.add(db)
+    return db
+
+
+def _forget_inherited_connections() -> None:
+    """After ``fork()``, in the child: open fresh connections, never the parent's.
+
+    ``gunicorn --preload`` builds the app (migrations, start-up reads) in the
+    arbiter and then forks the workers: without this they would all share
+    the arbiter's pooled connection, one socket for several processes.
+    """
+    for db in list(_made):
+        db.forget_inherited_connections()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
 def init_database(url: str) -> peewee.Database:

@@ -4,7 +4,9 @@ An entity with a ``budget_duration`` has a ``budget_reset_at``. The first
 read on or after that moment resets it with one conditional update
 (``... WHERE budget_reset_at = <the value read>``): of two workers racing,
 exactly one wins, and the schedule advances by whole periods from the
-entity's creation, so a late reset never drifts.
+entity's creation, so a late reset never drifts. A changed period (an
+admin update) restarts the schedule from creation without a reset:
+:func:`reschedule`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 import peewee
 
 from proxy.durations import first_reset, next_reset_after
+
+# Rows rescheduled per UPDATE: three bound values each, within the 999 of old SQLite.
+_RESCHEDULE_BATCH = 300
 
 
 def _reset_one(row: Any, pk_field: peewee.Field, duration: str | None, now: float) -> None:
@@ -62,3 +67,30 @@ def apply_due_resets(*entities: tuple[Any, str | None], now: float | None = None
     for row, duration in entities:
         if row is not None:
             _reset_one(row, type(row)._meta.primary_key, duration, moment)
+
+
+def scheduled_reset(created_at: float, duration: str | None, now: float) -> float | None:
+    """The next reset after ``now``, in whole periods from creation (None: never)."""
+    if not duration:
+        return None
+    return next_reset_after(first_reset(created_at, duration), duration, now)
+
+
+def reschedule(model: Any, where: peewee.Expression, duration: str | None, now: float) -> int:
+    """Put every ``model`` row matching ``where`` on ``duration``'s schedule.
+
+    A changed period restarts each row's schedule from its creation, without
+    a reset now; no period (``None``) clears ``budget_reset_at``. Runs in the
+    caller's transaction; returns the number of rows rescheduled.
+    """
+    if not duration:
+        return int(model.update({model.budget_reset_at: None}).where(where).execute())
+    pk = model._meta.primary_key
+    rows = model.select(pk, model.created_at).where(where).tuples()
+    targets = [(key, scheduled_reset(created or now, duration, now)) for key, created in rows]
+    for start in range(0, len(targets), _RESCHEDULE_BATCH):
+        batch = targets[start : start + _RESCHEDULE_BATCH]
+        model.update({model.budget_reset_at: peewee.Case(pk, batch)}).where(
+            pk.in_([key for key, _ in batch])
+        ).execute()
+    return len(targets)

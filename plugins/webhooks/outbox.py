@@ -58,7 +58,12 @@ OutboxAlert.add_index(
 
 
 class AlertOnce(BaseModel):
-    """Alerts that fire once per entity per budget period, by a stable key."""
+    """Alerts that fire once per entity per budget period, by a stable key.
+
+    A key ends with the end of the period it covers, ``...:<budget_reset_at>``
+    (see ``events.projected_limit_alerts``): :func:`delete_ended_once_marks`
+    reads it there.
+    """
 
     key = peewee.CharField(primary_key=True, max_length=512)
     created_at = peewee.DoubleField()
@@ -228,3 +233,29 @@ def release(alert_ids: list[str], token: str) -> int:
 
 def delete_sent_before(cutoff: float) -> int:
     return OutboxAlert.delete().where(OutboxAlert.sent_at < cutoff).execute()
+
+
+# A call names its period by the budget_reset_at it read when it started, and
+# may mark its alert after that moment: longer than any call runs.
+ONCE_MARK_GRACE_SECONDS = 3600.0
+_PERIOD_END_CHARS = "0123456789."
+
+
+def delete_ended_once_marks(now: float | None = None) -> int:
+    """Delete the once-only marks of periods that ended over an hour ago.
+
+    Once an entity's period has ended, its reads reset it and name the next
+    period, so nobody asks for the old key again. A key that does not end
+    with ``:<number>`` is never deleted.
+    """
+    cutoff = (time.time() if now is None else now) - ONCE_MARK_GRACE_SECONDS
+    key = AlertOnce.key
+    head = peewee.fn.RTRIM(key, _PERIOD_END_CHARS)  # the key without its period end
+    ends_with_period = head.endswith(":") & (peewee.fn.LENGTH(head) < peewee.fn.LENGTH(key))
+    # CASE: the cast only ever sees a number (PostgreSQL would fail the statement).
+    period_end = peewee.Case(
+        None,
+        [(ends_with_period, peewee.fn.SUBSTR(key, peewee.fn.LENGTH(head) + 1).cast("FLOAT"))],
+    )
+    ended = (AlertOnce.created_at < cutoff) & (period_end < cutoff)
+    return int(AlertOnce.delete().where(ended).execute())

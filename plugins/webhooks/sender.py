@@ -248,16 +248,21 @@ class WebhookSender:
         )
 
     def _maybe_prune(self, now: float) -> None:
-        if not self.settings.retention_days or now - self._last_prune < PRUNE_EVERY:
+        """Every :data:`PRUNE_EVERY`: delete old sent alerts and the marks of ended periods."""
+        if now - self._last_prune < PRUNE_EVERY:
             return
         self._last_prune = now
-        deleted = outbox.delete_sent_before(now - self.settings.retention_days * 86400)
-        if deleted:
-            log.info(
-                "deleted %d sent webhook alerts older than %s days",
-                deleted,
-                self.settings.retention_days,
-            )
+        if self.settings.retention_days:
+            deleted = outbox.delete_sent_before(now - self.settings.retention_days * 86400)
+            if deleted:
+                log.info(
+                    "deleted %d sent webhook alerts older than %s days",
+                    deleted,
+                    self.settings.retention_days,
+                )
+        marks = outbox.delete_ended_once_marks(now)
+        if marks:
+            log.info("deleted %d once-per-period alert marks of ended periods", marks)
 
     # --- HTTP ---------------------------------------------------------------
 

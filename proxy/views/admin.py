@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee
 from flask import Blueprint, g, jsonify, request
@@ -26,10 +26,10 @@ from flask.typing import ResponseReturnValue
 from proxy.alerts import Alert
 from proxy.auth import authenticate, display_name, generate_key, hash_key
 from proxy.db import database
-from proxy.durations import first_reset, next_reset_after
+from proxy.durations import first_reset
 from proxy.errors import BadRequest, Conflict, Forbidden, NotFound
 from proxy.models import Budget, Customer, Key, ProxySpend, SpendLog, Team, User
-from proxy.resets import apply_due_resets
+from proxy.resets import apply_due_resets, reschedule, scheduled_reset
 from proxy.schemas import (
     BUDGET_FIELDS,
     BudgetDelete,
@@ -138,13 +138,6 @@ def _columns(values: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def _reset_at(created_at: float, duration: str | None, now: float) -> float | None:
-    """The next reset after ``now``, in whole periods from creation (None: never)."""
-    if not duration:
-        return None
-    return next_reset_after(first_reset(created_at, duration), duration, now)
-
-
 def _page_count(total: int, size: int) -> int:
     return math.ceil(total / size)
 
@@ -163,6 +156,24 @@ def _missing(wanted: Iterable[str], found: Iterable[str]) -> list[str]:
     return [item for item in wanted if item not in have]
 
 
+M = TypeVar("M", bound=peewee.Model)
+KeyOrUser = TypeVar("KeyOrUser", Key, User)
+
+
+def _find(model: type[M], pk: str, param: str, label: str | None = None) -> M:
+    """The ``model`` row with primary key ``pk``; else 404 naming ``param``."""
+    row = model.get_or_none(model._meta.primary_key == pk)
+    if row is None:
+        raise NotFound(f"{model.__name__} not found: {label or f'{param}={pk}'}", param=param)
+    return row
+
+
+def _fresh(row: KeyOrUser) -> KeyOrUser:
+    """A key or user with its due budget reset applied (each carries its own period)."""
+    apply_due_resets((row, row.budget_duration))
+    return row
+
+
 # --- keys ------------------------------------------------------------------
 
 
@@ -177,10 +188,7 @@ def _key_label(value: str) -> str:
 
 
 def _find_key(value: str) -> Key:
-    key = Key.get_or_none(Key.token == token_of(value))
-    if key is None:
-        raise NotFound(f"Key not found: {_key_label(value)}", param="key")
-    return key
+    return _find(Key, token_of(value), "key", label=_key_label(value))
 
 
 def _expiry(duration: str | None, expires: datetime | None, now: float) -> float | None:
@@ -219,16 +227,11 @@ def _create_key(plain: str, now: float, columns: dict[str, Any], expires: float 
         token=hash_key(plain),
         key_name=display_name(plain),
         expires=expires,
-        budget_reset_at=_reset_at(now, columns.get("budget_duration"), now),
+        budget_reset_at=scheduled_reset(now, columns.get("budget_duration"), now),
         created_at=now,
         **columns,
     )
     dispatch_alerts(services().pm, [_key_created_alert(key)])
-    return key
-
-
-def _fresh_key(key: Key) -> Key:
-    apply_due_resets((key, key.budget_duration))
     return key
 
 
@@ -263,7 +266,7 @@ def key_info_route() -> ResponseReturnValue:
         value = caller.key.token
     if value is None:
         raise BadRequest("'key' is required", param="key")
-    key = _fresh_key(_find_key(value))
+    key = _fresh(_find_key(value))
     return jsonify({"key": key.token, "info": key_info(key)})
 
 
@@ -277,14 +280,16 @@ def key_update() -> ResponseReturnValue:
     if "duration" in given or "expires" in given:
         changes["expires"] = _expiry(req.duration, req.expires, now)
     if "budget_duration" in changes:
-        changes["budget_reset_at"] = _reset_at(key.created_at, changes["budget_duration"], now)
+        changes["budget_reset_at"] = scheduled_reset(
+            key.created_at, changes["budget_duration"], now
+        )
     with database.atomic():
         if changes.get("user_id"):
             _ensure_user(changes["user_id"], now)
         _ensure_team(changes.get("team_id"))
         if changes:
             Key.update(**changes).where(Key.token == key.token).execute()
-    key = _fresh_key(Key.get_by_id(key.token))
+    key = _fresh(Key.get_by_id(key.token))
     return jsonify({"key": key.token, **key_info(key)})
 
 
@@ -312,7 +317,7 @@ def key_list() -> ResponseReturnValue:
         query = query.where(Key.team_id == q.team_id)
     total = query.count()
     rows = query.order_by(Key.created_at, Key.token).paginate(q.page, q.size)
-    keys = [key_info(_fresh_key(k)) if q.return_full_object else k.token for k in rows]
+    keys = [key_info(_fresh(k)) if q.return_full_object else k.token for k in rows]
     return jsonify(
         {
             "keys": keys,
@@ -324,18 +329,6 @@ def key_list() -> ResponseReturnValue:
 
 
 # --- internal users --------------------------------------------------------
-
-
-def _find_user(user_id: str) -> User:
-    user = User.get_or_none(User.user_id == user_id)
-    if user is None:
-        raise NotFound(f"User not found: user_id={user_id}", param="user_id")
-    return user
-
-
-def _fresh_user(user: User) -> User:
-    apply_due_resets((user, user.budget_duration))
-    return user
 
 
 @bp.post("/user/new")
@@ -351,7 +344,7 @@ def user_new() -> ResponseReturnValue:
             user = User.create(
                 user_id=user_id,
                 created_at=now,
-                budget_reset_at=_reset_at(now, req.budget_duration, now),
+                budget_reset_at=scheduled_reset(now, req.budget_duration, now),
                 **columns,
             )
             _ensure_team(req.team_id)
@@ -374,13 +367,13 @@ def user_new() -> ResponseReturnValue:
 
 @bp.get("/user/info", endpoint="user_info")
 def user_info_route() -> ResponseReturnValue:
-    user = _fresh_user(_find_user(_query(UserInfoQuery).user_id))
+    user = _fresh(_find(User, _query(UserInfoQuery).user_id, "user_id"))
     keys = Key.select().where(Key.user_id == user.user_id).order_by(Key.created_at, Key.token)
     return jsonify(
         {
             "user_id": user.user_id,
             "user_info": user_info(user),
-            "keys": [key_info(_fresh_key(key)) for key in keys],
+            "keys": [key_info(_fresh(key)) for key in keys],
         }
     )
 
@@ -388,16 +381,18 @@ def user_info_route() -> ResponseReturnValue:
 @bp.post("/user/update")
 def user_update() -> ResponseReturnValue:
     req = _body(UserUpdate)
-    user = _find_user(req.user_id)
+    user = _find(User, req.user_id, "user_id")
     changes = _columns(req.given(), USER_COLUMNS)
     now = time.time()
     if "budget_duration" in changes:
-        changes["budget_reset_at"] = _reset_at(user.created_at, changes["budget_duration"], now)
+        changes["budget_reset_at"] = scheduled_reset(
+            user.created_at, changes["budget_duration"], now
+        )
     with database.atomic():
         _ensure_team(changes.get("team_id"))
         if changes:
             User.update(**changes).where(User.user_id == user.user_id).execute()
-    return jsonify(user_info(_fresh_user(User.get_by_id(user.user_id))))
+    return jsonify(user_info(_fresh(User.get_by_id(user.user_id))))
 
 
 @bp.post("/user/delete")
@@ -425,7 +420,7 @@ def user_list() -> ResponseReturnValue:
     rows = query.order_by(User.created_at, User.user_id).paginate(q.page, q.page_size)
     return jsonify(
         {
-            "users": [user_info(_fresh_user(user)) for user in rows],
+            "users": [user_info(_fresh(user)) for user in rows],
             "total": total,
             "page": q.page,
             "page_size": q.page_size,
@@ -439,13 +434,6 @@ def user_list() -> ResponseReturnValue:
 
 def is_own_budget(budget_id: str | None) -> bool:
     return bool(budget_id) and str(budget_id).startswith(OWN_BUDGET_PREFIX)
-
-
-def _find_customer(user_id: str, param: str = "user_id") -> Customer:
-    customer = Customer.get_or_none(Customer.user_id == user_id)
-    if customer is None:
-        raise NotFound(f"Customer not found: {param}={user_id}", param=param)
-    return customer
 
 
 def _customer_budget(customer: Customer) -> Budget | None:
@@ -530,7 +518,7 @@ def customer_new() -> ResponseReturnValue:
                 budget_id=budget_id,
                 allowed_model_region=req.allowed_model_region,
                 default_model=req.default_model,
-                budget_reset_at=_reset_at(now, _period(budget_id, budget, default), now),
+                budget_reset_at=scheduled_reset(now, _period(budget_id, budget, default), now),
                 created_at=now,
             )
     except peewee.IntegrityError:
@@ -544,7 +532,7 @@ def customer_new() -> ResponseReturnValue:
 @bp.get("/customer/info")
 @bp.get("/end_user/info")
 def customer_info_route() -> ResponseReturnValue:
-    customer = _find_customer(_query(CustomerInfoQuery).end_user_id, param="end_user_id")
+    customer = _find(Customer, _query(CustomerInfoQuery).end_user_id, "end_user_id")
     budget = _customer_budget(customer)
     customer = _fresh_customer(customer, budget, _default_budget())
     return jsonify(customer_info(customer, budget))
@@ -581,7 +569,7 @@ def _next_budget_id(customer: Customer, given: dict[str, Any], now: float) -> st
 @bp.post("/end_user/update")
 def customer_update() -> ResponseReturnValue:
     req = _body(CustomerUpdate)
-    customer = _find_customer(req.user_id)
+    customer = _find(Customer, req.user_id, "user_id")
     given = req.given("user_id")
     if "budget_id" in given and any(k in given for k in BUDGET_FIELDS):
         raise _own_budget_conflict()
@@ -600,7 +588,7 @@ def customer_update() -> ResponseReturnValue:
         new_period = _period(changes["budget_id"], new_budget, default)
         if new_period != old_period:
             # A new period restarts the schedule from creation, without a reset now.
-            changes["budget_reset_at"] = _reset_at(customer.created_at, new_period, now)
+            changes["budget_reset_at"] = scheduled_reset(customer.created_at, new_period, now)
         Customer.update(**changes).where(Customer.user_id == customer.user_id).execute()
     customer = _fresh_customer(Customer.get_by_id(customer.user_id), new_budget, default)
     return jsonify(customer_info(customer, new_budget))
@@ -669,13 +657,6 @@ def customer_list() -> ResponseReturnValue:
 # --- budgets ---------------------------------------------------------------
 
 
-def _find_budget(budget_id: str, param: str = "budget_id") -> Budget:
-    budget = Budget.get_or_none(Budget.budget_id == budget_id)
-    if budget is None:
-        raise NotFound(f"Budget not found: {param}={budget_id}", param=param)
-    return budget
-
-
 @bp.post("/budget/new")
 def budget_new() -> ResponseReturnValue:
     req = _body(BudgetNew)
@@ -708,15 +689,32 @@ def budget_info() -> ResponseReturnValue:
 
 @bp.post("/budget/update")
 def budget_update() -> ResponseReturnValue:
-    """Edit a budget row; every customer on it follows at once."""
+    """Edit a budget row; every customer on it follows at once.
+
+    A new ``budget_duration`` reschedules the customers on the budget, those
+    that follow it as the default end-user budget included, in the same
+    transaction.
+    """
     req = _body(BudgetUpdate)
-    budget = _find_budget(req.budget_id)
+    budget = _find(Budget, req.budget_id, "budget_id")
     changes = req.given("budget_id")
+    now = time.time()
     with database.atomic():
-        Budget.update(updated_at=time.time(), **changes).where(
+        Budget.update(updated_at=now, **changes).where(
             Budget.budget_id == budget.budget_id
         ).execute()
+        duration = changes.get("budget_duration", budget.budget_duration)
+        if duration != budget.budget_duration:
+            reschedule(Customer, _customers_on(budget.budget_id), duration, now)
     return jsonify(budget_row(Budget.get_by_id(budget.budget_id)))
+
+
+def _customers_on(budget_id: str) -> peewee.Expression:
+    """The customers whose period is ``budget_id``'s (see :func:`_period`)."""
+    on = Customer.budget_id == budget_id
+    if budget_id == services().config.litellm_settings.max_end_user_budget_id:
+        on |= Customer.budget_id.is_null()
+    return on
 
 
 @bp.post("/budget/delete")
@@ -729,7 +727,7 @@ def budget_delete() -> ResponseReturnValue:
             param="id",
         )
     with database.atomic():
-        budget = _find_budget(budget_id, param="id")
+        budget = _find(Budget, budget_id, "id")
         users = Customer.select(Customer.user_id).where(Customer.budget_id == budget_id)
         names = [row.user_id for row in users.order_by(Customer.user_id).limit(11)]
         if names:

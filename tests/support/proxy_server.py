@@ -49,6 +49,7 @@ class ProxyServer:
         threads: int = 8,
         env: dict[str, str] | None = None,
         name: str = "proxy",
+        gunicorn_args: list[str] | None = None,
     ) -> None:
         self.config = config
         self.port = free_port()
@@ -56,6 +57,8 @@ class ProxyServer:
         self.workers = workers
         self.threads = threads
         self.env = env or {}
+        # More command-line options for gunicorn, e.g. ["--preload"].
+        self.gunicorn_args = list(gunicorn_args or [])
         self.config_path = tmp_path / f"{name}-config.yaml"
         self.log_path = tmp_path / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -83,6 +86,7 @@ class ProxyServer:
             "5",
             "--timeout",
             "60",
+            *self.gunicorn_args,
         ]
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
