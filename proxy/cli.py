@@ -80,10 +80,24 @@ def _parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate"],
-        help="serve (default) or migrate",
+        help="serve (default), migrate, or a config file to serve (comptroller config.yaml)",
     )
     return parser
+
+
+COMMANDS = ("serve", "migrate")
+
+
+def _command_and_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """``comptroller config.yaml`` serves that file, as ``litellm config.yaml`` does."""
+    if args.command in COMMANDS:
+        return str(args.command)
+    if not args.command.endswith((".yaml", ".yml")) and not os.path.isfile(args.command):
+        parser.error(f"unknown command {args.command!r}: use serve, migrate or a config file")
+    if args.config is not None:
+        parser.error("give the config file once: as --config or as the argument, not both")
+    args.config = args.command
+    return "serve"
 
 
 def _apply_migrations(config: Config) -> list[str]:
@@ -141,10 +155,12 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command = _command_and_config(parser, args)
     try:
         config = load_config(args.config)
-        if args.command == "migrate":
+        if command == "migrate":
             return _migrate(config)
         return _serve(config, args)
     except STARTUP_ERRORS as err:

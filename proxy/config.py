@@ -61,6 +61,8 @@ class LitellmParams(_Section):
     output_cost_per_token: Number | None = Field(default=None, ge=0)
     timeout: Number = Field(default=600.0, gt=0)
     max_tokens: Count | None = Field(default=None, gt=0)
+    # Answer with this text instead of calling the upstream (as the mock provider does).
+    mock_response: str | None = None
 
     @field_validator("api_version", mode="before")
     @classmethod
@@ -146,6 +148,18 @@ class Config(_Section):
         return self.plugins.settings.get(name, {})
 
 
+# What the built-in chat models answer: about as long as a real model's answer to a
+# short question, so that a seed's budget of $0.0001 is spent in one call, as the
+# LiteLLM documents show it.
+DEFAULT_MOCK_REPLY = (
+    "This is a mock response from Comptroller, the metered LLM gateway. No model was "
+    "called: the built-in models answer every request with this text and report its "
+    "usage the way a real model would, priced like the model they stand in for, so that "
+    "budgets, rate limits, spend logs and alerts can be tried out before any upstream "
+    "API key is configured."
+)
+
+
 def _mock_model(name: str, upstream: str, inp: float, out: float, groups: list[str]) -> dict:
     return {
         "model_name": name,
@@ -153,6 +167,7 @@ def _mock_model(name: str, upstream: str, inp: float, out: float, groups: list[s
             "model": f"mock/{upstream}",
             "input_cost_per_token": inp,
             "output_cost_per_token": out,
+            "mock_response": DEFAULT_MOCK_REPLY,
         },
         "model_info": {"access_groups": groups},
     }

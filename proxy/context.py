@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from proxy.auth import hash_key
 
 if TYPE_CHECKING:
     from proxy.alerts import Alert
     from proxy.config import Config
     from proxy.deployments import Deployment
     from proxy.models import Budget, Customer, Key, ProxySpend, User
+
+
+@functools.lru_cache(maxsize=4)
+def _master_key_hash(master_key: str) -> str:
+    return hash_key(master_key)
 
 
 @dataclass
@@ -89,7 +97,13 @@ class CallContext:
 
     @property
     def key_hash(self) -> str | None:
-        return self.key.token if self.key is not None else None
+        """The hashed key the call was made with, the master key's included
+        (spend logs and alerts name it, as the LiteLLM proxy does)."""
+        if self.key is not None:
+            return self.key.token
+        if self.is_master:
+            return _master_key_hash(self.config.master_key)
+        return None
 
     @property
     def user_id(self) -> str | None:

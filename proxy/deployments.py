@@ -45,6 +45,12 @@ class Deployment:
     mode: str | None = None
     # The price-table name the price came from (base_model, upstream or public name).
     priced_as: str | None = None
+    # ``litellm_params.mock_response``: answered by Comptroller, the upstream is not called.
+    mock_response: str | None = None
+
+    @property
+    def answers_itself(self) -> bool:
+        return self.provider == "mock" or self.mock_response is not None
 
     @property
     def owned_by(self) -> str:
@@ -115,6 +121,7 @@ def _deployment(entry: ModelEntry, created: int) -> Deployment:
         created=created,
         mode=entry.model_info.mode,
         priced_as=priced_as,
+        mock_response=params.mock_response,
     )
 
 

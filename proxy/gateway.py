@@ -217,7 +217,7 @@ def handle_call(
     # From ctx.body: a check may have changed it (clamp_max_tokens lowers max_tokens).
     upstream_body = {**ctx.body, "model": deployment.upstream_model}
     upstream_body.pop("metadata", None)
-    if deployment.provider != "mock":
+    if not deployment.answers_itself:
         upstream_body.pop("mock_response", None)
     if not database.in_transaction():
         # Hold no connection while the upstream answers (seconds to minutes): one the

@@ -259,7 +259,7 @@ class UpstreamClient:
     ) -> tuple[dict[str, Any], bytes | None]:
         """:meth:`call`, with the answer's bytes as the upstream sent them (None for
         ``mock/``), so the gateway can relay them without serialising them again."""
-        if dep.provider == "mock":
+        if dep.answers_itself:
             return mock_answer(dep, call_type, body), None
         resp = self._request(dep, call_type, body, stream=False)
         if resp.status >= 400:
@@ -279,7 +279,7 @@ class UpstreamClient:
 
         ``relay_usage``: whether the client itself asked for the usage chunk.
         """
-        if dep.provider == "mock":
+        if dep.answers_itself:
             return StreamRelay(iter(mock_stream(dep, body)), relay_usage=relay_usage)
         if not relay_usage and not accepts_stream_options(dep):
             # Metered from the text relayed instead (see gateway.settle_stream).
@@ -321,9 +321,10 @@ class UpstreamClient:
 # --- the built-in mock provider: deterministic, no network -----------------
 
 
-def _mock_reply(body: dict[str, Any]) -> tuple[str, str]:
+def _mock_reply(body: dict[str, Any], default: str | None) -> tuple[str, str]:
+    """The request's ``mock_response``, else the deployment's, else :data:`MOCK_REPLY`."""
     reply = body.get("mock_response")
-    words = (reply if isinstance(reply, str) else MOCK_REPLY).split()
+    words = (reply if isinstance(reply, str) else default or MOCK_REPLY).split()
     finish = "stop"
     limit = body.get("max_tokens") or body.get("max_completion_tokens")
     if isinstance(limit, int) and 0 < limit < len(words):
@@ -345,7 +346,7 @@ def mock_answer(dep: Deployment, call_type: str, body: dict[str, Any]) -> dict[s
             "model": dep.upstream_model,
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
         }
-    content, finish = _mock_reply(body)
+    content, finish = _mock_reply(body, dep.mock_response)
     completion_tokens = len(content.split())
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",

@@ -101,3 +101,45 @@ def test_zero_workers_is_refused_before_start(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "--workers and --threads must be at least 1" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_config_file_as_the_argument_is_served(tmp_path: Path) -> None:
+    """``comptroller /path/to/config.yaml``, as the budget seed starts its proxy."""
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "general_settings": {
+                    "master_key": "sk-from-the-file",
+                    "database_url": f"sqlite:///{tmp_path / 'p.db'}",
+                }
+            }
+        )
+    )
+    port = free_port()
+    with comptroller([str(tmp_path / "config.yaml"), "--workers", "1"], tmp_path, port):
+        url = f"http://127.0.0.1:{port}/v1/models"
+        assert requests.get(url, headers={"Authorization": "Bearer sk-1234"}).status_code == 401
+        answer = requests.get(url, headers={"Authorization": "Bearer sk-from-the-file"})
+        assert answer.status_code == 200
+        assert "gpt-3.5-turbo" in {model["id"] for model in answer.json()["data"]}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nosuch"], "unknown command 'nosuch': use serve, migrate or a config file"),
+        (["c.yaml", "--config", "c.yaml"], "give the config file once"),
+        (["missing.yaml"], "config file missing.yaml does not exist"),
+    ],
+)
+def test_a_wrong_argument_is_refused_in_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "c.yaml").write_text("general_settings: {}\n")
+    out = subprocess.run(
+        [COMPTROLLER, *args, "--port", str(free_port())],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy.auth import hash_key
+
 # The first seed's curl body, exactly as the document shows it (inline comment included).
 CUSTOMER_CURL_BODY = """ {
         "model": "azure-gpt-3.5",
@@ -39,7 +41,7 @@ def webhook_spend_tracked_payload(spend: float) -> dict[str, Any]:
     return {
         "spend": spend,
         "max_budget": None,
-        "token": None,  # the master key: its hash is never sent
+        "token": hash_key("sk-1234"),  # the master key, hashed, as the seed shows
         "customer_id": "krrish12",
         "user_id": None,
         "team_id": None,
