@@ -2,15 +2,23 @@
 
 Builtins register through the same manager as third-party plugins, so the
 core has no special case for them. ``plugins.disable`` in the config turns
-any of them off by name; a third-party plugin replaces a builtin by
-disabling it and registering its own implementation.
+any of them off by name.
+
+A third-party plugin replaces a builtin by taking its name: its entry point
+in the ``comptroller`` group is named like the builtin (``rate_limiter =
+"my_limiter"``) and the builtin's name is listed in ``plugins.disable``.
+The builtin is then not loaded and the entry point is registered in its
+place, so its checks run where the builtin's ran (SPEC section 6 order). An
+entry point named like a builtin that is still enabled stops start-up: which
+of the two should run is the operator's choice, never a silent one. For any
+other name, ``plugins.disable`` turns the entry point off.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
@@ -36,27 +44,58 @@ BUILTIN_PLUGINS: list[str] = [
 ]
 
 
+def _distribution(ep: EntryPoint) -> str:
+    name = ep.dist.name if ep.dist is not None else None
+    return name or "an unknown distribution"
+
+
+def _installed_entry_points(disabled: set[str]) -> dict[str, EntryPoint]:
+    """The ``comptroller`` entry points by name; two distributions may not share
+    the name of a plugin that is to be loaded."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        other = found.get(ep.name)
+        if other is not None and (ep.name not in disabled or ep.name in BUILTIN_PLUGINS):
+            raise RuntimeError(
+                f"plugin name {ep.name!r} is declared by both {_distribution(other)} and "
+                f"{_distribution(ep)}: uninstall one of them"
+            )
+        found[ep.name] = ep
+    return found
+
+
 def make_plugin_manager(
     config: Config, extra: list[tuple[str, Any]] | None = None
 ) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     disabled = set(config.plugins.disable)
-    known: set[str] = set()
+    installed = _installed_entry_points(disabled)
+    for name in BUILTIN_PLUGINS:
+        if name in installed and name not in disabled:
+            dist = _distribution(installed[name])
+            raise RuntimeError(
+                f"plugin {name!r} from {dist} is named like the builtin {name} plugin, which is "
+                f"enabled: add {name} to plugins.disable in the config "
+                f"(plugins: {{disable: [{name}]}}) to let it replace the builtin, "
+                f"or uninstall {dist} to keep the builtin"
+            )
     for name in reversed(BUILTIN_PLUGINS):
-        known.add(name)
         if name not in disabled:
             module = importlib.import_module(f"plugins.{name}")
             # A builtin module may expose its hooks on an object named ``plugin``.
             pm.register(getattr(module, "plugin", module), name=name)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        known.add(ep.name)
-        if ep.name in disabled:
+        elif name in installed:
+            # Registered where the builtin would have been: its checks run in the builtin's turn.
+            ep = installed.pop(name)
+            pm.register(ep.load(), name=name)
+            log.info("plugin %s from %s replaces the builtin", name, _distribution(ep))
+    for name, ep in installed.items():
+        if name in disabled:
             continue
-        if pm.has_plugin(ep.name):
-            raise RuntimeError(f"plugin name {ep.name!r} is taken: disable the builtin first")
-        pm.register(ep.load(), name=ep.name)
-        log.info("plugin %s loaded from entry point %s", ep.name, ep.value)
+        pm.register(ep.load(), name=name)
+        log.info("plugin %s loaded from entry point %s (%s)", name, ep.value, _distribution(ep))
+    known = {*BUILTIN_PLUGINS, *installed}
     for name, plugin in extra or []:
         known.add(name)
         if name not in disabled:
