@@ -110,7 +110,7 @@ def create_app(
             database.close()
 
     from proxy.ui import views as ui_views
-    from proxy.views import admin, admin_reports, docs, health, llm
+    from proxy.views import admin, admin_reports, docs, health, llm, metrics
     from proxy.views import models as models_views
 
     app.register_blueprint(llm.bp)
@@ -118,6 +118,7 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(models_views.bp)
     app.register_blueprint(admin_reports.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(ui_views.bp)
     app.register_blueprint(docs.bp)
     _register_error_handlers(app)

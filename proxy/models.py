@@ -123,4 +123,20 @@ class SpendLog(BaseModel):
     metadata = JSONField(default=dict)
 
 
+class UnpricedModel(BaseModel):
+    """Calls charged 0 because their model has no price, per model group (migration m0002).
+
+    Counted in each call's spend transaction, so the numbers hold across workers
+    and hosts; ``/metrics`` exports them.
+    """
+
+    model_group = peewee.CharField(primary_key=True, max_length=255)
+    upstream_model = peewee.CharField(max_length=255)
+    # 64-bit: a free model's token count outgrows a 32-bit counter.
+    calls = peewee.BigIntegerField(default=0)
+    tokens = peewee.BigIntegerField(default=0)
+    first_seen = peewee.DoubleField(default=now)
+    last_seen = peewee.DoubleField(default=now)
+
+
 CORE_MODELS: list[type[BaseModel]] = [Budget, Team, User, Key, Customer, ProxySpend, SpendLog]

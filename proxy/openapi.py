@@ -41,6 +41,7 @@ SPEND = "Budget & Spend Tracking"
 MODELS = "model management"
 LLM = "LLM"
 HEALTH = "health"
+METRICS = "metrics"
 
 END_USER_HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
 
@@ -86,6 +87,9 @@ class RouteDoc:
     example: dict[str, Any] | None = None
     # LiteLLM's function name, where a seed links to the operation ("new_user").
     name: str | None = None
+    # A text media type the success may come in instead of JSON, with an example answer.
+    text_media_type: str | None = None
+    text_example: str | None = None
 
 
 def _key_routes() -> dict[str, RouteDoc]:
@@ -320,6 +324,29 @@ def _llm_routes() -> dict[str, RouteDoc]:
         "models.model_info": RouteDoc(
             "Configured models, without upstream keys", MODELS, out.ModelInfoResponse
         ),
+        "metrics.metrics": RouteDoc(
+            "Prometheus metrics: unpriced calls and proxy spend",
+            METRICS,
+            out.Metrics,
+            description="The Prometheus text exposition format (JSON with `Accept: "
+            "application/json`), the same from every worker and host: "
+            "`comptroller_unpriced_calls_total` and `comptroller_unpriced_tokens_total` "
+            "per `model` and `upstream_model` count the calls charged 0 because the model "
+            "has no price (no litellm_params override, not in the price table); "
+            "`comptroller_proxy_spend_usd` is the proxy-wide spend counter.",
+            text_media_type="text/plain; version=0.0.4",
+            text_example=(
+                "# HELP comptroller_unpriced_calls_total Calls charged 0 ...\n"
+                "# TYPE comptroller_unpriced_calls_total counter\n"
+                'comptroller_unpriced_calls_total{model="my-llm",upstream_model="my-llm"} 3\n'
+                "# HELP comptroller_unpriced_tokens_total Tokens ...\n"
+                "# TYPE comptroller_unpriced_tokens_total counter\n"
+                'comptroller_unpriced_tokens_total{model="my-llm",upstream_model="my-llm"} 412\n'
+                "# HELP comptroller_proxy_spend_usd Proxy-wide spend ...\n"
+                "# TYPE comptroller_proxy_spend_usd gauge\n"
+                "comptroller_proxy_spend_usd 12.5\n"
+            ),
+        ),
         "health.liveliness": RouteDoc(
             "Liveness probe (no database)", HEALTH, out.Liveliness, auth="none"
         ),
@@ -479,7 +506,13 @@ def _error_statuses(
 
 
 def _success(doc: RouteDoc, schemas: _Schemas) -> dict[str, Any]:
-    content: dict[str, Any] = {"application/json": {"schema": schemas.ref(doc.response)}}
+    content: dict[str, Any] = {}
+    if doc.text_media_type is not None:
+        text: dict[str, Any] = {"schema": {"type": "string"}}
+        if doc.text_example is not None:
+            text["example"] = doc.text_example
+        content[doc.text_media_type] = text
+    content["application/json"] = {"schema": schemas.ref(doc.response)}
     description = "Success."
     if doc.streams:
         content["text/event-stream"] = {"schema": {"type": "string"}}

@@ -242,6 +242,25 @@ class TopKeys(RootModel[list[KeySpend]]):
     pass
 
 
+class UnpricedModelCount(Shape):
+    """Calls charged 0 because the model has no price, over every worker and host."""
+
+    model: str = Field(description="The model_name (model group) the calls named.")
+    upstream_model: str
+    calls: int
+    tokens: int = Field(description="Prompt + completion tokens of those calls.")
+    first_seen: str | None = Field(description="None for a model not called yet.")
+    last_seen: str | None
+
+
+class Metrics(Shape):
+    """``/metrics`` with ``Accept: application/json``; otherwise the same numbers come in
+    the Prometheus text format."""
+
+    unpriced_models: list[UnpricedModelCount]
+    proxy_spend: float = Field(description="The proxy-wide spend counter, in US dollars.")
+
+
 # --- models and health ---------------------------------------------------------
 
 

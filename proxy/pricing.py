@@ -2,8 +2,10 @@
 
 Prices are resolved once per deployment at start-up (``price_for``) and applied per
 call (``compute_cost``). Pricing must never break a call: a model missing from the
-table is priced at 0, logged once and counted in ``unpriced_models_seen`` so that an
-operator can spot free traffic and add an override.
+table is priced at 0 and logged once per process. Its calls are counted per model
+group in the ``unpriced_model`` table by the spend ledger (``Price.known`` is False),
+which ``/metrics`` exports across workers and hosts, so that an operator can spot
+free traffic and add an override; ``unpriced_models_seen`` is this process's count.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class Price:
     input_cost_per_token: float
     output_cost_per_token: float
     max_output_tokens: int | None
-    known: bool  # False when neither an override nor the table had the model
+    # False when neither an override nor the table had the model: the call is unpriced.
+    known: bool
     # The upstream model name, so that compute_cost can count unpriced calls per model.
     model: str = ""
 

@@ -1,11 +1,12 @@
 """The spend ledger: one transaction per metered call.
 
 The spend-log row, ``spend = spend + cost`` on the key, its user, its team,
-the end user (upserted on first sight) and the proxy counter, whatever the
-plugins add in ``post_call_spend``, and the alerts they raise all land
-together or not at all. Increments are atomic SQL; the new totals come back
-through ``RETURNING`` so plugins can tell exactly which call crossed a
-threshold, even with many workers.
+the end user (upserted on first sight) and the proxy counter, the count of a
+call whose model has no price (``unpriced_model``), whatever the plugins add
+in ``post_call_spend``, and the alerts they raise all land together or not at
+all. Increments are atomic SQL; the new totals come back through ``RETURNING``
+so plugins can tell exactly which call crossed a threshold, even with many
+workers.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import peewee
-from peewee import EXCLUDED
+from peewee import EXCLUDED, fn
 
 from proxy.batching import DEFERS_WRITES, BatchedTransaction
 from proxy.db import database, is_postgres
-from proxy.models import Customer, Key, ProxySpend, SpendLog, Team, User
+from proxy.models import Customer, Key, ProxySpend, SpendLog, Team, UnpricedModel, User
 from proxy.plugins import call_each
 from proxy.prepared import Prepared
 from proxy.pricing import compute_cost
@@ -77,6 +78,28 @@ def _upsert_team(team_id: str, cost: float) -> float:
     return list(query.execute())[0].spend
 
 
+def _count_unpriced(ctx: CallContext, usage: Usage, end: float) -> None:
+    """One more call (and its tokens) charged 0 for ``ctx``'s model group."""
+    # A call that commits after a later one must not move last_seen back.
+    latest = fn.GREATEST if is_postgres() else fn.MAX  # SQLite's MAX(a, b) is scalar
+    UnpricedModel.insert(
+        model_group=ctx.deployment.model_name,
+        upstream_model=ctx.deployment.upstream_model,
+        calls=1,
+        tokens=usage.total_tokens,
+        first_seen=end,
+        last_seen=end,
+    ).on_conflict(
+        conflict_target=[UnpricedModel.model_group],
+        update={
+            UnpricedModel.upstream_model: EXCLUDED.upstream_model,
+            UnpricedModel.calls: UnpricedModel.calls + 1,
+            UnpricedModel.tokens: UnpricedModel.tokens + EXCLUDED.tokens,
+            UnpricedModel.last_seen: latest(UnpricedModel.last_seen, EXCLUDED.last_seen),
+        },
+    ).execute()
+
+
 def dispatch_alerts(pm: pluggy.PluginManager, alerts: list[Alert]) -> None:
     """Hand each alert to every ``on_alert`` implementation, each isolated.
 
@@ -111,6 +134,14 @@ _INCREMENTS = {
     "proxy": "UPDATE proxy_spend SET spend = spend + %s WHERE id = 1 RETURNING spend",
 }
 _ledger_sql: dict[tuple[str, ...], str] = {}
+# _count_unpriced for the batched path, sent with the COMMIT (nobody reads its result).
+_UNPRICED_UPSERT = (
+    "INSERT INTO unpriced_model (model_group, upstream_model, calls, tokens, first_seen, "
+    "last_seen) VALUES (%s, %s, 1, %s, %s, %s) ON CONFLICT (model_group) DO UPDATE SET "
+    "upstream_model = EXCLUDED.upstream_model, calls = unpriced_model.calls + 1, "
+    "tokens = unpriced_model.tokens + EXCLUDED.tokens, "
+    "last_seen = GREATEST(unpriced_model.last_seen, EXCLUDED.last_seen)"
+)
 
 
 def _ledger_statement(kinds: tuple[str, ...]) -> str:
@@ -149,7 +180,7 @@ def _write_ledger_batched(
     txn: BatchedTransaction,
 ) -> None:
     """PostgreSQL: the ledger in two round trips (``BEGIN`` + one statement for the
-    log and increments; the plugins' queued writes + ``COMMIT``)."""
+    log and increments; the unpriced count and the plugins' queued writes + ``COMMIT``)."""
     kinds: list[str] = []
     params: list[Any] = [
         ctx.request_id, ctx.call_type, ctx.key_hash, ctx.user_id, ctx.team_id,
@@ -175,6 +206,10 @@ def _write_ledger_batched(
         statement = Prepared.of(_ledger_statement(tuple(kinds)))
         row = txn.first_prepared(statement, params).fetchone()
         ctx.spend_after.update(zip(kinds, row, strict=True))
+        dep = ctx.deployment
+        if not dep.price.known:
+            row_params = [dep.model_name, dep.upstream_model, usage.total_tokens, end, end]
+            txn.queue(_UNPRICED_UPSERT, row_params)
         pm.hook.post_call_spend(ctx=ctx, usage=usage, cost=cost)
         _dispatch_alerts_batched(pm, ctx.alerts)
 
@@ -259,6 +294,8 @@ def record_spend(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, statu
             if ctx.end_user_id:
                 totals["customer"] = _upsert_customer(ctx.end_user_id, cost, end)
             totals["proxy"] = _increment(ProxySpend, ProxySpend.id, 1, cost)
+            if not ctx.deployment.price.known:
+                _count_unpriced(ctx, usage, end)
             pm.hook.post_call_spend(ctx=ctx, usage=usage, cost=cost)
             dispatch_alerts(pm, ctx.alerts)
     finally:
