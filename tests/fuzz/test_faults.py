@@ -141,12 +141,14 @@ def test_the_database_going_away_gives_503_and_the_proxy_recovers_by_itself(
         assert chat(virtual).status_code == 200
         served += 1
         if isinstance(outage, PostgresOutage):
-            # Connections killed under the pool: a killed one may fail one call (503),
-            # then the pool replaces it.
+            # Connections killed under the pool: the first call a worker makes on a
+            # killed one may fail (503), and that worker's pool then drops its other
+            # idle connections. Either worker may take its first call at any point of
+            # the run, so: at most one 503 per worker, everything else served.
             assert outage.terminate_backends() > 0
-            statuses = [chat(virtual).status_code for _ in range(10)]
+            statuses = [chat(virtual).status_code for _ in range(20)]
             assert set(statuses) <= {200, 503}, statuses
-            assert statuses[-3:] == [200, 200, 200], statuses
+            assert statuses.count(503) <= 2, statuses
             served += statuses.count(200)
 
         outage.take_away()
