@@ -69,7 +69,15 @@ def mock_openai() -> Iterator[MockOpenAI]:
 
 @pytest.fixture
 def upstream(mock_openai: MockOpenAI) -> MockOpenAI:
-    """The mock OpenAI server, with its records and behaviour reset."""
+    """The mock OpenAI server, with its records and behaviour reset.
+
+    A call of an earlier test may still be in the mock (a handler finishes just
+    after its client read the answer; a stalled stream sleeps out its chunk
+    delay): it would count in ``in_flight``, ``max_in_flight`` and
+    ``aborted_streams`` of this test. The reset wakes hanging calls; the fixture
+    waits for every call to end, then starts the counters from zero."""
+    mock_openai.reset()
+    mock_openai.wait_in_flight(0, timeout=15)
     mock_openai.reset()
     return mock_openai
 

@@ -38,7 +38,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 def comptroller(
     args: list[str], cwd: Path, port: int, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[str]]:
-    """``comptroller <args>`` until /health/liveliness answers; stopped after."""
+    """``comptroller <args>`` until /health/liveliness answers; stopped after (Ctrl-C).
+
+    On SIGINT gunicorn sends its workers SIGQUIT, and a gthread worker that gets
+    it while handing a connection to its thread pool deadlocks in its own signal
+    handler (``handle_quit`` shuts the pool down under the lock ``submit`` holds)
+    until the arbiter's graceful timeout (15 s) kills it. So the wait is bounded,
+    and the whole process group goes after it: a worker whose arbiter was killed
+    would never exit by itself, and would keep its port and its database.
+    """
     log = open(cwd / f"comptroller-{port}.log", "w+")  # noqa: SIM115
     proc = subprocess.Popen(
         [COMPTROLLER, *args, "--port", str(port)],
@@ -47,6 +55,7 @@ def comptroller(
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
 
     def alive() -> bool:
@@ -66,6 +75,10 @@ def comptroller(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the arbiter took its workers with it
         log.close()
 
 

@@ -199,6 +199,9 @@ def _call_while_backends_die(
     """A call whose upstream takes ``upstream_seconds``; the proxy's database
     backends are killed while it waits. Its answer, and the request ids charged."""
     body = {**CHAT, "model": "gpt-4o-mini"}
+    # The mock's handler of an earlier call may still be finishing: counted in
+    # in_flight, it would let the backends die before this call is upstream.
+    upstream.wait_in_flight(0)
     upstream.hang = True
     try:
         with ThreadPoolExecutor(1) as pool:

@@ -77,6 +77,9 @@ def test_a_deleted_key_is_refused_by_every_worker_at_once(pg_database: str, tmp_
 
         before = _calls_until(server, plain, lambda: _served_by(server, 0).get(200) == pids)
         assert set(before) == {200}
+        # A worker writes a call's access line after its answer: wait for every line
+        # of these calls, so that none of them lands after the cut below.
+        wait_until(lambda: len(ACCESS_LINE.findall(server.log_path.read_text())) == len(before))
         assert _served_by(server, 0)[200] == pids, "every worker served the key"
 
         deleted = requests.post(

@@ -17,10 +17,23 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Ports handed out by free_port() in this process.
+_issued: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, never one handed out before in this process.
+
+    The port is free only until someone binds it: a receiver configured before it
+    starts, or a "dead" upstream, holds its number unbound, and the kernel may
+    offer the same number again to the next caller."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _issued:
+            _issued.add(port)
+            return port
 
 
 def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
