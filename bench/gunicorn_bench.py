@@ -20,7 +20,7 @@ import multiprocessing
 import threading
 from typing import Any
 
-worker_class = "gthread"
+worker_class = "proxy.serving.GthreadWorker"  # as Comptroller runs
 timeout = 120
 graceful_timeout = 15
 keepalive = 5

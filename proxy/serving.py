@@ -11,12 +11,14 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 if TYPE_CHECKING:
     from flask import Flask
 
     from proxy.config import Config
 
+WORKER_CLASS = "proxy.serving.GthreadWorker"
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 16
 
@@ -34,12 +36,27 @@ def gunicorn_settings(bind: str, workers: int, threads: int) -> dict[str, Any]:
     return {
         "bind": [bind],
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": WORKER_CLASS,
         "threads": threads,
         "timeout": 120,
         "graceful_timeout": 15,
         "keepalive": 5,
     }
+
+
+class GthreadWorker(ThreadWorker):
+    """gunicorn's gthread worker, minus a deadlock on quick shutdown (Ctrl-C).
+
+    gunicorn's ``handle_quit`` shuts the thread pool down from inside the
+    signal handler. When the signal interrupts the worker's own ``submit()``,
+    which holds the pool's lock, the shutdown waits for that lock forever and
+    the arbiter kills the worker after the graceful timeout, dropping its
+    calls. Exiting without that step is safe: the interrupted frame unwinds
+    and releases the lock, and the pool's threads finish at interpreter exit.
+    """
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        super(ThreadWorker, self).handle_quit(sig, frame)
 
 
 def bind_address(host: str, port: int) -> str:

@@ -40,12 +40,9 @@ def comptroller(
 ) -> Iterator[subprocess.Popen[str]]:
     """``comptroller <args>`` until /health/liveliness answers; stopped after (Ctrl-C).
 
-    On SIGINT gunicorn sends its workers SIGQUIT, and a gthread worker that gets
-    it while handing a connection to its thread pool deadlocks in its own signal
-    handler (``handle_quit`` shuts the pool down under the lock ``submit`` holds)
-    until the arbiter's graceful timeout (15 s) kills it. So the wait is bounded,
-    and the whole process group goes after it: a worker whose arbiter was killed
-    would never exit by itself, and would keep its port and its database.
+    The wait is bounded, and the whole process group goes after it: a worker
+    whose arbiter was killed would never exit by itself, and would keep its port
+    and its database (``test_cli_server`` checks that Ctrl-C stops it promptly).
     """
     log = open(cwd / f"comptroller-{port}.log", "w+")  # noqa: SIM115
     proc = subprocess.Popen(

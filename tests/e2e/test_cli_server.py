@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -76,7 +79,7 @@ def test_comptroller_runs_gunicorn_workers_and_meters_every_call(
         assert counter == pytest.approx(total, rel=1e-12) and total > 0
         output = output_of(tmp_path, port)
         assert output.count("Booting worker with pid") == 2
-        assert "Using worker: gthread" in output
+        assert "Using worker: proxy.serving.GthreadWorker" in output
         assert "2 workers x 4 threads" in output
         # Applied once, by the arbiter, before any worker started.
         assert output.count("migration m0001_core_tables applied") == 1
@@ -143,3 +146,35 @@ def test_a_wrong_argument_is_refused_in_one_line(
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_ctrl_c_stops_every_worker_promptly_under_load(tmp_path: Path) -> None:
+    """SIGINT while calls arrive: gunicorn's stock gthread worker could deadlock in
+    its signal handler (shutting its pool down under the lock ``submit`` held) and
+    be killed only after the 15 s graceful timeout."""
+    port = free_port()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                _call(port, 0)  # a new connection each time: a submit() per call
+            except requests.RequestException:
+                pass
+
+    with comptroller(["--workers", "2", "--threads", "4"], tmp_path, port) as proc:
+        clients = [threading.Thread(target=hammer) for _ in range(6)]
+        for client in clients:
+            client.start()
+        try:
+            time.sleep(1.0)  # calls in full flow when the signal lands
+            started = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+            took = time.monotonic() - started
+        finally:
+            stop.set()
+            for client in clients:
+                client.join()
+    assert took < 8, f"Ctrl-C took {took:.1f} s"
+    assert "Shutting down: Master" in output_of(tmp_path, port)

@@ -92,7 +92,7 @@ class ProxyServer:
             "--workers",
             str(self.workers),
             "--worker-class",
-            "gthread",
+            "proxy.serving.GthreadWorker",
             "--threads",
             str(self.threads),
             "--graceful-timeout",
