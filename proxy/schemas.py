@@ -61,6 +61,15 @@ def _money(value: Any) -> float | None:
     return amount
 
 
+def _custom_key(value: str) -> str:
+    """A key value chosen by the caller (keys carried over from another proxy)."""
+    if not value.startswith("sk-"):
+        raise ValueError("must start with 'sk-'")
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError("must be printable ASCII without spaces")
+    return value
+
+
 def _duration(value: str | None) -> str | None:
     if value is None:
         return None
@@ -130,8 +139,14 @@ class KeyFields(BudgetFields):
     metadata: Metadata | None = None
 
 
+CustomKey = Annotated[
+    StrictStr, StringConstraints(min_length=4, max_length=255), AfterValidator(_custom_key)
+]
+
+
 class KeyGenerate(KeyFields):
-    pass
+    # The key's own value (default: a random one), e.g. to carry keys over unchanged.
+    key: CustomKey | None = None
 
 
 class KeyUpdate(KeyFields):

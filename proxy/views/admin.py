@@ -11,6 +11,7 @@ written here except by the read-time budget resets of :mod:`proxy.resets`.
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
 import time
@@ -242,12 +243,18 @@ def key_generate() -> ResponseReturnValue:
     expires = _expiry(req.duration, req.expires, now)
     user_id = req.user_id or str(uuid.uuid4())
     columns = _columns({**req.model_dump(), "user_id": user_id}, KEY_COLUMNS)
-    plain = generate_key()
-    with database.atomic():
-        # A user row for every key's user, so its spend is tracked from the first call.
-        _ensure_user(user_id, now)
-        _ensure_team(req.team_id)
-        key = _create_key(plain, now, columns, expires)
+    plain = req.key or generate_key()
+    if req.key is not None and hmac.compare_digest(req.key, services().config.master_key):
+        raise BadRequest("'key' must not be the master key", param="key")
+    try:
+        with database.atomic():
+            # A user row for every key's user, so its spend is tracked from the first call.
+            _ensure_user(user_id, now)
+            _ensure_team(req.team_id)
+            key = _create_key(plain, now, columns, expires)
+    except peewee.IntegrityError:
+        # Only a chosen key value can collide with an existing key.
+        raise Conflict(f"Key already exists: key={display_name(plain)}", param="key") from None
     return jsonify({"key": plain, **key_info(key)})
 
 
