@@ -566,7 +566,10 @@ def _operation(rule: Rule, method: str, doc: RouteDoc | None, schemas: _Schemas)
         op["parameters"] = parameters
     body = doc.path_model_body if doc.path_model_body and rule.arguments else doc.body
     if body is not None:
-        required = any(field.is_required() for field in body.model_fields.values())
+        # Required fields, or one of several (``anyOf`` of ``required`` lists).
+        required = any(field.is_required() for field in body.model_fields.values()) or bool(
+            body.model_json_schema().get("anyOf")
+        )
         media: dict[str, Any] = {"schema": schemas.ref(body)}
         if doc.example is not None and doc.query is None:
             media["example"] = doc.example

@@ -155,7 +155,15 @@ class KeyUpdate(KeyFields):
 
 
 class KeyDelete(Request):
-    keys: IdList
+    """Keys by value or hash, and/or every key with one of ``key_aliases``."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"anyOf": [{"required": ["keys"]}, {"required": ["key_aliases"]}]},
+    )
+
+    keys: IdList | None = None
+    key_aliases: Annotated[list[Text], Field(min_length=1)] | None = None
 
 
 class KeyInfoQuery(Request):

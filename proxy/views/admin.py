@@ -303,15 +303,23 @@ def key_update() -> ResponseReturnValue:
 @bp.post("/key/delete")
 def key_delete() -> ResponseReturnValue:
     req = _body(KeyDelete)
-    tokens = {value: token_of(value) for value in req.keys}
+    if req.keys is None and req.key_aliases is None:
+        raise BadRequest("'keys' or 'key_aliases' is required", param="keys")
+    keys, aliases = req.keys or [], req.key_aliases or []
+    tokens = {value: token_of(value) for value in keys}
     with database.atomic():
         found = Key.select(Key.token).where(Key.token.in_(list(tokens.values())))
         missing = _missing(tokens.values(), (row.token for row in found))
         if missing:
             labels = [_key_label(v) for v, t in tokens.items() if t in missing]
             raise NotFound(f"Keys not found: {', '.join(labels)}", param="keys")
-        Key.delete().where(Key.token.in_(list(tokens.values()))).execute()
-    return jsonify({"deleted_keys": req.keys})
+        aliased = Key.select(Key.key_alias).where(Key.key_alias.in_(aliases))
+        missing = _missing(aliases, (str(row.key_alias) for row in aliased))
+        if missing:
+            raise NotFound(f"No key has the alias: {', '.join(missing)}", param="key_aliases")
+        doomed = Key.token.in_(list(tokens.values())) | Key.key_alias.in_(aliases)
+        Key.delete().where(doomed).execute()
+    return jsonify({"deleted_keys": [*keys, *aliases]})
 
 
 @bp.get("/key/list")
