@@ -113,10 +113,18 @@ class NewUser(UserInfo):
     token: str
 
 
+class TeamInfo(Shape):
+    team_id: str
+    team_alias: str | None
+    spend: float
+    created_at: str | None
+
+
 class UserInfoResponse(Shape):
     user_id: str
     user_info: UserInfo
     keys: list[KeyInfo]
+    teams: list[TeamInfo] = Field(description="The user's team and its keys' teams.")
 
 
 class UserDeleteResponse(Shape):

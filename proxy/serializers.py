@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from proxy.models import Budget, Customer, Key, SpendLog, User
+from proxy.models import Budget, Customer, Key, SpendLog, Team, User
 
 
 def iso_time(ts: float | None) -> str | None:
@@ -61,6 +61,15 @@ def user_info(user: User) -> dict[str, Any]:
         "rpm_limit": user.rpm_limit,
         "metadata": dict(user.metadata or {}),
         "created_at": iso_time(user.created_at),
+    }
+
+
+def team_info(team: Team) -> dict[str, Any]:
+    return {
+        "team_id": team.team_id,
+        "team_alias": team.team_alias,
+        "spend": money(team.spend),
+        "created_at": iso_time(team.created_at),
     }
 
 

@@ -60,6 +60,7 @@ from proxy.serializers import (
     iso_time,
     key_info,
     spend_log_row,
+    team_info,
     user_info,
 )
 from proxy.spend import dispatch_alerts
@@ -383,12 +384,15 @@ def user_new() -> ResponseReturnValue:
 @bp.get("/user/info", endpoint="user_info")
 def user_info_route() -> ResponseReturnValue:
     user = _fresh(_find(User, _query(UserInfoQuery).user_id, "user_id"))
-    keys = Key.select().where(Key.user_id == user.user_id).order_by(Key.created_at, Key.token)
+    keys = list(Key.select().where(Key.user_id == user.user_id).order_by(Key.created_at, Key.token))
+    team_ids = {user.team_id, *(key.team_id for key in keys)} - {None}
+    teams = Team.select().where(Team.team_id.in_(list(team_ids))).order_by(Team.team_id)
     return jsonify(
         {
             "user_id": user.user_id,
             "user_info": user_info(user),
             "keys": [key_info(_fresh(key)) for key in keys],
+            "teams": [team_info(team) for team in teams],
         }
     )
 

@@ -131,6 +131,31 @@ def test_user_info_lists_the_users_keys(client):
     assert answer["key"] not in str(body)
 
 
+def test_user_info_lists_the_users_team_and_its_keys_teams_with_their_spend(client):
+    new_user(client, user_id="u1", team_id="platform")
+    key = client.post(
+        "/key/generate", json={"user_id": "u1", "team_id": "research"}, headers=MASTER
+    ).get_json()["key"]
+    client.post("/key/generate", json={"user_id": "other", "team_id": "sales"}, headers=MASTER)
+    chat = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
+    assert (
+        client.post(
+            "/chat/completions", json=chat, headers={"Authorization": f"Bearer {key}"}
+        ).status_code
+        == 200
+    )
+    body = client.get("/user/info?user_id=u1", headers=MASTER).get_json()
+    teams = {team["team_id"]: team for team in body["teams"]}
+    assert set(teams) == {"platform", "research"}
+    assert teams["research"]["spend"] > 0 and teams["platform"]["spend"] == 0
+    assert set(teams["research"]) == {"team_id", "team_alias", "spend", "created_at"}
+
+
+def test_user_info_without_teams_has_an_empty_list(client):
+    new_user(client, user_id="loner")
+    assert client.get("/user/info?user_id=loner", headers=MASTER).get_json()["teams"] == []
+
+
 def test_user_info_unknown_user_is_404(client):
     assert_error(client.get("/user/info?user_id=ghost", headers=MASTER), 404, param="user_id")
 
