@@ -134,46 +134,33 @@ def _admit_params(scopes: list[Scope], now: float) -> list[Any]:
     return params
 
 
-def _postgres_admit_sql(count: int, with_leases: bool) -> str:
-    """On Postgres the lease rows are written by the same statement (a CTE)."""
-    if not with_leases:
-        return admit_sql(count)
-    p = database.param
-    return (
-        f"WITH counted AS ({admit_sql(count)}), "
-        f"leased AS (INSERT INTO {LEASES} (request_id, kind, entity, expires_at) "
-        f"SELECT {p}, kind, entity, {p} FROM counted "
-        f"WHERE admitted = 1 AND parallel_limit IS NOT NULL) "
-        f"SELECT {_RETURNED} FROM counted"
-    )
-
-
 # Fails the statement (division by zero) unless every scope admitted the call.
 _ALL_FIT_GUARD = "1 / MIN(admitted) OVER ()"
 _DIVISION_BY_ZERO = "22012"
 
 
-def _postgres_all_fit_sql(count: int, with_leases: bool) -> str:
-    """The deciding upsert as one statement that succeeds only if every scope admits.
+def _postgres_admit_sql(count: int, with_leases: bool, all_or_nothing: bool = False) -> str:
+    """The deciding upsert; on Postgres the lease rows are written by the same
+    statement (a CTE).
 
+    ``all_or_nothing``: a statement that succeeds only if every scope admits.
     Run outside a transaction it is its own: when a scope refuses, the guard
     column fails the statement and PostgreSQL undoes all of it (no row counted,
     no lease written), with no ``BEGIN``/``COMMIT`` round trips and no row lock
     held across a round trip.
     """
-    if not with_leases:
-        return (
-            f"WITH counted AS ({admit_sql(count)}) "
-            f"SELECT {_RETURNED}, {_ALL_FIT_GUARD} FROM counted"
+    if not with_leases and not all_or_nothing:
+        return admit_sql(count)
+    leased = ""
+    if with_leases:
+        p = database.param
+        leased = (
+            f", leased AS (INSERT INTO {LEASES} (request_id, kind, entity, expires_at) "
+            f"SELECT {p}, kind, entity, {p} FROM counted "
+            f"WHERE admitted = 1 AND parallel_limit IS NOT NULL)"
         )
-    p = database.param
-    return (
-        f"WITH counted AS ({admit_sql(count)}), "
-        f"leased AS (INSERT INTO {LEASES} (request_id, kind, entity, expires_at) "
-        f"SELECT {p}, kind, entity, {p} FROM counted "
-        f"WHERE admitted = 1 AND parallel_limit IS NOT NULL) "
-        f"SELECT {_RETURNED}, {_ALL_FIT_GUARD} FROM counted"
-    )
+    guard = f", {_ALL_FIT_GUARD}" if all_or_nothing else ""
+    return f"WITH counted AS ({admit_sql(count)}){leased} SELECT {_RETURNED}{guard} FROM counted"
 
 
 def _postgres_all_fit(
@@ -181,7 +168,7 @@ def _postgres_all_fit(
 ) -> Admission | None:
     """The admission in one round trip, or None when some scope refused (nothing counted)."""
     try:
-        statement = Prepared.of(_postgres_all_fit_sql(count, with_leases))
+        statement = Prepared.of(_postgres_admit_sql(count, with_leases, all_or_nothing=True))
         rows = statement.run(params).fetchall()
     except peewee.DataError as err:
         cause = getattr(err, "orig", None) or err.__context__  # the driver's error

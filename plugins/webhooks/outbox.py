@@ -172,19 +172,8 @@ def _claimed(alert_id: str, token: str) -> peewee.Expression:
 
 
 def mark_sent(alert_id: str, token: str, now: float | None = None) -> bool:
-    moment = time.time() if now is None else now
-    changed = (
-        OutboxAlert.update(
-            sent_at=moment,
-            attempts=OutboxAlert.attempts + 1,
-            claimed_until=None,
-            claim_token=None,
-            last_error=None,
-        )
-        .where(_claimed(alert_id, token))
-        .execute()
-    )
-    return bool(changed)
+    """True if this claim still held the alert (a stale token marks nothing)."""
+    return mark_all_sent([alert_id], token, now) == 1
 
 
 def mark_all_sent(alert_ids: list[str], token: str, now: float | None = None) -> int:
