@@ -17,6 +17,7 @@ from typing import Any
 import peewee
 
 from proxy.durations import first_reset, next_reset_after
+from proxy.models import ProxySpend
 
 # Rows rescheduled per UPDATE: three bound values each, within the 999 of old SQLite.
 _RESCHEDULE_BATCH = 300
@@ -67,6 +68,16 @@ def apply_due_resets(*entities: tuple[Any, str | None], now: float | None = None
     for row, duration in entities:
         if row is not None:
             _reset_one(row, type(row)._meta.primary_key, duration, moment)
+
+
+def current_proxy_spend(budget_duration: str | None) -> float:
+    """The proxy-wide counter as of now: a reset that is due is applied first,
+    as every admin read does for the rows it shows."""
+    row = ProxySpend.get_or_none(ProxySpend.id == 1)
+    if row is None:
+        return 0.0
+    apply_due_resets((row, budget_duration))
+    return float(row.spend)
 
 
 def scheduled_reset(created_at: float, duration: str | None, now: float) -> float | None:

@@ -29,8 +29,8 @@ from proxy.auth import authenticate, display_name, generate_key, hash_key
 from proxy.db import database
 from proxy.durations import first_reset
 from proxy.errors import BadRequest, Conflict, Forbidden, NotFound
-from proxy.models import Budget, Customer, Key, ProxySpend, SpendLog, Team, User
-from proxy.resets import apply_due_resets, reschedule, scheduled_reset
+from proxy.models import Budget, Customer, Key, SpendLog, Team, User
+from proxy.resets import apply_due_resets, current_proxy_spend, reschedule, scheduled_reset
 from proxy.schemas import (
     BUDGET_FIELDS,
     BudgetDelete,
@@ -793,10 +793,10 @@ def spend_logs() -> ResponseReturnValue:
 
 @bp.get("/global/spend")
 def global_spend() -> ResponseReturnValue:
-    row = ProxySpend.get_or_none(ProxySpend.id == 1)
+    settings = services().config.litellm_settings
     return jsonify(
         {
-            "spend": row.spend if row else 0.0,
-            "max_budget": services().config.litellm_settings.max_budget,
+            "spend": current_proxy_spend(settings.budget_duration),
+            "max_budget": settings.max_budget,
         }
     )

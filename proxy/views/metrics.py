@@ -16,7 +16,8 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from proxy.auth import require_master
-from proxy.models import ProxySpend, UnpricedModel
+from proxy.models import UnpricedModel
+from proxy.resets import current_proxy_spend
 from proxy.serializers import iso_time
 from proxy.views.common import services
 
@@ -101,8 +102,7 @@ def exposition(rows: list[UnpricedModel], proxy_spend: float) -> str:
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
     rows = unpriced_rows()
-    proxy = ProxySpend.get_or_none(ProxySpend.id == 1)
-    spend = float(proxy.spend) if proxy else 0.0
+    spend = current_proxy_spend(services().config.litellm_settings.budget_duration)
     wanted = request.accept_mimetypes.best_match(
         ["text/plain", "application/json"], default="text/plain"
     )

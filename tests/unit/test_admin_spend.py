@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
 from proxy.auth import hash_key
-from proxy.models import SpendLog
+from proxy.models import ProxySpend, SpendLog
 from tests.conftest import MASTER
 from tests.support.assertions import assert_error
 
@@ -131,3 +132,24 @@ def test_a_real_call_is_found_by_its_key(client):
 def test_global_spend(client):
     body = client.get("/global/spend", headers=MASTER).get_json()
     assert body == {"spend": 0.0, "max_budget": None}
+
+
+def test_proxy_spend_reads_apply_a_due_reset(make_app):
+    """/global/spend and /metrics show the counter as of now: a proxy budget period
+    that ended reads 0 before any call resets it, and the reset is stored."""
+    app = make_app(
+        {"litellm_settings": {"max_budget": 10, "budget_duration": "30d"}},
+    )
+    client = app.test_client()
+    body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/chat/completions", json=body, headers=MASTER).status_code == 200
+    assert client.get("/global/spend", headers=MASTER).get_json()["spend"] > 0
+    ProxySpend.update(budget_reset_at=time.time() - 1).where(ProxySpend.id == 1).execute()
+    assert client.get("/global/spend", headers=MASTER).get_json() == {
+        "spend": 0.0,
+        "max_budget": 10,
+    }
+    metrics = client.get("/metrics", headers=MASTER).get_data(as_text=True)
+    assert "comptroller_proxy_spend_usd 0.0\n" in metrics
+    row = ProxySpend.get_by_id(1)
+    assert row.spend == 0.0 and row.budget_reset_at > time.time()
