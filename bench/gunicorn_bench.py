@@ -66,7 +66,7 @@ def post_worker_init(worker: Any) -> None:
     import psycopg2.extensions
     from playhouse.pool import PooledPostgresqlDatabase
 
-    from proxy.db import database
+    from proxy.storage.db import database
 
     class CountingCursor(psycopg2.extensions.cursor):
         def execute(self, query: Any, vars: Any = None) -> Any:  # noqa: A002

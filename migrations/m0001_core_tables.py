@@ -2,7 +2,7 @@
 
 from peewee import Database
 
-from proxy.models import CORE_MODELS, ProxySpend
+from proxy.storage.models import CORE_MODELS, ProxySpend
 
 
 def apply(db: Database) -> None:

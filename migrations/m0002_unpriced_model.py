@@ -2,7 +2,7 @@
 
 from peewee import Database
 
-from proxy.models import UnpricedModel
+from proxy.storage.models import UnpricedModel
 
 
 def apply(db: Database) -> None:

@@ -9,14 +9,14 @@ import peewee
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from proxy.call.gateway import Services
 from proxy.config import Config, load_config
-from proxy.db import database, init_database
-from proxy.deployments import ModelTable
 from proxy.errors import ProxyError, ServiceUnavailable
-from proxy.gateway import Services
-from proxy.migrate import migrate
 from proxy.plugins import make_plugin_manager
-from proxy.upstream import UpstreamClient
+from proxy.storage.db import database, init_database
+from proxy.storage.migrate import migrate
+from proxy.upstream.client import UpstreamClient
+from proxy.upstream.deployments import ModelTable
 
 log = logging.getLogger("comptroller")
 
@@ -109,9 +109,11 @@ def create_app(
         if not database.is_closed():
             database.close()
 
+    from proxy.api import docs, health, llm, metrics
+    from proxy.api import models as models_views
+    from proxy.api.admin import reports as admin_reports
+    from proxy.api.admin import routes as admin
     from proxy.ui import views as ui_views
-    from proxy.views import admin, admin_reports, docs, health, llm, metrics
-    from proxy.views import models as models_views
 
     app.register_blueprint(llm.bp)
     app.register_blueprint(admin.bp)

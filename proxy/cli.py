@@ -102,9 +102,9 @@ def _command_and_config(parser: argparse.ArgumentParser, args: argparse.Namespac
 
 def _apply_migrations(config: Config) -> list[str]:
     """Core and plugin tables, then every connection closed (nothing shared across a fork)."""
-    from proxy.db import database, init_database
-    from proxy.migrate import migrate
     from proxy.plugins import make_plugin_manager
+    from proxy.storage.db import database, init_database
+    from proxy.storage.migrate import migrate
 
     init_database(config.database_url)
     pm = make_plugin_manager(config)

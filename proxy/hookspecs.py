@@ -14,9 +14,9 @@ import pluggy
 if TYPE_CHECKING:
     from flask import Flask
 
-    from proxy.alerts import Alert
+    from proxy.call.alerts import Alert
+    from proxy.call.context import CallContext, Refusal, Usage
     from proxy.config import Config
-    from proxy.context import CallContext, Refusal, Usage
 
 hookspec = pluggy.HookspecMarker("comptroller")
 hookimpl = pluggy.HookimplMarker("comptroller")
@@ -45,7 +45,7 @@ def plugin_startup(app: Flask, config: Config) -> None:
 def pre_request_check(ctx: CallContext) -> Refusal | None:
     """Decide whether the call described by ``ctx`` may go upstream.
 
-    Return a :class:`~proxy.context.Refusal` to refuse it (the first refusal
+    Return a :class:`~proxy.call.context.Refusal` to refuse it (the first refusal
     wins and later plugins are not asked) or ``None`` to let it pass. A plugin
     that takes something to decide (a rate-limit slot, a reservation) records
     it on ``ctx`` so that :func:`call_finished` can give it back. May add

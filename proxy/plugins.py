@@ -33,15 +33,16 @@ ENTRY_POINT_GROUP = "comptroller"
 # In the order their checks run (SPEC section 6: proxy, key, user, end user;
 # then the rate limiter). pluggy calls the last registered first, so they are
 # registered in reverse.
-BUILTIN_PLUGINS: list[str] = [
-    "proxy_budget",
-    "key_budget",
-    "user_budget",
-    "end_user_budget",
-    "default_end_user_budget",
-    "rate_limiter",
-    "webhook_alerter",
-]
+BUILTIN_MODULES: dict[str, str] = {
+    "proxy_budget": "plugins.budgets.proxy",
+    "key_budget": "plugins.budgets.key",
+    "user_budget": "plugins.budgets.user",
+    "end_user_budget": "plugins.budgets.end_user",
+    "default_end_user_budget": "plugins.budgets.default_end_user",
+    "rate_limiter": "plugins.rate_limiter.hooks",
+    "webhook_alerter": "plugins.webhook_alerter.hooks",
+}
+BUILTIN_PLUGINS: list[str] = list(BUILTIN_MODULES)
 
 
 def _distribution(ep: EntryPoint) -> str:
@@ -82,7 +83,7 @@ def make_plugin_manager(
             )
     for name in reversed(BUILTIN_PLUGINS):
         if name not in disabled:
-            module = importlib.import_module(f"plugins.{name}")
+            module = importlib.import_module(BUILTIN_MODULES[name])
             # A builtin module may expose its hooks on an object named ``plugin``.
             pm.register(getattr(module, "plugin", module), name=name)
         elif name in installed:
@@ -114,7 +115,7 @@ def call_each(hook: Any, savepoint: bool = False, **kwargs: Any) -> None:
     here. With ``savepoint`` each call runs in its own savepoint, so a
     failing plugin cannot abort the transaction around it.
     """
-    from proxy.db import database
+    from proxy.storage.db import database
 
     for impl in reversed(hook.get_hookimpls()):
         # An implementation may declare only some of the hook's arguments.

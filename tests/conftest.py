@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from proxy.app import create_app
 from proxy.config import build_config
-from proxy.db import database
+from proxy.storage.db import database
 from tests.support.databases import (
     create_pg_database,
     drop_pg_database,

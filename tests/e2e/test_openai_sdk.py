@@ -12,8 +12,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from proxy.db import database, init_database
-from proxy.models import Customer, SpendLog
+from proxy.storage.db import database, init_database
+from proxy.storage.models import Customer, SpendLog
 from tests.conftest import MASTER_KEY, openai_model
 from tests.support.mock_openai import DEFAULT_CONTENT, MockOpenAI
 from tests.support.proxy_server import ProxyServer, free_port, wait_until

@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 import requests
 
-from proxy.pricing import load_price_table
+from proxy.call.pricing import load_price_table
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import ProxyServer

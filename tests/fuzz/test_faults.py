@@ -26,7 +26,7 @@ import pytest
 import requests
 from psycopg2 import errors, sql
 
-import proxy.db
+import proxy.storage.db
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.databases import (
     PG_ADMIN_URL,
@@ -226,11 +226,11 @@ def test_a_backend_killed_while_the_call_is_upstream_never_charges_an_unanswered
     """The proxy holds no connection while the upstream answers. After a long upstream
     call the spend goes on a connection the pool checked (the answer arrives and is
     charged); after a short one the pool may hand back the killed connection without a
-    check (proxy.db.PING_IF_IDLE_SECONDS): then 503, and nothing charged."""
+    check (proxy.storage.db.PING_IF_IDLE_SECONDS): then 503, and nothing charged."""
     url = create_pg_database("comptroller_outage")
     outage = PostgresOutage(url)
     config = base_config(url, model_list=[openai_model("gpt-4o-mini", upstream.base_url)])
-    long_call = getattr(proxy.db, "PING_IF_IDLE_SECONDS", 0.0) + 0.5
+    long_call = getattr(proxy.storage.db, "PING_IF_IDLE_SECONDS", 0.0) + 0.5
     try:
         with ProxyServer(config, tmp_path, workers=1, threads=4) as server:
             resp, charged = _call_while_backends_die(server, upstream, outage, 0.0)

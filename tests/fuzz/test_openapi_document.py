@@ -15,9 +15,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from proxy import llm_schemas
-from proxy import schemas as admin_schemas
-from proxy.openapi import COMPONENT_REF, ROUTES, is_documented, openapi_path
+from proxy.api import llm_schemas
+from proxy.api.admin import schemas as admin_schemas
+from proxy.api.openapi.document import COMPONENT_REF, ROUTES, is_documented, openapi_path
 from tests.conftest import MASTER
 
 ERROR_STATUSES = ("400", "401", "403", "404", "409", "413", "429", "503")
@@ -61,7 +61,9 @@ def test_every_api_route_and_method_is_in_the_document(app: Flask, document: dic
 
 def test_every_documented_endpoint_has_its_description(app: Flask, document: dict) -> None:
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules() if is_documented(rule)}
-    assert endpoints - set(ROUTES) == set(), "add these endpoints to proxy.openapi.ROUTES"
+    assert endpoints - set(ROUTES) == set(), (
+        "add these endpoints to ROUTES (proxy.api.openapi.document)"
+    )
     assert [
         op["operationId"] for _, _, op in operations(document) if "undescribed" in op["tags"]
     ] == []

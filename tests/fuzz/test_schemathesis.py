@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from proxy.openapi import SEED_BUDGET, SEED_CUSTOMER, SEED_USER
+from proxy.api.openapi.document import SEED_BUDGET, SEED_CUSTOMER, SEED_USER
 from tests.conftest import MASTER, base_config
 from tests.support.proxy_server import ProxyServer
 

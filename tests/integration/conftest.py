@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy.db import database
+from proxy.storage.db import database
 from tests.support.databases import truncate_pg_tables
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from plugins.reservations import TTL_MARGIN_SECONDS, BudgetReservation
-from proxy.auth import hash_key
-from proxy.db import database, init_database
-from proxy.models import Key
+from plugins.budgets.strict import TTL_MARGIN_SECONDS, BudgetReservation
+from proxy.call.auth import hash_key
+from proxy.storage.db import database, init_database
+from proxy.storage.models import Key
 from tests.conftest import base_config, openai_model
 from tests.support.budgets import make_key
 from tests.support.mock_openai import MockOpenAI

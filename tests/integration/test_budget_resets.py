@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from proxy.auth import hash_key
-from proxy.db import database, init_database
-from proxy.models import Key, SpendLog
+from proxy.call.auth import hash_key
+from proxy.storage.db import database, init_database
+from proxy.storage.models import Key, SpendLog
 from tests.support.budgets import CALL_COST, budget_config, make_key
 from tests.support.proxy_server import ProxyServer
 

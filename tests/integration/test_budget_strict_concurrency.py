@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import requests
 
-from plugins.reservations import BudgetReservation
-from proxy.auth import hash_key
-from proxy.db import database, init_database
-from proxy.models import Customer, Key, ProxySpend, SpendLog, User
+from plugins.budgets.strict import BudgetReservation
+from proxy.call.auth import hash_key
+from proxy.storage.db import database, init_database
+from proxy.storage.models import Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import base_config, openai_model
 from tests.support.budgets import make_key, make_user
 from tests.support.mock_openai import MockOpenAI

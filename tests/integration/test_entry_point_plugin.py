@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from proxy.models import SpendLog
+from proxy.storage.models import SpendLog
 from tests.conftest import MASTER, base_config
 from tests.support.proxy_server import ProxyServer
 
@@ -54,7 +54,7 @@ def _write_distribution(root: Path, plugin: Installed) -> None:
             f'''
             """A third-party Comptroller plugin, as a user would write it."""
 
-            from proxy.context import Refusal
+            from proxy.call.context import Refusal
             from proxy.hookspecs import hookimpl
 
 

@@ -18,9 +18,9 @@ import pytest
 import requests
 from peewee import fn
 
-from proxy.auth import hash_key
-from proxy.db import database, init_database
-from proxy.models import Key, ProxySpend, SpendLog
+from proxy.call.auth import hash_key
+from proxy.storage.db import database, init_database
+from proxy.storage.models import Key, ProxySpend, SpendLog
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.mock_openai import MockOpenAI

@@ -26,8 +26,8 @@ import yaml
 from flask import Flask
 
 from proxy.config import build_config
-from proxy.models import SpendLog
 from proxy.plugins import make_plugin_manager
+from proxy.storage.models import SpendLog
 from tests.conftest import MASTER, base_config
 from tests.support.admin_api import post_ok
 from tests.support.assertions import assert_error
@@ -68,7 +68,7 @@ def _write_replacement(root: Path) -> Replacement:
         f'''
         """A rate limiter of its own, in place of Comptroller's builtin."""
 
-        from proxy.context import Refusal
+        from proxy.call.context import Refusal
         from proxy.hookspecs import hookimpl
 
 

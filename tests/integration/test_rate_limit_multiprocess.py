@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import requests
 
-from plugins.rate_limiting.tables import RateLimitLease, RateLimitWindow
-from proxy.auth import display_name, generate_key, hash_key
-from proxy.db import database, init_database
-from proxy.migrate import migrate
-from proxy.models import Key, SpendLog
+from plugins.rate_limiter.tables import RateLimitLease, RateLimitWindow
+from proxy.call.auth import display_name, generate_key, hash_key
+from proxy.storage.db import database, init_database
+from proxy.storage.migrate import migrate
+from proxy.storage.models import Key, SpendLog
 from tests.conftest import openai_model
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.proxy_server import ProxyServer, wait_until

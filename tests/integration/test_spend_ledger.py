@@ -9,10 +9,10 @@ import pytest
 import requests
 from peewee import fn
 
-from proxy.auth import generate_key, hash_key
-from proxy.db import database, init_database
-from proxy.migrate import migrate
-from proxy.models import Customer, Key, ProxySpend, SpendLog, User
+from proxy.call.auth import generate_key, hash_key
+from proxy.storage.db import database, init_database
+from proxy.storage.migrate import migrate
+from proxy.storage.models import Customer, Key, ProxySpend, SpendLog, User
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.proxy_server import ProxyServer
 
@@ -90,7 +90,7 @@ def test_two_instances_four_workers_spend_equals_the_sum_of_spend_logs(tmp_path:
             user = User.get_by_id("ledger-user")
             customer = Customer.get_by_id("ledger-customer")
             proxy = ProxySpend.get_by_id(1)
-            for counter in (key.spend, user.spend, customer.spend, proxy.spend):
+            for counter in (key.spend, user.spend, customer.spend, proxy.storage.ledger):
                 assert counter == pytest.approx(total, abs=1e-9)
                 assert counter == pytest.approx(expected, abs=1e-9)
             assert SpendLog.select().where(SpendLog.end_user == "ledger-customer").count() == CALLS

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from flask import Flask
 
-import plugins.webhook_alerter as webhook_alerter
-from plugins.webhooks.outbox import OutboxAlert
-from proxy.alerts import Alert
-from proxy.auth import hash_key
+import plugins.webhook_alerter.hooks as webhook_alerter
+from plugins.webhook_alerter.outbox import OutboxAlert
+from proxy.call.alerts import Alert
+from proxy.call.auth import hash_key
 from proxy.config import ConfigError
-from proxy.db import database
 from proxy.hookspecs import hookimpl
-from proxy.models import Budget, Customer, Key, ProxySpend, SpendLog, User
+from proxy.storage.db import database
+from proxy.storage.models import Budget, Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import MASTER, base_config
 from tests.support.proxy_server import wait_until
 from tests.support.seeds import (

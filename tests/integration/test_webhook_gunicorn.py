@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import requests
 
-from plugins.webhooks.outbox import OutboxAlert
-from proxy.auth import hash_key
-from proxy.db import database, init_database
-from proxy.models import Customer, Key, SpendLog
+from plugins.webhook_alerter.outbox import OutboxAlert
+from proxy.call.auth import hash_key
+from proxy.storage.db import database, init_database
+from proxy.storage.models import Customer, Key, SpendLog
 from tests.conftest import MASTER, base_config
 from tests.support.proxy_server import ProxyServer, wait_until
 from tests.support.seeds import (

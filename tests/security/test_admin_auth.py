@@ -20,9 +20,9 @@ from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 
 import proxy
-from proxy.auth import generate_key, hash_key
-from proxy.db import database
-from proxy.models import Key, User
+from proxy.call.auth import generate_key, hash_key
+from proxy.storage.db import database
+from proxy.storage.models import Key, User
 from tests.conftest import MASTER, MASTER_KEY
 from tests.security.dump import dump_database
 

@@ -8,7 +8,7 @@ import peewee
 import pytest
 from flask import Flask
 
-from proxy.db import database
+from proxy.storage.db import database
 from tests.conftest import MASTER
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from proxy.db import database
-from proxy.models import Budget, Customer, Key, SpendLog, Team, User
+from proxy.storage.db import database
+from proxy.storage.models import Budget, Customer, Key, SpendLog, Team, User
 from tests.conftest import MASTER
 from tests.security.dump import table_names
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from flask import Flask
 
-import plugins.webhook_alerter as webhook_alerter
-from proxy.auth import hash_key
+import plugins.webhook_alerter.hooks as webhook_alerter
+from proxy.call.auth import hash_key
 from tests.conftest import MASTER, base_config
 from tests.security.dump import dump_database
 from tests.support.webhook_receiver import WebhookReceiver

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-import plugins.webhook_alerter as webhook_alerter
+import plugins.webhook_alerter.hooks as webhook_alerter
 from tests.conftest import MASTER, base_config, openai_model
 from tests.security.dump import dump_database
 from tests.support.mock_openai import MockOpenAI

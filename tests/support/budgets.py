@@ -8,9 +8,9 @@ from typing import Any
 
 from flask import Flask
 
-from proxy.auth import display_name, generate_key, hash_key
-from proxy.db import database
-from proxy.models import Budget, Customer, Key, ProxySpend, SpendLog, User
+from proxy.call.auth import display_name, generate_key, hash_key
+from proxy.storage.db import database
+from proxy.storage.models import Budget, Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import MASTER_KEY, base_config
 
 # The built-in mock provider answers "This is a mock response from Comptroller,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.context import CallContext
+from proxy.call.context import CallContext
 from proxy.hookspecs import hookimpl
 
 

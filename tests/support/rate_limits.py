@@ -1,6 +1,6 @@
 """Rows, calls and time for the rate limiter tests.
 
-Time is what ``plugins.rate_limiter`` reads from its ``time`` module: the
+Time is what ``plugins.rate_limiter.hooks`` reads from its ``time`` module: the
 :func:`frozen_clock` fixture of a test stands in for it, so a test moves time
 on exactly as far as it says (``clock.advance(59)``) however long the test
 itself takes. A test that needs real time to pass (a client that waits for a
@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from plugins.rate_limiting.limits import WINDOW_SECONDS
-from plugins.rate_limiting.tables import RateLimitWindow
-from proxy.auth import display_name, generate_key, hash_key
-from proxy.db import database
-from proxy.models import Budget, Key, User
+from plugins.rate_limiter.limits import WINDOW_SECONDS
+from plugins.rate_limiter.tables import RateLimitWindow
+from proxy.call.auth import display_name, generate_key, hash_key
+from proxy.storage.db import database
+from proxy.storage.models import Budget, Key, User
 from tests.conftest import MASTER
 
 
@@ -70,7 +70,7 @@ def window(kind: str, entity: str) -> RateLimitWindow:
 
 
 class FrozenClock:
-    """Stands in for the ``time`` module of ``plugins.rate_limiter``: its ``time()``
+    """Stands in for the ``time`` module of ``plugins.rate_limiter.hooks``: its ``time()``
     moves only when the test says so."""
 
     def __init__(self, now: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.auth import hash_key
+from proxy.call.auth import hash_key
 
 # The first seed's curl body, exactly as the document shows it (inline comment included).
 CUSTOMER_CURL_BODY = """ {

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from proxy import prepared
+from proxy.storage import prepared
 
 
 def statement_sql(sql: Any) -> str:
     """The SQL a prepared statement stands for (``PREPARE``/``EXECUTE``, see
-    proxy/prepared.py), else the text as sent."""
+    proxy/storage/prepared.py), else the text as sent."""
     text = sql.decode() if isinstance(sql, bytes) else str(sql)
     if text.startswith("PREPARE "):
         text = text.split(" AS ", 1)[1].rsplit("; EXECUTE ", 1)[0]

@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 import pytest
 from flask.testing import FlaskClient
 
-from proxy.auth import generate_key, hash_key
-from proxy.db import database
-from proxy.models import Key, SpendLog
-from proxy.views import admin_reports
+from proxy.api.admin import reports as admin_reports
+from proxy.call.auth import generate_key, hash_key
+from proxy.storage.db import database
+from proxy.storage.models import Key, SpendLog
 from tests.conftest import MASTER
 
 DAY = 86400.0

@@ -14,9 +14,9 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from proxy.auth import generate_key, hash_key
-from proxy.db import database
-from proxy.models import Budget, Key
+from proxy.call.auth import generate_key, hash_key
+from proxy.storage.db import database
+from proxy.storage.models import Budget, Key
 from tests.conftest import MASTER_KEY, base_config
 
 

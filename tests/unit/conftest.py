@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-import plugins.rate_limiter as rate_limiter
+import plugins.rate_limiter.hooks as rate_limiter
 from tests.support.plugins import OutcomeRecorder
 from tests.support.rate_limits import FrozenClock
 

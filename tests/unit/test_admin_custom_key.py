@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from proxy.models import Key, User
+from proxy.storage.models import Key, User
 from tests.conftest import MASTER
 from tests.support.assertions import assert_error
 

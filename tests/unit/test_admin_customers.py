@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.models import Budget, Customer
+from proxy.storage.models import Budget, Customer
 from tests.conftest import MASTER, base_config
 from tests.support.admin_api import post, post_ok
 from tests.support.assertions import assert_error

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from proxy.auth import hash_key
-from proxy.models import Key
+from proxy.call.auth import hash_key
+from proxy.storage.models import Key
 from tests.conftest import MASTER
 from tests.support.assertions import assert_error
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from proxy.models import Key
+from proxy.storage.models import Key
 from tests.conftest import MASTER
 from tests.support.assertions import assert_error
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from proxy.auth import hash_key
-from proxy.db import database
+from proxy.call.auth import hash_key
 from proxy.hookspecs import hookimpl
-from proxy.models import Key, Team, User
+from proxy.storage.db import database
+from proxy.storage.models import Key, Team, User
 from tests.conftest import MASTER
 from tests.support.admin_api import post_ok
 from tests.support.assertions import assert_error

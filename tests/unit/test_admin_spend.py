@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from proxy.auth import hash_key
-from proxy.models import ProxySpend, SpendLog
+from proxy.call.auth import hash_key
+from proxy.storage.models import ProxySpend, SpendLog
 from tests.conftest import MASTER
 from tests.support.assertions import assert_error
 

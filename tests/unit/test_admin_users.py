@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from proxy.auth import hash_key
+from proxy.call.auth import hash_key
 from proxy.hookspecs import hookimpl
-from proxy.models import Key, SpendLog, Team, User
+from proxy.storage.models import Key, SpendLog, Team, User
 from tests.conftest import MASTER
 from tests.support.admin_api import post_ok
 from tests.support.assertions import assert_error

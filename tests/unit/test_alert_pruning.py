@@ -16,17 +16,17 @@ from typing import Any
 
 import pytest
 
-from plugins import reservations
-from plugins.budget_alerts import BudgetAlertSent
-from plugins.webhooks import outbox
-from plugins.webhooks.outbox import AlertOnce
-from plugins.webhooks.sender import WebhookSender
-from plugins.webhooks.settings import WebhookSettings
-from proxy.alerts import Alert
-from proxy.auth import hash_key
-from proxy.db import database
+from plugins.budgets import strict as reservations
+from plugins.budgets.alerts import BudgetAlertSent
+from plugins.webhook_alerter import outbox
+from plugins.webhook_alerter.outbox import AlertOnce
+from plugins.webhook_alerter.sender import WebhookSender
+from plugins.webhook_alerter.settings import WebhookSettings
+from proxy.call.alerts import Alert
+from proxy.call.auth import hash_key
 from proxy.hookspecs import hookimpl
-from proxy.models import Key
+from proxy.storage.db import database
+from proxy.storage.models import Key
 from tests.support.budgets import CALL_COST, budget_config, chat, make_key
 
 HOUR, DAY = 3600.0, 86400.0

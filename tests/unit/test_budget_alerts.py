@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from plugins.budget_alerts import crossed, raise_crossing_alerts
-from plugins.budget_common import Guarded
-from proxy.alerts import Alert
-from proxy.auth import hash_key
-from proxy.db import database
+from plugins.budgets.alerts import crossed, raise_crossing_alerts
+from plugins.budgets.common import Guarded
+from proxy.call.alerts import Alert
+from proxy.call.auth import hash_key
 from proxy.hookspecs import hookimpl
-from proxy.models import Key
+from proxy.storage.db import database
+from proxy.storage.models import Key
 from tests.support.budgets import (
     CALL_COST,
     budget_config,

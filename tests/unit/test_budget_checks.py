@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.auth import hash_key
-from proxy.db import database
-from proxy.models import Budget, Customer, Key, User
+from proxy.call.auth import hash_key
+from proxy.storage.db import database
+from proxy.storage.models import Budget, Customer, Key, User
 from tests.conftest import MASTER_KEY, base_config, openai_model
 from tests.support.budgets import (
     CALL_COST,

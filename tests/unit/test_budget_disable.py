@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from proxy.db import database
-from proxy.models import ProxySpend
+from proxy.storage.db import database
+from proxy.storage.models import ProxySpend
 from tests.conftest import MASTER_KEY
 from tests.support.budgets import (
     budget_config,

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from proxy.auth import hash_key
-from proxy.db import database
-from proxy.models import Customer, Key, ProxySpend, User
-from proxy.resets import apply_due_resets
+from proxy.call.auth import hash_key
+from proxy.storage.db import database
+from proxy.storage.models import Customer, Key, ProxySpend, User
+from proxy.storage.resets import apply_due_resets
 from tests.support.budgets import (
     CALL_COST,
     budget_config,

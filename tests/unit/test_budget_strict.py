@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from plugins.clamp import CLAMP_HEADER
-from plugins.reservations import BudgetReservation
-from proxy.auth import hash_key
-from proxy.db import database
-from proxy.models import Customer, Key, User
+from plugins.budgets.clamp import CLAMP_HEADER
+from plugins.budgets.strict import BudgetReservation
+from proxy.call.auth import hash_key
+from proxy.storage.db import database
+from proxy.storage.models import Customer, Key, User
 from tests.conftest import base_config, openai_model
 from tests.support.budgets import chat, make_key, make_user
 from tests.support.proxy_server import wait_until
@@ -238,7 +238,7 @@ def test_a_call_that_fits_is_not_clamped(db_url, make_app, upstream) -> None:
 def test_expired_reservations_are_deleted_as_housekeeping(
     db_url, make_app, upstream, monkeypatch
 ) -> None:
-    from plugins import reservations as module
+    from plugins.budgets import strict as module
 
     app = make_app(strict_config(db_url, upstream))
     plain = make_key(max_budget=1.0)

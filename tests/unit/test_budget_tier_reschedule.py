@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from proxy.models import Budget, Customer
-from proxy.views import admin
+from proxy.api.admin import routes as admin
+from proxy.storage.models import Budget, Customer
 from tests.conftest import MASTER, base_config
 from tests.support.admin_api import post, post_ok
 

@@ -16,10 +16,10 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 
-from proxy.batching import execute_at_commit
-from proxy.db import database, make_database
 from proxy.hookspecs import hookimpl
-from proxy.models import Customer, Key, SpendLog
+from proxy.storage.batching import execute_at_commit
+from proxy.storage.db import database, make_database
+from proxy.storage.models import Customer, Key, SpendLog
 from tests.conftest import base_config
 from tests.support.rate_limits import chat, make_budget, make_key, make_user
 from tests.support.statements import spy_on_cursors, statement_sql

@@ -284,7 +284,7 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 
 
 def test_defaults_price_the_mock_models() -> None:
-    from proxy.deployments import ModelTable
+    from proxy.upstream.deployments import ModelTable
 
     table = ModelTable(build_config(None))
     chat, embedding = table.get("gpt-3.5-turbo"), table.get("text-embedding-ada-002")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from proxy.db import make_database
+from proxy.storage.db import make_database
 
 
 def in_forked_child(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:

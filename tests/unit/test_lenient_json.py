@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from proxy import lenient_json
+from proxy.api import lenient_json
 from tests.support.seeds import CUSTOMER_CURL_BODY
 
 

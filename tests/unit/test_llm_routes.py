@@ -14,8 +14,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from proxy.auth import hash_key
-from proxy.models import Customer, Key, ProxySpend, SpendLog, User
+from proxy.call.auth import hash_key
+from proxy.storage.models import Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import MASTER, base_config
 from tests.support.assertions import assert_error
 from tests.support.seeds import CUSTOMER_CURL_BODY
@@ -124,7 +124,7 @@ def test_health_routes_need_no_key(client: FlaskClient) -> None:
 def test_readiness_answers_503_when_the_database_is_gone(
     make_app: Callable[..., Flask], db_url: str
 ) -> None:
-    from proxy.db import database, init_database
+    from proxy.storage.db import database, init_database
 
     app = make_app(base_config(db_url))
     unreachable = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=1"

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from proxy.access import allowed_model_names, model_allowed, refusing_list
-from proxy.auth import generate_key, hash_key
+from proxy.call.access import allowed_model_names, model_allowed, refusing_list
+from proxy.call.auth import generate_key, hash_key
+from proxy.call.pricing import load_price_table
 from proxy.config import build_config
-from proxy.db import database
-from proxy.deployments import ModelTable, redact_url
-from proxy.models import Key, SpendLog, User
-from proxy.pricing import load_price_table
+from proxy.storage.db import database
+from proxy.storage.models import Key, SpendLog, User
+from proxy.upstream.deployments import ModelTable, redact_url
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.mock_openai import MockOpenAI
 from tests.support.seeds import azure_embedding_seed_model

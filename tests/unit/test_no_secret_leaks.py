@@ -17,9 +17,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 
-from proxy.auth import generate_key, hash_key
-from proxy.db import database
-from proxy.models import Key, User
+from proxy.call.auth import generate_key, hash_key
+from proxy.storage.db import database
+from proxy.storage.models import Key, User
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import free_port

@@ -10,12 +10,12 @@ import pluggy
 import pytest
 from flask import Flask
 
-from proxy.alerts import Alert
+from proxy.call.alerts import Alert
+from proxy.call.context import CallContext, Refusal, Usage
 from proxy.config import build_config
-from proxy.context import CallContext, Refusal, Usage
 from proxy.hookspecs import hookimpl
-from proxy.models import Customer, ProxySpend, SpendLog
 from proxy.plugins import BUILTIN_PLUGINS, make_plugin_manager
+from proxy.storage.models import Customer, ProxySpend, SpendLog
 from tests.conftest import MASTER, base_config
 
 CHAT = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hello"}]}
@@ -25,7 +25,7 @@ def test_every_builtin_is_registered_under_its_name() -> None:
     pm = make_plugin_manager(build_config({"general_settings": {"master_key": "sk-x"}}))
     for name in BUILTIN_PLUGINS:
         assert pm.has_plugin(name), name
-    assert getattr(pm.get_plugin("rate_limiter"), "__name__", None) == "plugins.rate_limiter"
+    assert getattr(pm.get_plugin("rate_limiter"), "__name__", None) == "plugins.rate_limiter.hooks"
 
 
 def test_disabled_plugins_are_not_registered() -> None:

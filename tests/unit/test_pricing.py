@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from proxy import pricing
-from proxy.pricing import (
+from proxy.call import pricing
+from proxy.call.pricing import (
     Price,
     compute_cost,
     estimate_prompt_tokens,

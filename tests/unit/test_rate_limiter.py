@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from plugins.rate_limiting import store
-from plugins.rate_limiting.limits import Scope
-from plugins.rate_limiting.tables import RateLimitLease, RateLimitWindow
-from proxy.auth import hash_key
+from plugins.rate_limiter import store
+from plugins.rate_limiter.limits import Scope
+from plugins.rate_limiter.tables import RateLimitLease, RateLimitWindow
+from proxy.call.auth import hash_key
+from proxy.call.context import Refusal
 from proxy.config import ConfigError
-from proxy.context import Refusal
-from proxy.db import database
 from proxy.hookspecs import hookimpl
-from proxy.models import Budget, Customer, SpendLog
+from proxy.storage.db import database
+from proxy.storage.models import Budget, Customer, SpendLog
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.proxy_server import wait_until
 from tests.support.rate_limits import chat, make_budget, make_key, make_user, window

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from plugins.rate_limiting import store
-from proxy.batching import BatchedTransaction
-from proxy.db import database, is_postgres
+from plugins.rate_limiter import store
+from proxy.storage.batching import BatchedTransaction
+from proxy.storage.db import database, is_postgres
 from tests.conftest import base_config
 from tests.support.rate_limits import chat, make_budget, make_key, make_user
 from tests.support.statements import spy_on_cursors, statement_sql

@@ -3,7 +3,7 @@
 A call whose database connection dies while the upstream answers is still charged.
 
 The pool hands out a connection used moments ago without pinging it (a round
-trip per call saved, proxy/db.py), so the spend transaction may start on a
+trip per call saved, proxy/storage/db.py), so the spend transaction may start on a
 connection that died meanwhile. Nothing was committed on it: the ledger is
 written once more on a connection the pool checks, and charged exactly once.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from proxy import spend
-from proxy.db import database
-from proxy.models import Key, SpendLog
+from proxy.storage import ledger as spend
+from proxy.storage.db import database
+from proxy.storage.models import Key, SpendLog
 from tests.conftest import base_config
 from tests.support.databases import terminate_pg_backends
 from tests.support.rate_limits import chat, make_key

@@ -18,11 +18,11 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from proxy.db import database, init_database
-from proxy.migrate import migrate
-from proxy.models import Customer, ProxySpend, SpendLog
-from proxy.pricing import estimate_prompt_tokens
-from proxy.upstream import StreamRelay
+from proxy.call.pricing import estimate_prompt_tokens
+from proxy.storage.db import database, init_database
+from proxy.storage.migrate import migrate
+from proxy.storage.models import Customer, ProxySpend, SpendLog
+from proxy.upstream.client import StreamRelay
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.mock_openai import DEFAULT_CONTENT, MockOpenAI, chat_prompt_tokens
 from tests.support.plugins import OutcomeRecorder

@@ -12,10 +12,10 @@ import pytest
 import requests
 
 import migrations.m0001_core_tables as m0001
-from proxy import pricing
-from proxy.db import database, init_database
-from proxy.migrate import AppliedMigration, migrate
-from proxy.models import ProxySpend, SpendLog, UnpricedModel
+from proxy.call import pricing
+from proxy.storage.db import database, init_database
+from proxy.storage.migrate import AppliedMigration, migrate
+from proxy.storage.models import ProxySpend, SpendLog, UnpricedModel
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.assertions import assert_error
 from tests.support.databases import create_pg_database, drop_pg_database, truncate_pg_tables

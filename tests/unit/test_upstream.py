@@ -17,12 +17,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from proxy.auth import hash_key
+from proxy.call.auth import hash_key
 from proxy.config import build_config
-from proxy.deployments import Deployment, ModelTable
 from proxy.errors import ProxyError
-from proxy.models import Customer, Key, ProxySpend, SpendLog
-from proxy.upstream import UpstreamClient
+from proxy.storage.models import Customer, Key, ProxySpend, SpendLog
+from proxy.upstream.client import UpstreamClient
+from proxy.upstream.deployments import Deployment, ModelTable
 from tests.conftest import MASTER, base_config
 from tests.support.mock_openai import MockOpenAI, chat_prompt_tokens
 from tests.support.plugins import OutcomeRecorder

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from plugins.webhooks import outbox
-from plugins.webhooks.outbox import OutboxAlert
-from proxy.alerts import Alert
-from proxy.db import database
+from plugins.webhook_alerter import outbox
+from plugins.webhook_alerter.outbox import OutboxAlert
+from proxy.call.alerts import Alert
+from proxy.storage.db import database
 
 CLAIM = 30.0
 

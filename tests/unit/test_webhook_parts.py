@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from plugins.webhooks.projection import MIN_ELAPSED_FRACTION, period_start, project
-from plugins.webhooks.settings import WebhookSettings, load_settings
-from plugins.webhooks.signing import sign
+from plugins.webhook_alerter.projection import MIN_ELAPSED_FRACTION, period_start, project
+from plugins.webhook_alerter.settings import WebhookSettings, load_settings
+from plugins.webhook_alerter.signing import sign
 from proxy.config import ConfigError, build_config
 
 

@@ -1,0 +1,1 @@
+"""The budget plugins: one module per entity they guard, and what they share."""

@@ -1,0 +1,140 @@
+"""Budget alerts: ``threshold_crossed`` (85%, 95%), ``budget_crossed`` (100%)
+and ``soft_budget_crossed``, once per entity per budget period.
+
+The call that crosses a line is the one whose increment took the spend from
+below it to on or above it: ``old < line <= new``, with ``new`` the total
+the core read back from its atomic increment (``ctx.spend_after``) and
+``old = new - cost``. Increments of one row are serialised by the database,
+so exactly one call sees each crossing, whatever the number of workers.
+Because ``new - cost`` may round by an ulp, the test is slightly generous
+and a row in ``budget_alert_sent`` (primary key: entity, event, line,
+period) makes the alert exactly-once. Rows of periods long over are
+deleted now and then (:func:`prune_past_periods`). This module is not a
+plugin.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import peewee
+
+from plugins.budgets.common import EVENT_GROUPS, Guarded, fmt
+from proxy.call.alerts import Alert
+from proxy.storage.db import BaseModel, database
+from proxy.storage.models import now
+
+if TYPE_CHECKING:
+    from proxy.call.context import CallContext
+
+log = logging.getLogger("comptroller.plugins.budget_alerts")
+
+THRESHOLDS = (85, 95)
+# A call names its period by the budget_reset_at it read when it started, and
+# may record its alert after that moment: longer than any call runs.
+PRUNE_AFTER_SECONDS = 3600.0
+TITLES = {"proxy": "Proxy", "key": "Key", "user": "User", "customer": "Customer"}
+
+
+class BudgetAlertSent(BaseModel):
+    """One alert raised for an entity in one budget period."""
+
+    entity_kind = peewee.CharField(max_length=16)
+    entity_id = peewee.CharField(max_length=255)
+    event = peewee.CharField(max_length=32)
+    line = peewee.DoubleField()  # the amount crossed, in US dollars
+    period = peewee.DoubleField()  # the entity's budget_reset_at, 0 without a duration
+    sent_at = peewee.DoubleField(default=now)
+
+    class Meta:
+        table_name = "budget_alert_sent"
+        primary_key = peewee.CompositeKey("entity_kind", "entity_id", "event", "line", "period")
+
+
+def crossed(new: float, cost: float, line: float) -> bool:
+    """Did the increment of ``cost`` that ended at ``new`` cross ``line``?"""
+    if cost <= 0 or new < line:
+        return False
+    slack = 8 * math.ulp(max(abs(new), abs(line)))
+    return new - cost < line + slack
+
+
+def _first_time(guarded: Guarded, event: str, line: float) -> bool:
+    """Record the alert; False when this period already had it."""
+    try:
+        with database.atomic():  # a savepoint: a failure cannot abort the spend
+            inserted = list(
+                BudgetAlertSent.insert(
+                    entity_kind=guarded.kind,
+                    entity_id=guarded.entity_id,
+                    event=event,
+                    line=line,
+                    period=guarded.period,
+                )
+                .on_conflict_ignore()
+                .returning(BudgetAlertSent.event)
+                .execute()
+            )
+        return bool(inserted)
+    except peewee.DatabaseError:
+        log.exception("recording a %s alert failed; sending it anyway", event)
+        return True  # better twice than never
+
+
+def prune_past_periods(now: float) -> int:
+    """Housekeeping: delete the rows of periods that ended over an hour ago.
+
+    Once its period has ended, an entity's reads reset it and name the new
+    period, so nobody asks for the old rows again. Rows without a period (0:
+    no ``budget_duration``) stay: that "period" never ends.
+    """
+    S = BudgetAlertSent
+    over = (S.period > 0) & (S.period < now - PRUNE_AFTER_SECONDS)
+    return int(S.delete().where(over).execute())
+
+
+def _alert(ctx: CallContext, guarded: Guarded, event: str, title: str, spend: float) -> Alert:
+    who = f"{guarded.name}, " if guarded.name else ""
+    limit = (
+        f"soft_budget={fmt(guarded.soft_budget)}"
+        if event == "soft_budget_crossed" and guarded.soft_budget is not None
+        else f"max_budget={fmt(guarded.max_budget or 0.0)}"
+    )
+    return Alert(
+        spend=spend,
+        max_budget=guarded.max_budget,
+        token=ctx.key_hash,
+        customer_id=ctx.end_user_id,
+        user_id=ctx.user_id,
+        team_id=ctx.team_id,
+        user_email=ctx.user.user_email if ctx.user is not None else None,
+        key_alias=ctx.key.key_alias if ctx.key is not None else None,
+        event=event,
+        event_group=EVENT_GROUPS[guarded.kind],
+        event_message=f"{title}. {who}spend={fmt(spend)}, {limit}",
+    )
+
+
+def raise_crossing_alerts(ctx: CallContext, guarded: Guarded | None, cost: float) -> None:
+    """Append to ``ctx.alerts`` every line this call's spend crossed."""
+    if guarded is None:
+        return
+    new = ctx.spend_after.get(guarded.kind)
+    if new is None or cost <= 0:
+        return
+    title = TITLES[guarded.kind]
+    lines: list[tuple[str, float, str]] = []
+    top = guarded.max_budget
+    if top is not None and top > 0:
+        for pct in THRESHOLDS:
+            text = f"{title} crossed {pct}% of its budget"
+            lines.append(("threshold_crossed", top * pct / 100, text))
+        lines.append(("budget_crossed", top, f"{title} budget crossed"))
+    soft = guarded.soft_budget
+    if soft is not None and soft > 0:
+        lines.append(("soft_budget_crossed", soft, f"{title} soft budget crossed"))
+    for event, line, text in lines:
+        if crossed(new, cost, line) and _first_time(guarded, event, line):
+            ctx.alerts.append(_alert(ctx, guarded, event, text, new))

@@ -1,0 +1,91 @@
+"""The hooks every budget plugin shares, given the entity it guards.
+
+This module is not a plugin: each budget plugin module builds one
+:class:`BudgetPlugin` from its ``guarded(ctx)`` function and exposes it as
+``plugin``, which the plugin manager registers under the module's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from plugins.budgets import clamp
+from plugins.budgets import strict as reservations
+from plugins.budgets.alerts import BudgetAlertSent, raise_crossing_alerts
+from plugins.budgets.common import Guarded, exceeded, is_strict
+from proxy.call.context import Refusal, Usage
+from proxy.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from proxy.call.context import CallContext
+
+
+def budget_tables() -> list[Any]:
+    """The tables the budget plugins share (created if any of them is enabled)."""
+    return [reservations.BudgetReservation, BudgetAlertSent]
+
+
+def check_budget(ctx: CallContext, guarded: Guarded | None) -> Refusal | None:
+    """``pre_request_check``: refuse while spend >= max_budget.
+
+    In ``strict`` mode a call that passes claims its worst case, reserved
+    with every other level's claim once all checks pass. In ``check`` mode
+    with ``clamp_max_tokens``, a call whose worst case does not fit in what
+    is left gets a lower ``max_tokens`` instead, and is refused only when
+    not even its prompt and one output token fit.
+    """
+    if guarded is None or guarded.max_budget is None:
+        return None
+    if exceeded(guarded.spend, guarded.max_budget):
+        return guarded.refusal()
+    if is_strict(ctx):
+        reservations.claim(ctx, guarded)
+    elif ctx.config.general_settings.clamp_max_tokens:
+        room = guarded.max_budget - guarded.spend
+        if ctx.estimated_cost > room and not clamp.clamp_to_room(ctx, room):
+            return guarded.refusal(detail=clamp.nothing_fits_detail(ctx))
+    return None
+
+
+def after_spend(ctx: CallContext, guarded: Guarded | None, cost: float) -> None:
+    """``post_call_spend``: settle a strict reservation, raise crossing alerts."""
+    reservations.settle(ctx)
+    raise_crossing_alerts(ctx, guarded, cost)
+
+
+def call_over(ctx: CallContext) -> None:
+    """``call_finished``: give back whatever is still reserved for the call."""
+    reservations.release(ctx)
+
+
+class BudgetPlugin:
+    """The hook implementations of one budget plugin.
+
+    ``guarded`` says which entity (and which numbers) the plugin guards on a
+    call, or ``None`` when it guards nothing on that call.
+    """
+
+    def __init__(self, guarded: Callable[[CallContext], Guarded | None]) -> None:
+        self.guarded = guarded
+
+    @hookimpl
+    def plugin_tables(self) -> list[Any]:
+        return budget_tables()
+
+    @hookimpl
+    def pre_request_check(self, ctx: CallContext) -> Refusal | None:
+        return check_budget(ctx, self.guarded(ctx))
+
+    @hookimpl(specname="pre_request_check", wrapper=True)
+    def reserve_claims(self, ctx: CallContext) -> Generator[None, Any, Refusal | None]:
+        """Strict mode's reservation around all checks (see :mod:`plugins.budgets.strict`)."""
+        return (yield from reservations.reserve_claims(ctx))
+
+    @hookimpl
+    def post_call_spend(self, ctx: CallContext, usage: Usage, cost: float) -> None:
+        after_spend(ctx, self.guarded(ctx), cost)
+
+    @hookimpl
+    def call_finished(self, ctx: CallContext) -> None:
+        call_over(ctx)

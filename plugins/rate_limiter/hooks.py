@@ -1,0 +1,109 @@
+"""Builtin plugin rate_limiter: RPM, TPM and parallel requests, exact across hosts.
+
+Limits come from the key, its user and the end user's budget row (its own or
+the ``max_end_user_budget_id`` default); a call must fit in all of them and
+the tightest one answers. Counts live in the database (this plugin's tables,
+see :mod:`plugins.rate_limiter.store` for the statements and the window), so
+every worker and host sees the same numbers.
+
+Per call: no statement at all when no limit applies; otherwise one statement
+to decide and, when a TPM or parallel limit applies, one more inside the
+spend transaction (the call's real tokens, the slot given back). A call that
+fails or is refused after the check gives its slot back when it ends.
+
+Settings (``plugins.settings.rate_limiter``): ``lease_seconds``, how long a
+parallel slot stays held if the worker holding it dies (default: the
+deployment's timeout plus 60 s).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from plugins.rate_limiter import store
+from plugins.rate_limiter.limits import (
+    PLUGIN_NAME,
+    Scope,
+    configured_lease_seconds,
+    lease_seconds,
+    scopes_for,
+)
+from plugins.rate_limiter.report import rate_limit_headers, refusal, refused_by_parallel_only
+from plugins.rate_limiter.tables import TABLES
+from proxy.hookspecs import hookimpl
+from proxy.storage.db import database
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from proxy.call.context import CallContext, Refusal, Usage
+    from proxy.config import Config
+
+
+@dataclass
+class Taken:
+    """What an admitted call holds, so that :func:`call_finished` can give it back."""
+
+    scopes: list[Scope]
+    states: list[store.WindowState]
+    leased: list[Scope] = field(default_factory=list)
+    # Set once the spend transaction that gave the slots back has committed.
+    released: bool = False
+
+    def mark_released(self) -> None:
+        self.released = True
+
+
+@hookimpl
+def plugin_tables() -> list[Any]:
+    return list(TABLES)
+
+
+@hookimpl
+def plugin_startup(app: Flask, config: Config) -> None:
+    configured_lease_seconds(config)  # a bad setting stops start-up, naming the key
+
+
+@hookimpl
+def pre_request_check(ctx: CallContext) -> Refusal | None:
+    scopes = scopes_for(ctx)
+    if not scopes:
+        return None
+    now = time.time()
+    lease_until = now + lease_seconds(ctx)
+    admission = store.admit(scopes, ctx.request_id, now, lease_until)
+    if not admission.admitted and refused_by_parallel_only(admission):
+        # Slots of calls whose worker died come back once their lease expires.
+        if store.reclaim_expired(now):
+            admission = store.admit(scopes, ctx.request_id, now, lease_until)
+    ctx.response_headers.update(rate_limit_headers(admission, now))
+    if not admission.admitted:
+        return refusal(admission, now)
+    ctx.plugin_state[PLUGIN_NAME] = Taken(scopes, admission.states, admission.leased)
+    return None
+
+
+@hookimpl
+def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
+    taken: Taken | None = ctx.plugin_state.get(PLUGIN_NAME)
+    if taken is None:
+        return
+    metered = [scope for scope in taken.scopes if scope.tpm_limit is not None]
+    store.settle(metered, usage.total_tokens, taken.leased, ctx.request_id, time.time())
+    if taken.leased:
+        # Only if the spend commits; a rolled-back one leaves it to call_finished.
+        database.after_commit(taken.mark_released)
+
+
+@hookimpl
+def call_finished(ctx: CallContext, outcome: str) -> None:
+    taken: Taken | None = ctx.plugin_state.pop(PLUGIN_NAME, None)
+    if taken is None:
+        return
+    if taken.leased and not taken.released:
+        store.release(ctx.request_id, time.time())
+    if outcome == "refused":
+        # A later check refused it: it never went upstream, so it does not count.
+        store.uncount_requests(taken.states)

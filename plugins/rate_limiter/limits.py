@@ -1,0 +1,107 @@
+"""Which rate limits govern a call, and for how long a parallel slot is leased.
+
+A call is limited by its key, the key's user and its end user (through the
+end user's budget row, which may be the ``max_end_user_budget_id`` default).
+Each of them with at least one of ``rpm_limit``, ``tpm_limit`` or
+``max_parallel_requests`` set is a :class:`Scope` with its own counters;
+a call must fit in every one of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from proxy.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from proxy.call.context import CallContext
+
+PLUGIN_NAME = "rate_limiter"
+
+# Length of the rate window, in seconds: the limits are per minute.
+WINDOW_SECONDS = 60
+
+# Added to the deployment's timeout to make the default lease: a call that
+# cannot outlive its upstream timeout never loses its slot while it runs.
+LEASE_MARGIN_SECONDS = 60.0
+
+# Kinds in the order a refusal names them when several are exceeded.
+KIND_ORDER = ("key", "user", "end_user")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One entity whose limits apply to the call."""
+
+    kind: str  # "key", "user" or "end_user"
+    entity: str  # the window row's id: key hash, user id or end-user id
+    label: str  # how a refusal names it: key alias or display name, never the secret
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+
+    @property
+    def row_id(self) -> tuple[str, str]:
+        return (self.kind, self.entity)
+
+
+def _limit(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return max(int(value), 0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _scope(kind: str, entity: str, label: str, row: Any) -> Scope | None:
+    rpm = _limit(getattr(row, "rpm_limit", None))
+    tpm = _limit(getattr(row, "tpm_limit", None))
+    parallel = _limit(getattr(row, "max_parallel_requests", None))
+    if rpm is None and tpm is None and parallel is None:
+        return None
+    return Scope(kind, entity, label, rpm, tpm, parallel)
+
+
+def key_label(key: Any) -> str:
+    """A key as refusals name it: its alias, else its display name (``sk-...abcd``)."""
+    return key.key_alias or key.key_name or f"{key.token[:12]}..."
+
+
+def scopes_for(ctx: CallContext) -> list[Scope]:
+    """Every scope with a limit that governs ``ctx``, in :data:`KIND_ORDER`."""
+    found: list[Scope | None] = []
+    if ctx.key is not None:
+        found.append(_scope("key", ctx.key.token, key_label(ctx.key), ctx.key))
+    if ctx.user is not None:
+        found.append(_scope("user", ctx.user.user_id, ctx.user.user_id, ctx.user))
+    if ctx.end_user_id and ctx.end_user_budget is not None:
+        found.append(_scope("end_user", ctx.end_user_id, ctx.end_user_id, ctx.end_user_budget))
+    return [scope for scope in found if scope is not None]
+
+
+def configured_lease_seconds(config: Config) -> float | None:
+    """``plugins.settings.rate_limiter.lease_seconds``, validated; None if unset."""
+    value = config.plugin_settings(PLUGIN_NAME).get("lease_seconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(
+            f"plugins.settings.{PLUGIN_NAME}.lease_seconds: must be a positive number of seconds"
+        )
+    return float(value)
+
+
+def lease_seconds(ctx: CallContext) -> float:
+    """How long a parallel slot taken for ``ctx`` stays held if nobody gives it back.
+
+    The setting if given, else the deployment's upstream timeout plus
+    :data:`LEASE_MARGIN_SECONDS`: a worker killed mid-call frees its slot at
+    most that long after the call began, and a live non-streaming call can
+    never lose its slot, because it ends (or times out) before the lease does.
+    """
+    configured = configured_lease_seconds(ctx.config)
+    if configured is not None:
+        return configured
+    return float(ctx.deployment.timeout) + LEASE_MARGIN_SECONDS

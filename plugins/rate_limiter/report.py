@@ -1,0 +1,124 @@
+"""What a client is told: OpenAI's rate-limit headers, and the 429 when refused."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from plugins.rate_limiter.limits import KIND_ORDER, WINDOW_SECONDS
+from plugins.rate_limiter.store import Admission, WindowState
+from proxy.call.context import Refusal
+
+# A parallel slot frees when some call ends, which nobody can foresee: retry soon.
+PARALLEL_RETRY_SECONDS = 1.0
+
+
+def duration_text(seconds: float) -> str:
+    """A wait in OpenAI's header format (``350ms``, ``1s``, ``6m0s``), rounded up."""
+    millis = max(math.ceil(seconds * 1000 - 1e-6), 0)
+    if millis < 1000:
+        return f"{millis}ms"
+    minutes, rest = divmod(millis, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def window_reset(state: WindowState, now: float) -> float:
+    """Seconds until ``state``'s window ends and its counts start from zero."""
+    return max(state.window_start + WINDOW_SECONDS - now, 0.0)
+
+
+def _tightest(
+    states: list[WindowState], limit: Callable[[WindowState], int | None], used: str, now: float
+) -> dict[str, str]:
+    best: tuple[int, float, int] | None = None
+    for state in states:
+        cap = limit(state)
+        if cap is None:
+            continue
+        remaining = max(cap - getattr(state, used), 0)
+        candidate = (remaining, -window_reset(state, now), cap)
+        if best is None or candidate < best:
+            best = candidate
+    if best is None:
+        return {}
+    remaining, negative_reset, cap = best
+    suffix = "requests" if used == "requests" else "tokens"
+    return {
+        f"x-ratelimit-limit-{suffix}": str(cap),
+        f"x-ratelimit-remaining-{suffix}": str(remaining),
+        f"x-ratelimit-reset-{suffix}": duration_text(-negative_reset),
+    }
+
+
+def rate_limit_headers(admission: Admission, now: float) -> dict[str, str]:
+    """OpenAI's ``x-ratelimit-*`` headers for the tightest request and token limits.
+
+    The tightest is the scope with the fewest left (on a tie, the one whose
+    window ends last). A kind of limit no scope has gets no headers.
+    """
+    states = admission.states
+    return {
+        **_tightest(states, lambda s: s.scope.rpm_limit, "requests", now),
+        **_tightest(states, lambda s: s.scope.tpm_limit, "tokens", now),
+    }
+
+
+def exceeded_limit(state: WindowState) -> tuple[str, int, int, bool] | None:
+    """(limit name, limit, current, is parallel) of the limit ``state`` is at, if any."""
+    scope = state.scope
+    if scope.rpm_limit is not None and state.requests >= scope.rpm_limit:
+        return ("rpm_limit", scope.rpm_limit, state.requests, False)
+    if scope.tpm_limit is not None and state.tokens >= scope.tpm_limit:
+        return ("tpm_limit", scope.tpm_limit, state.tokens, False)
+    parallel = scope.max_parallel_requests
+    if parallel is not None and state.in_flight >= parallel:
+        return ("max_parallel_requests", parallel, state.in_flight, True)
+    return None
+
+
+def refused_by_parallel_only(admission: Admission) -> bool:
+    """Whether every refusing scope is out of parallel slots (and nothing else)."""
+    found = False
+    for state in admission.states:
+        if state.admitted:
+            continue
+        exceeded = exceeded_limit(state)
+        if exceeded is None or not exceeded[3]:
+            return False
+        found = True
+    return found
+
+
+def refusal(admission: Admission, now: float) -> Refusal:
+    """The 429 for a refused call: names the first refusing scope, waits for all of them."""
+    refusing = sorted(
+        (s for s in admission.states if not s.admitted),
+        key=lambda s: KIND_ORDER.index(s.scope.kind),
+    )
+    named = refusing[0]
+    wait = 0.0
+    for state in refusing:
+        exceeded = exceeded_limit(state)
+        is_parallel = exceeded is not None and exceeded[3]
+        wait = max(wait, PARALLEL_RETRY_SECONDS if is_parallel else window_reset(state, now))
+    exceeded = exceeded_limit(named)
+    if exceeded is None:  # refused on a value that changed since: name what it was checked on
+        detail = "limit reached"
+    else:
+        name, cap, current, _ = exceeded
+        detail = f"{name}={cap}, current={current}"
+    label = named.scope.label
+    wait = max(wait, 0.001)
+    headers = {
+        **rate_limit_headers(admission, now),
+        "Retry-After": str(max(math.ceil(wait), 1)),
+        "retry-after-ms": str(math.ceil(wait * 1000)),
+    }
+    return Refusal(
+        status=429,
+        message=f"Rate limit exceeded for {named.scope.kind} {label}: {detail}",
+        type="rate_limit_error",
+        code="429",
+        headers=headers,
+    )

@@ -1,0 +1,407 @@
+"""The rate limiter's statements on its tables, shared by every worker and host.
+
+The window is a **fixed minute anchored at its first call**: a scope's
+window opens with the first call after the previous one ended and lasts
+:data:`~plugins.rate_limiter.limits.WINDOW_SECONDS`; ``requests`` and
+``tokens`` count inside it and drop to zero when the next one opens. One row
+per scope keeps it cheap, and the reset time a client is told is exactly when
+its window ends. The price of a fixed window: a burst at the end of one
+window and another at the start of the next can let up to twice the limit
+through within a few seconds, never more than the limit within one window.
+
+Deciding is one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` over all
+the call's scopes. Every ``SET`` expression reads the row as it was before
+the statement, so the row says in the same write whether this call fitted
+(``admitted``) and counts it only if it did; the database's row lock makes
+concurrent checks of one scope queue, so counts are exact on any number of
+workers and hosts. When a call has several scopes and one of them refuses,
+the statement's transaction is rolled back, so nothing is counted anywhere.
+Rows are always written in (kind, entity) order, so two calls sharing scopes
+lock them in the same order and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import peewee
+
+from plugins.rate_limiter.limits import WINDOW_SECONDS, Scope
+from plugins.rate_limiter.tables import RateLimitLease
+from proxy.storage.batching import execute_at_commit
+from proxy.storage.db import database, is_postgres
+from proxy.storage.prepared import Prepared
+
+log = logging.getLogger("comptroller.rate_limiter")
+
+WINDOWS = "rate_limit_window"
+LEASES = "rate_limit_lease"
+_COLUMNS = (
+    "kind, entity, window_start, requests, tokens, in_flight, "
+    "rpm_limit, tpm_limit, parallel_limit, admitted"
+)
+_RETURNED = "kind, entity, window_start, requests, tokens, in_flight, admitted"
+_STALE = f"{WINDOWS}.window_start <= excluded.window_start - {WINDOW_SECONDS}"
+_REQUESTS_NOW = f"(CASE WHEN {_STALE} THEN 0 ELSE {WINDOWS}.requests END)"
+_TOKENS_NOW = f"(CASE WHEN {_STALE} THEN 0 ELSE {WINDOWS}.tokens END)"
+_FITS = (
+    f"((excluded.rpm_limit IS NULL OR {_REQUESTS_NOW} < excluded.rpm_limit)"
+    f" AND (excluded.tpm_limit IS NULL OR {_TOKENS_NOW} < excluded.tpm_limit)"
+    f" AND (excluded.parallel_limit IS NULL OR {WINDOWS}.in_flight < excluded.parallel_limit))"
+)
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """A scope's counters as the check left them (after this call, if it was counted)."""
+
+    scope: Scope
+    window_start: float
+    requests: int
+    tokens: int
+    in_flight: int
+    admitted: bool
+
+
+@dataclass(frozen=True)
+class Admission:
+    states: list[WindowState]
+
+    @property
+    def admitted(self) -> bool:
+        return all(state.admitted for state in self.states)
+
+    @property
+    def leased(self) -> list[Scope]:
+        """The scopes whose parallel slot this call now holds."""
+        if not self.admitted:
+            return []
+        return [s.scope for s in self.states if s.scope.max_parallel_requests is not None]
+
+
+def _ordered(scopes: list[Scope]) -> list[Scope]:
+    return sorted(scopes, key=lambda scope: scope.row_id)
+
+
+def _values(count: int, width: int) -> str:
+    row = "(" + ", ".join([database.param] * width) + ")"
+    return ", ".join([row] * count)
+
+
+def _fits_empty_window(scope: Scope) -> bool:
+    limits = (scope.rpm_limit, scope.tpm_limit, scope.max_parallel_requests)
+    return all(limit is None or limit > 0 for limit in limits)
+
+
+def admit_sql(count: int) -> str:
+    """The deciding upsert for ``count`` scopes (``RETURNING`` their new state)."""
+    return (
+        f"INSERT INTO {WINDOWS} ({_COLUMNS}) VALUES {_values(count, 10)} "
+        f"ON CONFLICT (kind, entity) DO UPDATE SET "
+        f"window_start = CASE WHEN {_STALE} THEN excluded.window_start "
+        f"ELSE {WINDOWS}.window_start END, "
+        f"requests = {_REQUESTS_NOW} + CASE WHEN {_FITS} THEN 1 ELSE 0 END, "
+        f"tokens = {_TOKENS_NOW}, "
+        f"in_flight = {WINDOWS}.in_flight + CASE WHEN {_FITS} "
+        f"AND excluded.parallel_limit IS NOT NULL THEN 1 ELSE 0 END, "
+        f"rpm_limit = excluded.rpm_limit, tpm_limit = excluded.tpm_limit, "
+        f"parallel_limit = excluded.parallel_limit, "
+        f"admitted = CASE WHEN {_FITS} THEN 1 ELSE 0 END "
+        f"RETURNING {_RETURNED}, parallel_limit"
+    )
+
+
+def _admit_params(scopes: list[Scope], now: float) -> list[Any]:
+    params: list[Any] = []
+    for scope in scopes:
+        fits = _fits_empty_window(scope)
+        holds_slot = fits and scope.max_parallel_requests is not None
+        params += [
+            scope.kind,
+            scope.entity,
+            now,
+            1 if fits else 0,
+            0,
+            1 if holds_slot else 0,
+            scope.rpm_limit,
+            scope.tpm_limit,
+            scope.max_parallel_requests,
+            1 if fits else 0,
+        ]
+    return params
+
+
+# Fails the statement (division by zero) unless every scope admitted the call.
+_ALL_FIT_GUARD = "1 / MIN(admitted) OVER ()"
+_DIVISION_BY_ZERO = "22012"
+
+
+def _postgres_admit_sql(count: int, with_leases: bool, all_or_nothing: bool = False) -> str:
+    """The deciding upsert; on Postgres the lease rows are written by the same
+    statement (a CTE).
+
+    ``all_or_nothing``: a statement that succeeds only if every scope admits.
+    Run outside a transaction it is its own: when a scope refuses, the guard
+    column fails the statement and PostgreSQL undoes all of it (no row counted,
+    no lease written), with no ``BEGIN``/``COMMIT`` round trips and no row lock
+    held across a round trip.
+    """
+    if not with_leases and not all_or_nothing:
+        return admit_sql(count)
+    leased = ""
+    if with_leases:
+        p = database.param
+        leased = (
+            f", leased AS (INSERT INTO {LEASES} (request_id, kind, entity, expires_at) "
+            f"SELECT {p}, kind, entity, {p} FROM counted "
+            f"WHERE admitted = 1 AND parallel_limit IS NOT NULL)"
+        )
+    guard = f", {_ALL_FIT_GUARD}" if all_or_nothing else ""
+    return f"WITH counted AS ({admit_sql(count)}){leased} SELECT {_RETURNED}{guard} FROM counted"
+
+
+def _postgres_all_fit(
+    scopes: list[Scope], count: int, with_leases: bool, params: list[Any]
+) -> Admission | None:
+    """The admission in one round trip, or None when some scope refused (nothing counted)."""
+    try:
+        statement = Prepared.of(_postgres_admit_sql(count, with_leases, all_or_nothing=True))
+        rows = statement.run(params).fetchall()
+    except peewee.DataError as err:
+        cause = getattr(err, "orig", None) or err.__context__  # the driver's error
+        if getattr(cause, "pgcode", None) != _DIVISION_BY_ZERO:
+            raise
+        return None
+    return Admission(_states(scopes, rows, rolled_back=False))
+
+
+def _states(scopes: list[Scope], rows: list[tuple], rolled_back: bool) -> list[WindowState]:
+    by_id = {(row[0], row[1]): row for row in rows}
+    states = []
+    for scope in scopes:
+        _, _, window_start, requests, tokens, in_flight, admitted = by_id[scope.row_id][:7]
+        counted = bool(admitted) and rolled_back
+        states.append(
+            WindowState(
+                scope=scope,
+                window_start=float(window_start),
+                # A rolled-back check counted nothing: show the counts it left.
+                requests=int(requests) - (1 if counted else 0),
+                tokens=int(tokens),
+                in_flight=int(in_flight)
+                - (1 if counted and scope.max_parallel_requests is not None else 0),
+                admitted=bool(admitted),
+            )
+        )
+    return states
+
+
+def admit(scopes: list[Scope], request_id: str, now: float, lease_until: float) -> Admission:
+    """Count the call in every scope if it fits in all of them, else in none.
+
+    One statement: on Postgres a single scope needs no transaction at all and
+    several need one (``BEGIN`` travels with the statement, so it costs one
+    round trip plus the ``COMMIT``); on SQLite the lease rows follow in the
+    same transaction.
+    """
+    ordered = _ordered(scopes)
+    with_leases = any(scope.max_parallel_requests is not None for scope in ordered)
+    params = _admit_params(ordered, now)
+    if is_postgres():
+        sql = _postgres_admit_sql(len(ordered), with_leases)
+        if with_leases:
+            params += [request_id, lease_until]
+        if len(ordered) == 1:
+            rows = Prepared.of(sql).run(params).fetchall()
+            return Admission(_states(scopes, rows, rolled_back=False))
+        if not database.in_transaction():
+            admitted = _postgres_all_fit(scopes, len(ordered), with_leases, params)
+            if admitted is not None:
+                return admitted
+            # Refused somewhere, counted nowhere: decide again to report the counts.
+        return _postgres_all_or_nothing(scopes, sql, params)
+    if len(ordered) == 1 and not with_leases:
+        rows = database.execute_sql(admit_sql(1), params).fetchall()
+        return Admission(_states(scopes, rows, rolled_back=False))
+    with database.atomic() as txn:
+        rows = database.execute_sql(admit_sql(len(ordered)), params).fetchall()
+        admission = Admission(_states(scopes, rows, rolled_back=False))
+        if not admission.admitted:
+            txn.rollback()
+            return Admission(_states(scopes, rows, rolled_back=True))
+        if admission.leased:
+            RateLimitLease.insert_many(
+                [
+                    {
+                        "request_id": request_id,
+                        "kind": scope.kind,
+                        "entity": scope.entity,
+                        "expires_at": lease_until,
+                    }
+                    for scope in admission.leased
+                ]
+            ).execute()
+        return admission
+
+
+def _postgres_all_or_nothing(scopes: list[Scope], sql: str, params: list[Any]) -> Admission:
+    """``BEGIN`` + the statement in one round trip, then ``COMMIT`` or ``ROLLBACK``.
+
+    peewee's ``atomic()`` would send ``BEGIN`` on its own round trip; the
+    connection is in autocommit mode otherwise, so this is all it takes.
+    """
+    if database.in_transaction():
+        with database.atomic() as txn:
+            rows = database.execute_sql(sql, params).fetchall()
+            if all(row[6] for row in rows):
+                return Admission(_states(scopes, rows, rolled_back=False))
+            txn.rollback()
+            return Admission(_states(scopes, rows, rolled_back=True))
+    try:
+        rows = database.execute_sql("BEGIN; " + sql, params).fetchall()
+        if all(row[6] for row in rows):
+            database.execute_sql("COMMIT")
+            return Admission(_states(scopes, rows, rolled_back=False))
+        database.execute_sql("ROLLBACK")
+        return Admission(_states(scopes, rows, rolled_back=True))
+    except BaseException:
+        try:
+            database.execute_sql("ROLLBACK")
+        except Exception:
+            log.debug("rollback after a failed rate-limit check failed", exc_info=True)
+        raise
+
+
+def _settle_sql(count: int, with_release: bool) -> str:
+    p = database.param
+    in_flight = ""
+    prefix = ""
+    if with_release:
+        # The call's own leases go in the same statement (Postgres: a CTE).
+        prefix = (
+            f"WITH released AS (DELETE FROM {LEASES} WHERE request_id = {p} "
+            f"AND expires_at > {p} RETURNING kind, entity) "
+        )
+        in_flight = (
+            f", in_flight = GREATEST({WINDOWS}.in_flight - (SELECT COUNT(*) FROM released "
+            f"WHERE released.kind = excluded.kind AND released.entity = excluded.entity), 0)"
+        )
+    return (
+        f"{prefix}INSERT INTO {WINDOWS} ({_COLUMNS}) VALUES {_values(count, 10)} "
+        f"ON CONFLICT (kind, entity) DO UPDATE SET "
+        f"window_start = CASE WHEN {_STALE} THEN excluded.window_start "
+        f"ELSE {WINDOWS}.window_start END, "
+        f"requests = {_REQUESTS_NOW}, "
+        f"tokens = {_TOKENS_NOW} + excluded.tokens{in_flight}"
+    )
+
+
+def settle(
+    metered: list[Scope], tokens: int, leased: list[Scope], request_id: str, now: float
+) -> None:
+    """After a metered call: count its tokens and give back its parallel slots.
+
+    Runs inside the spend transaction, so it adds no commit of its own.
+    Tokens count in the scope's current window: if the window the call was
+    admitted in has ended, they open the next one (they count where the call
+    finished). On Postgres both are one statement.
+    """
+    counted = {scope.row_id: tokens for scope in metered if tokens > 0}
+    release_here = bool(leased) and is_postgres()
+    if release_here:
+        touched = _ordered(list({s.row_id: s for s in [*metered, *leased]}.values()))
+    else:
+        touched = _ordered([scope for scope in metered if scope.row_id in counted])
+    if touched:
+        params: list[Any] = [request_id, now] if release_here else []
+        for scope in touched:
+            params += [scope.kind, scope.entity, now, 0, counted.get(scope.row_id, 0), 0]
+            params += [scope.rpm_limit, scope.tpm_limit, scope.max_parallel_requests, 1]
+        # No answer is read: on PostgreSQL it goes with the spend transaction's COMMIT.
+        execute_at_commit(_settle_sql(len(touched), release_here), params)
+    if leased and not release_here:
+        release(request_id, now)
+
+
+def _postgres_release(condition: str, params: list[Any]) -> int:
+    """Delete leases and give their slots back, locking windows in a fixed order."""
+    sql = (
+        f"WITH released AS (DELETE FROM {LEASES} WHERE {condition} RETURNING kind, entity), "
+        f"freed AS (SELECT kind, entity, COUNT(*) AS n FROM released GROUP BY kind, entity), "
+        f"locked AS (SELECT w.kind, w.entity, freed.n FROM {WINDOWS} w "
+        f"JOIN freed ON w.kind = freed.kind AND w.entity = freed.entity "
+        f"ORDER BY w.kind, w.entity FOR UPDATE OF w) "
+        f"UPDATE {WINDOWS} SET in_flight = CASE WHEN {WINDOWS}.in_flight > locked.n "
+        f"THEN {WINDOWS}.in_flight - locked.n ELSE 0 END "
+        f"FROM locked WHERE {WINDOWS}.kind = locked.kind AND {WINDOWS}.entity = locked.entity "
+        f"RETURNING locked.n"
+    )
+    return sum(int(row[0]) for row in database.execute_sql(sql, params).fetchall())
+
+
+def _sqlite_release(condition: str, params: list[Any]) -> int:
+    if not database.in_transaction():
+        with database.atomic():
+            return _sqlite_release(condition, params)
+    rows = database.execute_sql(
+        f"DELETE FROM {LEASES} WHERE {condition} RETURNING kind, entity", params
+    ).fetchall()
+    freed = Counter((row[0], row[1]) for row in rows)
+    p = database.param
+    for (kind, entity), n in sorted(freed.items()):
+        database.execute_sql(
+            f"UPDATE {WINDOWS} SET in_flight = CASE WHEN in_flight > {p} "
+            f"THEN in_flight - {p} ELSE 0 END WHERE kind = {p} AND entity = {p}",
+            [n, n, kind, entity],
+        )
+    return sum(freed.values())
+
+
+def _release_where(condition: str, params: list[Any]) -> int:
+    if is_postgres():
+        return _postgres_release(condition, params)
+    return _sqlite_release(condition, params)
+
+
+def release(request_id: str, now: float) -> int:
+    """Give back the parallel slots ``request_id`` holds; returns how many.
+
+    A lease already past its expiry is left to :func:`reclaim_expired`, so a
+    release and a sweep never fight over one lease row; and a lease already
+    swept is never given back twice.
+    """
+    p = database.param
+    return _release_where(f"request_id = {p} AND expires_at > {p}", [request_id, now])
+
+
+def reclaim_expired(now: float) -> int:
+    """Give back the slots of every lease past its expiry (a killed worker's).
+
+    On Postgres, leases another sweep is taking are skipped rather than waited for.
+    """
+    p = database.param
+    if is_postgres():
+        condition = (
+            f"(request_id, kind) IN (SELECT request_id, kind FROM {LEASES} "
+            f"WHERE expires_at <= {p} FOR UPDATE SKIP LOCKED)"
+        )
+        return _release_where(condition, [now])
+    return _release_where(f"expires_at <= {p}", [now])
+
+
+def uncount_requests(states: list[WindowState]) -> None:
+    """Take back the request a call was counted for, if its window is still open.
+
+    For a call refused after this plugin admitted it: it never went upstream.
+    """
+    p = database.param
+    with database.atomic():
+        for state in sorted(states, key=lambda s: s.scope.row_id):
+            database.execute_sql(
+                f"UPDATE {WINDOWS} SET requests = requests - 1 WHERE kind = {p} "
+                f"AND entity = {p} AND window_start = {p} AND requests > 0",
+                [state.scope.kind, state.scope.entity, state.window_start],
+            )

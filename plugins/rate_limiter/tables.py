@@ -1,0 +1,55 @@
+"""The rate limiter's own tables, created at start-up through ``plugin_tables``."""
+
+from __future__ import annotations
+
+import peewee
+
+from proxy.storage.db import BaseModel
+
+
+class RateLimitWindow(BaseModel):
+    """One limited key, user or end user: its minute window and its open slots.
+
+    ``kind`` is ``key``, ``user`` or ``end_user``; ``entity`` the key's hash,
+    the user id or the end-user id. The limits in force at the last check are
+    kept on the row so that one statement can compare every scope of a call
+    against its own limits. ``admitted`` is the outcome of the last check
+    (1 or 0), read back with ``RETURNING``.
+    """
+
+    kind = peewee.CharField(max_length=16)
+    entity = peewee.CharField(max_length=255)
+    window_start = peewee.DoubleField()
+    requests = peewee.BigIntegerField(default=0)
+    tokens = peewee.BigIntegerField(default=0)
+    in_flight = peewee.IntegerField(default=0)
+    rpm_limit = peewee.BigIntegerField(null=True)
+    tpm_limit = peewee.BigIntegerField(null=True)
+    parallel_limit = peewee.IntegerField(null=True)
+    admitted = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "rate_limit_window"
+        primary_key = peewee.CompositeKey("kind", "entity")
+
+
+class RateLimitLease(BaseModel):
+    """One parallel-request slot held by one call, until it ends or expires.
+
+    The row is what lets a slot come back when the worker that held it was
+    killed: ``in_flight`` on the window row counts the leases, and expired
+    leases are swept (and their slots given back) when a call would
+    otherwise be refused for want of a slot.
+    """
+
+    request_id = peewee.CharField(max_length=64)
+    kind = peewee.CharField(max_length=16)
+    entity = peewee.CharField(max_length=255)
+    expires_at = peewee.DoubleField(index=True)
+
+    class Meta:
+        table_name = "rate_limit_lease"
+        primary_key = peewee.CompositeKey("request_id", "kind")
+
+
+TABLES: list[type[BaseModel]] = [RateLimitWindow, RateLimitLease]

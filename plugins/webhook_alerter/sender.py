@@ -1,0 +1,323 @@
+"""Background delivery of the outbox: sender threads in every worker process.
+
+Why threads in each worker rather than a separate ``comptroller alerts``
+process: ``gunicorn wsgi:app`` (or ``comptroller``) with ``WEBHOOK_URL`` set is
+all an operator has to run, as in the seeds, and claims make any number of
+senders in any number of workers and hosts safe. A worker whose sender dies
+with it only delays its claimed alerts until the claim expires.
+
+Each thread loops: claim a batch of due alerts, POST them one by one with a
+timeout, mark each sent or schedule its retry with exponential backoff. When
+the receiver fails, the process pauses delivery with the same backoff and
+then probes with a single alert per pause (one thread only), instead of
+hammering a dead endpoint with the whole backlog. Only the probed alerts
+carry their own backoff, so when a probe succeeds the backlog drains at
+once; an alert the receiver keeps refusing costs one short pause per retry
+and never holds up the others. The threads sleep on an event that
+``on_alert`` sets, with ``poll_interval`` as a floor for alerts queued by
+other processes.
+
+Delivery is at least once: a sender that dies (or is stopped) after the
+receiver got an alert but before marking it sent leaves it to be sent again
+when its claim expires; receivers de-duplicate on ``webhook-id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import urllib.parse
+import urllib.request
+import weakref
+from dataclasses import dataclass
+
+import urllib3
+
+from plugins.webhook_alerter import outbox
+from plugins.webhook_alerter.settings import WebhookSettings
+from plugins.webhook_alerter.signing import sign
+from proxy.storage.db import database
+
+log = logging.getLogger("comptroller.webhooks")
+
+USER_AGENT = "comptroller-webhook/1"
+PRUNE_EVERY = 600.0
+# Pause after a round that emptied the queue: alerts arriving meanwhile are
+# claimed together (one claim and one update for a batch, not per alert).
+GATHER_SECONDS = 0.05
+
+
+@dataclass
+class Attempt:
+    ok: bool
+    error: str = ""
+
+
+class _EndpointHealth:
+    """Consecutive failures of the receiver, shared by one process's threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.failures = 0
+        self.paused_until = 0.0
+
+
+class WebhookSender:
+    """``concurrency`` daemon threads delivering the outbox to ``settings.url``."""
+
+    def __init__(self, settings: WebhookSettings) -> None:
+        self.settings = settings
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._start_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._health = _EndpointHealth()
+        self._local = threading.local()
+        self._last_prune = 0.0
+        self._pid = 0
+        self._stopped = False
+        _live_senders.add(self)
+
+    # --- life cycle ---------------------------------------------------------
+
+    def ensure_running(self) -> None:
+        """Start this process's sender threads, once (cheap to call per request).
+
+        Threads start in the process that serves requests, not where the app
+        was built: under ``gunicorn --preload`` the arbiter builds it and then
+        forks, and a sender running there would hand its pooled database
+        connection to every worker.
+        """
+        if self._pid == os.getpid() or self._stopped:
+            return
+        with self._start_lock:
+            if self._pid == os.getpid() or self._stopped:
+                return
+            self._wake = threading.Event()
+            self._stopping = threading.Event()
+            self._health = _EndpointHealth()
+            self._local = threading.local()
+            self._threads = [
+                threading.Thread(
+                    target=self._run, args=(index,), name=f"webhook-sender-{index}", daemon=True
+                )
+                for index in range(self.settings.concurrency)
+            ]
+            for thread in self._threads:
+                thread.start()
+            self._pid = os.getpid()
+
+    @property
+    def running(self) -> bool:
+        return self._pid == os.getpid() and any(t.is_alive() for t in self._threads)
+
+    def wake(self) -> None:
+        """New alerts may be due: stop waiting for the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the threads to finish their current POST and exit; wait for them."""
+        self._stopped = True
+        _live_senders.discard(self)
+        if self._pid != os.getpid():
+            return
+        self._stopping.set()
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's threads are gone and its lock may have been held at the
+        # fork: the next ensure_running() starts this process's own threads.
+        self._start_lock = threading.Lock()
+        self._threads = []
+
+    # --- the loop -----------------------------------------------------------
+
+    def _run(self, index: int) -> None:
+        stopping, wake = self._stopping, self._wake
+        errors = 0
+        while not stopping.is_set():
+            try:
+                again = self.deliver_once(probe_allowed=index == 0)
+                errors = 0
+            except Exception:
+                # The database may be down: never die, log once per streak.
+                errors += 1
+                log.log(
+                    logging.ERROR if errors == 1 else logging.DEBUG,
+                    "webhook sender: delivery round failed (%d in a row)",
+                    errors,
+                    exc_info=True,
+                )
+                stopping.wait(min(self.settings.max_backoff, self.settings.poll_interval * errors))
+                again = True
+            finally:
+                self._close_connection()
+            if stopping.is_set():
+                continue
+            if again:
+                full = self.settings.batch_size
+                if getattr(self._local, "last_batch", full) < full:
+                    # Under steady load, let alerts gather so that a claim takes several.
+                    stopping.wait(GATHER_SECONDS)
+                self._local.last_batch = full
+                continue
+            if wake.wait(self._idle_wait()):
+                # Let the burst that woke us gather: one claim for several alerts.
+                stopping.wait(GATHER_SECONDS)
+            wake.clear()
+
+    def _idle_wait(self) -> float:
+        paused = self._health.paused_until - time.time()
+        return max(self.settings.poll_interval, min(paused, self.settings.max_backoff))
+
+    def _close_connection(self) -> None:
+        if not database.is_closed():
+            try:
+                database.close()
+            except Exception:
+                log.debug("closing the sender's connection failed", exc_info=True)
+
+    def deliver_once(self, probe_allowed: bool = True) -> bool:
+        """One round: claim, POST, record. True when it did any work."""
+        now = time.time()
+        with self._health.lock:
+            failing = self._health.failures > 0
+            if failing and (now < self._health.paused_until or not probe_allowed):
+                return False
+        limit = 1 if failing else self.settings.batch_size
+        database.connect(reuse_if_open=True)
+        if not outbox.any_due(now):  # a plain read: idle polls take no write lock
+            self._maybe_prune(now)
+            return False
+        token, claimed = outbox.claim_due(limit, self.settings.claim_seconds, now)
+        if not claimed:
+            self._maybe_prune(now)
+            return False
+        sent: list[str] = []
+        try:
+            for position, alert in enumerate(claimed):
+                if self._stopping.is_set():
+                    outbox.release([a.id for a in claimed[position:]], token)
+                    return True
+                attempt = self.post(alert.id, alert.payload)
+                if attempt.ok:
+                    sent.append(alert.id)
+                    self._record_success()
+                    continue
+                retry_at = time.time() + self._jittered(self.settings.backoff(alert.attempts + 1))
+                outbox.mark_failed(alert.id, token, attempt.error, retry_at)
+                self._record_failure(attempt.error)
+                outbox.release([a.id for a in claimed[position + 1 :]], token)
+                return True
+        finally:
+            # One statement for the batch; a sender that dies before it leaves
+            # these to be sent again when the claim expires (at least once).
+            outbox.mark_all_sent(sent, token)
+        self._local.last_batch = len(claimed)
+        return True
+
+    def _jittered(self, seconds: float) -> float:
+        # Spread retries so that workers do not wake in lockstep.
+        return seconds * random.uniform(0.8, 1.2)
+
+    def _record_success(self) -> None:
+        with self._health.lock:
+            recovered = self._health.failures > 0
+            self._health.failures = 0
+            self._health.paused_until = 0.0
+        if recovered:
+            log.info("webhook receiver answers again; delivering the backlog")
+            self._wake.set()
+
+    def _record_failure(self, error: str) -> None:
+        with self._health.lock:
+            self._health.failures += 1
+            pause = self._jittered(self.settings.backoff(self._health.failures))
+            self._health.paused_until = time.time() + pause
+            failures = self._health.failures
+        log.warning(
+            "webhook delivery failed (%s); %d in a row, next try in %.1fs", error, failures, pause
+        )
+
+    def _maybe_prune(self, now: float) -> None:
+        """Every :data:`PRUNE_EVERY`: delete old sent alerts and the marks of ended periods."""
+        if now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        if self.settings.retention_days:
+            deleted = outbox.delete_sent_before(now - self.settings.retention_days * 86400)
+            if deleted:
+                log.info(
+                    "deleted %d sent webhook alerts older than %s days",
+                    deleted,
+                    self.settings.retention_days,
+                )
+        marks = outbox.delete_ended_once_marks(now)
+        if marks:
+            log.info("deleted %d once-per-period alert marks of ended periods", marks)
+
+    # --- HTTP ---------------------------------------------------------------
+
+    def _http(self) -> urllib3.PoolManager:
+        """This thread's keep-alive pool (urllib3 directly: a POST through
+        ``requests`` costs several times the CPU). Proxies come from the
+        environment (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``), as requests reads them."""
+        pool = getattr(self._local, "http", None)
+        if pool is None:
+            assert self.settings.url is not None
+            parsed = urllib.parse.urlsplit(self.settings.url)
+            proxy = urllib.request.getproxies().get(parsed.scheme)
+            if proxy and not urllib.request.proxy_bypass(parsed.hostname or ""):
+                pool = urllib3.ProxyManager(proxy, num_pools=4, maxsize=1, retries=False)
+            else:
+                pool = urllib3.PoolManager(num_pools=4, maxsize=1, retries=False)
+            self._local.http = pool
+        return pool
+
+    def headers_for(self, alert_id: str, body: bytes) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "webhook-id": alert_id}
+        if self.settings.secret:
+            timestamp = int(time.time())
+            headers["webhook-timestamp"] = str(timestamp)
+            headers["webhook-signature"] = sign(self.settings.secret, alert_id, timestamp, body)
+        return headers
+
+    def post(self, alert_id: str, payload: str) -> Attempt:
+        """POST one alert; any 2xx answer is a delivery."""
+        assert self.settings.url is not None
+        body = payload.encode("utf-8")
+        timeout = self.settings.timeout
+        headers = {"User-Agent": USER_AGENT, **self.headers_for(alert_id, body)}
+        try:
+            response = self._http().request(
+                "POST",
+                self.settings.url,
+                body=body,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
+                redirect=False,
+            )
+        except urllib3.exceptions.HTTPError as err:
+            return Attempt(False, type(err).__name__)
+        if 200 <= response.status < 300:
+            return Attempt(True)
+        return Attempt(False, f"HTTP {response.status}")
+
+
+_live_senders: weakref.WeakSet[WebhookSender] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for sender in list(_live_senders):
+        sender._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

@@ -1,0 +1,1 @@
+"""The admin API (master key): keys, users, customers, budgets, spend."""

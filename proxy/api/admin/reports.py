@@ -1,0 +1,150 @@
+"""Read-only spend reports for the admin UI's Spend tab (master key).
+
+Everything here is a sum over spend-log rows in a window of whole UTC days
+ending today: spend per day, and the customers and keys that spent most.
+The spend logs are the ledger the counters are checked against, so these
+numbers agree with ``/spend/logs`` for the same window.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+from peewee import Cast, fn
+from pydantic import Field
+
+from proxy.api.admin.schemas import Request, parse
+from proxy.api.common import services
+from proxy.call.auth import require_master
+from proxy.storage.db import is_postgres
+from proxy.storage.models import Key, SpendLog, now
+
+bp = Blueprint("admin_reports", __name__)
+
+DAY = 86400
+
+
+class ReportWindow(Request):
+    days: int = Field(default=30, ge=1, le=366)
+
+
+class TopQuery(ReportWindow):
+    limit: int = Field(default=10, ge=1, le=100)
+
+
+@bp.before_request
+def _master_only() -> None:
+    require_master(request.headers, services().config.master_key)
+
+
+def _window_start(days: int, at: float) -> float:
+    """Midnight UTC of the first day of a window of ``days`` days ending today."""
+    today = datetime.fromtimestamp(at, tz=timezone.utc).date()
+    first = today - timedelta(days=days - 1)
+    return datetime(first.year, first.month, first.day, tzinfo=timezone.utc).timestamp()
+
+
+def _day_number() -> Any:
+    """SQL for the UTC day of ``start_time`` (days since the epoch), exact on both backends."""
+    if is_postgres():
+        return fn.FLOOR(SpendLog.start_time / DAY)
+    # SQLite's CAST truncates toward zero: the floor, as times are positive.
+    return Cast(SpendLog.start_time / DAY, "INTEGER")
+
+
+def _rows(query: Any) -> list[dict[str, Any]]:
+    return list(query.dicts())
+
+
+def _day_text(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * DAY, tz=timezone.utc).strftime("%Y-%m-%d")
+
+
+@bp.get("/global/spend/daily")
+def spend_per_day() -> ResponseReturnValue:
+    """``{"days": [{"date", "spend", "requests"}], "total_spend", "total_requests"}``,
+    one entry per UTC day of the window (zero days included), oldest first."""
+    q = parse(ReportWindow, request.args.to_dict())
+    start = _window_start(q.days, now())
+    day = _day_number()
+    rows = _rows(
+        SpendLog.select(
+            day.alias("day"),
+            fn.SUM(SpendLog.spend).alias("spend"),
+            fn.COUNT(SpendLog.request_id).alias("requests"),
+        )
+        .where(SpendLog.start_time >= start)
+        .group_by(day)
+    )
+    by_day = {int(row["day"]): row for row in rows}
+    first = int(start // DAY)
+    days = []
+    for number in range(first, first + q.days):
+        row: dict[str, Any] = by_day.get(number, {})
+        days.append(
+            {
+                "date": _day_text(number),
+                "spend": float(row.get("spend") or 0.0),
+                "requests": int(row.get("requests") or 0),
+            }
+        )
+    return jsonify(
+        {
+            "days": days,
+            "total_spend": sum(d["spend"] for d in days),
+            "total_requests": sum(d["requests"] for d in days),
+        }
+    )
+
+
+def _top_spenders(column: Any, q: TopQuery) -> list[dict[str, Any]]:
+    """Spend and request count per non-null value of the spend-log ``column`` in the
+    window, most spend first (ties in ``column`` order), at most ``q.limit`` rows."""
+    start = _window_start(q.days, now())
+    total = fn.SUM(SpendLog.spend)
+    return _rows(
+        SpendLog.select(
+            column,
+            total.alias("spend"),
+            fn.COUNT(SpendLog.request_id).alias("requests"),
+        )
+        .where((SpendLog.start_time >= start) & column.is_null(False))
+        .group_by(column)
+        .order_by(total.desc(), column)
+        .limit(q.limit)
+    )
+
+
+@bp.get("/global/spend/top_customers")
+def top_customers() -> ResponseReturnValue:
+    """End users by spend in the window, most first: ``[{"end_user", "spend", "requests"}]``."""
+    rows = _top_spenders(SpendLog.end_user, parse(TopQuery, request.args.to_dict()))
+    return jsonify(
+        [
+            {"end_user": r["end_user"], "spend": float(r["spend"]), "requests": int(r["requests"])}
+            for r in rows
+        ]
+    )
+
+
+@bp.get("/global/spend/top_keys")
+def top_keys() -> ResponseReturnValue:
+    """Virtual keys by spend in the window, most first. A deleted key keeps its
+    spend under its token, with ``key_name: null``."""
+    rows = _top_spenders(SpendLog.api_key, parse(TopQuery, request.args.to_dict()))
+    keys = {k.token: k for k in Key.select().where(Key.token.in_([r["api_key"] for r in rows]))}
+    return jsonify([_key_entry(row, keys.get(row["api_key"])) for row in rows])
+
+
+def _key_entry(row: dict[str, Any], key: Key | None) -> dict[str, Any]:
+    return {
+        "token": row["api_key"],
+        "key_name": key.key_name if key else None,
+        "key_alias": key.key_alias if key else None,
+        "user_id": key.user_id if key else None,
+        "spend": float(row["spend"]),
+        "requests": int(row["requests"]),
+    }

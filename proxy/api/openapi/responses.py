@@ -1,0 +1,362 @@
+"""What the routes answer, as pydantic models, for the OpenAPI document only.
+
+The answers themselves are built by :mod:`proxy.api.admin.serializers` (admin), the
+views and the upstream (LLM); these models describe them field by field so
+that ``/openapi.json`` states each success shape and the one error shape.
+schemathesis checks every answer of a live proxy against them, so a field
+added to a serializer without its line here fails CI, not a client. Extra
+fields are allowed: an answer may grow, never lose or retype a field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+
+class Shape(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# --- the error shape ---------------------------------------------------------
+
+
+class ErrorBody(Shape):
+    message: str
+    type: str = Field(description="auth_error, invalid_request_error, rate_limit_error, ...")
+    param: str = Field(description='The field at fault, or the string "None".')
+    code: str = Field(description="The HTTP status as a string.")
+
+
+class ErrorResponse(Shape):
+    """Every failure, from any route: OpenAI's error object."""
+
+    error: ErrorBody
+
+
+# --- keys --------------------------------------------------------------------
+
+
+class KeyInfo(Shape):
+    """A virtual key without its secret: ``token`` is the SHA-256 of the key."""
+
+    key_name: str
+    token: str
+    expires: str | None
+    user_id: str | None
+    team_id: str | None
+    key_alias: str | None
+    models: list[str]
+    max_budget: float | None
+    soft_budget: float | None
+    spend: float
+    budget_duration: str | None
+    budget_reset_at: str | None
+    max_parallel_requests: int | None
+    tpm_limit: int | None
+    rpm_limit: int | None
+    metadata: dict[str, Any]
+    created_at: str | None
+    blocked: bool
+
+
+class GeneratedKey(KeyInfo):
+    key: str = Field(description="The plain key, shown only by the call that makes it.")
+
+
+class UpdatedKey(KeyInfo):
+    key: str = Field(description="The key's token (SHA-256), never its secret.")
+
+
+class KeyInfoResponse(Shape):
+    key: str = Field(description="The key's token (SHA-256).")
+    info: KeyInfo
+
+
+class KeyDeleteResponse(Shape):
+    deleted_keys: list[str]
+
+
+class KeyListResponse(Shape):
+    keys: list[str | KeyInfo] = Field(
+        description="Tokens, or whole key objects with return_full_object=true."
+    )
+    total_count: int
+    current_page: int
+    total_pages: int
+
+
+# --- internal users ----------------------------------------------------------
+
+
+class UserInfo(Shape):
+    user_id: str
+    user_email: str | None
+    team_id: str | None
+    models: list[str]
+    max_budget: float | None
+    spend: float
+    budget_duration: str | None
+    budget_reset_at: str | None
+    max_parallel_requests: int | None
+    tpm_limit: int | None
+    rpm_limit: int | None
+    metadata: dict[str, Any]
+    created_at: str | None
+
+
+class NewUser(UserInfo):
+    key: str = Field(description="The user's first key, shown only here.")
+    expires: str | None
+    key_name: str
+    token: str
+
+
+class TeamInfo(Shape):
+    team_id: str
+    team_alias: str | None
+    spend: float
+    created_at: str | None
+
+
+class UserInfoResponse(Shape):
+    user_id: str
+    user_info: UserInfo
+    keys: list[KeyInfo]
+    teams: list[TeamInfo] = Field(description="The user's team and its keys' teams.")
+
+
+class UserDeleteResponse(Shape):
+    deleted_users: list[str]
+    deleted_keys: list[str]
+
+
+class UserListResponse(Shape):
+    users: list[UserInfo]
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+
+
+# --- budgets and customers -----------------------------------------------------
+
+
+class BudgetRow(Shape):
+    budget_id: str
+    max_budget: float | None
+    soft_budget: float | None
+    max_parallel_requests: int | None
+    tpm_limit: int | None
+    rpm_limit: int | None
+    budget_duration: str | None
+    created_at: str | None
+    updated_at: str | None
+
+
+class BudgetList(RootModel[list[BudgetRow]]):
+    pass
+
+
+class CustomerInfo(Shape):
+    user_id: str
+    blocked: bool
+    alias: str | None
+    spend: float
+    allowed_model_region: str | None
+    default_model: str | None
+    litellm_budget_table: BudgetRow | None
+
+
+class CustomerList(RootModel[list[CustomerInfo]]):
+    pass
+
+
+class CustomerDeleteResponse(Shape):
+    deleted_customers: list[str]
+
+
+class CustomerBlockResponse(Shape):
+    blocked_users: list[str]
+
+
+class CustomerUnblockResponse(Shape):
+    unblocked_users: list[str]
+
+
+# --- spend ---------------------------------------------------------------------
+
+
+class SpendLogRow(Shape):
+    request_id: str
+    call_type: str
+    api_key: str | None
+    user: str | None
+    team_id: str | None
+    end_user: str | None
+    model: str
+    model_group: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    spend: float
+    startTime: str | None
+    endTime: str | None
+    status: str
+
+
+class SpendLogList(RootModel[list[SpendLogRow]]):
+    pass
+
+
+class GlobalSpend(Shape):
+    spend: float
+    max_budget: float | None
+
+
+class DaySpend(Shape):
+    date: str
+    spend: float
+    requests: int
+
+
+class DailySpend(Shape):
+    days: list[DaySpend]
+    total_spend: float
+    total_requests: int
+
+
+class CustomerSpend(Shape):
+    end_user: str | None
+    spend: float
+    requests: int
+
+
+class TopCustomers(RootModel[list[CustomerSpend]]):
+    pass
+
+
+class KeySpend(Shape):
+    token: str
+    key_name: str | None
+    key_alias: str | None
+    user_id: str | None
+    spend: float
+    requests: int
+
+
+class TopKeys(RootModel[list[KeySpend]]):
+    pass
+
+
+class UnpricedModelCount(Shape):
+    """Calls charged 0 because the model has no price, over every worker and host."""
+
+    model: str = Field(description="The model_name (model group) the calls named.")
+    upstream_model: str
+    calls: int
+    tokens: int = Field(description="Prompt + completion tokens of those calls.")
+    first_seen: str | None = Field(description="None for a model not called yet.")
+    last_seen: str | None
+
+
+class Metrics(Shape):
+    """``/metrics`` with ``Accept: application/json``; otherwise the same numbers come in
+    the Prometheus text format."""
+
+    unpriced_models: list[UnpricedModelCount]
+    proxy_spend: float = Field(description="The proxy-wide spend counter, in US dollars.")
+
+
+# --- models and health ---------------------------------------------------------
+
+
+class DeploymentParams(Shape):
+    model: str
+    api_base: str | None
+    api_version: str | None
+    timeout: float | None
+
+
+class DeploymentInfo(Shape):
+    access_groups: list[str]
+    mode: str | None
+    priced_as: str | None
+    input_cost_per_token: float | None
+    output_cost_per_token: float | None
+    max_output_tokens: int | None
+
+
+class ModelDeployment(Shape):
+    """A configured model, without its upstream api_key (never shown)."""
+
+    model_name: str
+    litellm_params: DeploymentParams
+    model_info: DeploymentInfo
+
+
+class ModelInfoResponse(Shape):
+    data: list[ModelDeployment]
+
+
+class Liveliness(Shape):
+    status: str
+
+
+class Readiness(Shape):
+    status: str
+    db: str
+
+
+# --- the OpenAI-compatible routes ----------------------------------------------
+
+
+class Model(Shape):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(Shape):
+    object: str
+    data: list[Model]
+
+
+class Usage(Shape):
+    prompt_tokens: int
+    completion_tokens: int | None = None
+    total_tokens: int
+
+
+class ChatChoice(Shape):
+    index: int
+    message: dict[str, Any]
+    finish_reason: str | None
+
+
+class ChatCompletion(Shape):
+    """The upstream's answer, passed through unchanged."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage | None = None
+
+
+class Embedding(Shape):
+    object: str
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingList(Shape):
+    """The upstream's answer, passed through unchanged."""
+
+    object: str
+    data: list[Embedding]
+    model: str
+    usage: Usage | None = None

@@ -1,0 +1,1 @@
+"""One metered call: identify the caller, check, call upstream, settle, release."""

@@ -1,0 +1,112 @@
+"""The per-call object that the core fills and every hook reads."""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from proxy.call.auth import hash_key
+
+if TYPE_CHECKING:
+    from proxy.call.alerts import Alert
+    from proxy.config import Config
+    from proxy.storage.models import Budget, Customer, Key, ProxySpend, User
+    from proxy.upstream.deployments import Deployment
+
+
+@functools.lru_cache(maxsize=4)
+def _master_key_hash(master_key: str) -> str:
+    return hash_key(master_key)
+
+
+@dataclass
+class Refusal:
+    """A plugin's answer that the call may not go upstream."""
+
+    status: int
+    message: str
+    type: str = "auth_error"
+    code: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_openai(cls, usage: dict[str, Any] | None) -> Usage | None:
+        if not isinstance(usage, dict):
+            return None
+        prompt = usage.get("prompt_tokens") or 0
+        completion = usage.get("completion_tokens") or 0
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        return cls(prompt_tokens=prompt, completion_tokens=completion)
+
+
+@dataclass
+class CallContext:
+    """Everything known about one LLM call, loaded before any plugin runs.
+
+    ``key``/``user`` are ``None`` for calls made with the master key.
+    ``customer`` is ``None`` when no end user was named or the end user is
+    new (it is upserted when spend is recorded). ``end_user_budget`` is the
+    budget row that governs the end user: its own, else the
+    ``max_end_user_budget_id`` row (``end_user_budget_is_default`` says which).
+    """
+
+    config: Config
+    call_type: str  # "chat" or "embeddings"
+    deployment: Deployment
+    body: dict[str, Any]
+    stream: bool = False
+    is_master: bool = False
+    key: Key | None = None
+    user: User | None = None
+    team_id: str | None = None
+    end_user_id: str | None = None
+    customer: Customer | None = None
+    end_user_budget: Budget | None = None
+    end_user_budget_is_default: bool = False
+    proxy_spend: ProxySpend | None = None
+    request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    start_time: float = field(default_factory=time.time)
+    estimated_cost: float = 0.0
+    usage: Usage | None = None
+    cost: float = 0.0
+    # New spend totals after this call's increments ("key", "user", "team",
+    # "customer", "proxy"), read back in the spend transaction.
+    spend_after: dict[str, float | None] = field(default_factory=dict)
+    response_headers: dict[str, str] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+    # Scratch space for plugins, keyed by plugin name (what they took, etc.).
+    plugin_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.deployment.model_name
+
+    @property
+    def key_hash(self) -> str | None:
+        """The hashed key the call was made with, the master key's included
+        (spend logs and alerts name it, as the LiteLLM proxy does)."""
+        if self.key is not None:
+            return self.key.token
+        if self.is_master:
+            return _master_key_hash(self.config.master_key)
+        return None
+
+    @property
+    def user_id(self) -> str | None:
+        if self.key is not None:
+            return self.key.user_id
+        return None

@@ -1,0 +1,307 @@
+"""One metered LLM call, from an authenticated request to its spend row.
+
+identify -> check (plugins) -> call upstream -> settle spend -> release.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+from flask import Response, jsonify
+from peewee import JOIN
+
+from proxy.call.access import refusing_list
+from proxy.call.auth import Caller
+from proxy.call.context import CallContext, Usage
+from proxy.call.pricing import estimate_prompt_tokens
+from proxy.config import Config
+from proxy.errors import AuthError, BadRequest, Forbidden, ProxyError
+from proxy.plugins import call_each
+from proxy.storage.db import database
+from proxy.storage.ledger import record_spend
+from proxy.storage.lookup import CallRows
+from proxy.storage.models import Budget, Customer, ProxySpend
+from proxy.storage.resets import apply_due_resets
+from proxy.upstream.client import StreamRelay, UpstreamClient
+from proxy.upstream.deployments import Deployment, ModelTable
+
+log = logging.getLogger("comptroller.gateway")
+
+END_USER_HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
+DEFAULT_OUTPUT_CAP = 4096
+
+
+@dataclass
+class Services:
+    """What every request needs, built once per process by ``create_app``."""
+
+    config: Config
+    models: ModelTable
+    upstream: UpstreamClient
+    pm: pluggy.PluginManager
+
+
+def end_user_id(headers: Any, body: dict[str, Any]) -> str | None:
+    """The end user: the first of the two headers, ``user``, ``metadata.user_id``."""
+    for name in END_USER_HEADERS:
+        value = headers.get(name)
+        if value and value.strip():
+            return _storable_id(value.strip(), name)
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise BadRequest("'user' must be a string", param="user")
+    if user:
+        return _storable_id(user, "user")
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        meta_user = metadata.get("user_id")
+        if isinstance(meta_user, str) and meta_user:
+            return _storable_id(meta_user, "metadata.user_id")
+    return None
+
+
+def _storable_id(value: str, param: str) -> str:
+    """An end-user id fits the customer table (255 characters, no NUL), or 400 before any call."""
+    if len(value) > 255 or "\x00" in value:
+        raise BadRequest(f"'{param}' must be at most 255 characters without NUL", param=param)
+    return value
+
+
+def resolve_deployment(services: Services, model: str) -> Deployment:
+    deployment = services.models.get(model)
+    if deployment is None:
+        raise BadRequest(f"Invalid model name passed in model={model}", param="model")
+    return deployment
+
+
+def check_model_access(services: Services, caller: Caller, model: str) -> None:
+    if caller.is_master or caller.key is None:
+        return
+    user_models = caller.user.models if caller.user is not None else None
+    refused_by = refusing_list(model, caller.key.models, user_models, services.models)
+    if refused_by is not None:
+        raise AuthError(
+            f"Authentication Error, key not allowed to access model. "
+            f"This key can only access models={refused_by}. "
+            f"Tried to access {model}",
+            param="model",
+        )
+
+
+def _load_customer(services: Services, ctx: CallContext, rows: CallRows | None) -> None:
+    if not ctx.end_user_id:
+        return
+    default_id = services.config.litellm_settings.max_end_user_budget_id
+    if rows is not None and rows.end_user_id == ctx.end_user_id:
+        # Read with the key, in the same query (proxy.storage.lookup).
+        ctx.customer = rows.customer
+        if rows.customer_budget is not None:
+            ctx.end_user_budget = rows.customer_budget
+        elif default_id and (rows.customer is None or not rows.customer.budget_id):
+            ctx.end_user_budget = rows.default_budget
+            ctx.end_user_budget_is_default = rows.default_budget is not None
+        return
+    customer = (
+        Customer.select(Customer, Budget)
+        .join(
+            Budget, JOIN.LEFT_OUTER, on=(Customer.budget_id == Budget.budget_id), attr="budget_row"
+        )
+        .where(Customer.user_id == ctx.end_user_id)
+        .first()
+    )
+    ctx.customer = customer
+    budget = getattr(customer, "budget_row", None) if customer is not None else None
+    if budget is not None and budget.budget_id:
+        ctx.end_user_budget = budget
+        return
+    if default_id and (customer is None or not customer.budget_id):
+        ctx.end_user_budget = Budget.get_or_none(Budget.budget_id == default_id)
+        ctx.end_user_budget_is_default = ctx.end_user_budget is not None
+
+
+def _estimate_cost(ctx: CallContext) -> float:
+    """The call's worst case: the prompt estimate plus the largest answer."""
+    price = ctx.deployment.price
+    prompt = estimate_prompt_tokens(ctx.body, ctx.call_type)
+    if ctx.call_type == "embeddings":
+        return prompt * price.input_cost_per_token
+    limit = ctx.body.get("max_completion_tokens") or ctx.body.get("max_tokens")
+    if not isinstance(limit, int) or limit <= 0:
+        limit = price.max_output_tokens or DEFAULT_OUTPUT_CAP
+    return prompt * price.input_cost_per_token + limit * price.output_cost_per_token
+
+
+def build_context(
+    services: Services,
+    caller: Caller,
+    deployment: Deployment,
+    call_type: str,
+    body: dict,
+    headers: Any,
+) -> CallContext:
+    config = services.config
+    ctx = CallContext(
+        config=config,
+        call_type=call_type,
+        deployment=deployment,
+        body=body,
+        stream=bool(body.get("stream")) and call_type == "chat",
+        is_master=caller.is_master,
+        key=caller.key,
+        user=caller.user,
+        end_user_id=end_user_id(headers, body),
+    )
+    if caller.key is not None:
+        ctx.team_id = caller.key.team_id or (caller.user.team_id if caller.user else None)
+    rows = caller.rows
+    _load_customer(services, ctx, rows)
+    if ctx.customer is not None and ctx.customer.blocked:
+        raise Forbidden(
+            f"User blocked from making LLM API Calls. User={ctx.end_user_id}", type="auth_error"
+        )
+    if rows is not None:
+        ctx.proxy_spend = rows.proxy_spend
+    else:
+        ctx.proxy_spend = ProxySpend.get_or_none(ProxySpend.id == 1)
+    customer_duration = ctx.end_user_budget.budget_duration if ctx.end_user_budget else None
+    apply_due_resets(
+        (ctx.key, ctx.key.budget_duration if ctx.key else None),
+        (ctx.user, ctx.user.budget_duration if ctx.user else None),
+        (ctx.customer, customer_duration),
+        (ctx.proxy_spend, config.litellm_settings.budget_duration),
+    )
+    ctx.estimated_cost = _estimate_cost(ctx)
+    if ctx.call_type == "chat":
+        ctx.request_id = f"chatcmpl-{ctx.request_id.split('-', 1)[1]}"
+    return ctx
+
+
+def _with_headers(resp: Response, ctx: CallContext) -> Response:
+    for name, value in ctx.response_headers.items():
+        resp.headers[name] = value
+    resp.headers["x-comptroller-call-id"] = ctx.request_id
+    return resp
+
+
+def _finish(services: Services, ctx: CallContext, outcome: str) -> None:
+    call_each(services.pm.hook.call_finished, ctx=ctx, outcome=outcome)
+
+
+def handle_call(
+    services: Services, caller: Caller, call_type: str, body: dict[str, Any], headers: Any
+) -> Response:
+    """Run one LLM call through checks, upstream and the spend ledger."""
+    deployment = resolve_deployment(services, body["model"])
+    check_model_access(services, caller, deployment.model_name)
+    ctx = build_context(services, caller, deployment, call_type, body, headers)
+    try:
+        refusal = services.pm.hook.pre_request_check(ctx=ctx)
+    except BaseException:
+        # A check that crashed after others took slots: give those back too.
+        _finish(services, ctx, "failed")
+        raise
+    if refusal is not None:
+        _finish(services, ctx, "refused")
+        raise ProxyError(
+            refusal.message,
+            status=refusal.status,
+            type=refusal.type,
+            code=refusal.code,
+            headers={**ctx.response_headers, **refusal.headers},
+        )
+    # From ctx.body: a check may have changed it (clamp_max_tokens lowers max_tokens).
+    upstream_body = {**ctx.body, "model": deployment.upstream_model}
+    upstream_body.pop("metadata", None)
+    if not deployment.answers_itself:
+        upstream_body.pop("mock_response", None)
+    if not database.in_transaction():
+        # Hold no connection while the upstream answers (seconds to minutes): one the
+        # database drops meanwhile must not be the one the spend is then written on.
+        database.close()
+    if ctx.stream:
+        options = upstream_body.get("stream_options")
+        upstream_body["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+        try:
+            wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+            relay = services.upstream.stream(deployment, upstream_body, relay_usage=wants_usage)
+        except BaseException:
+            _finish(services, ctx, "failed")
+            raise
+        return _with_headers(stream_response(services, ctx, relay), ctx)
+    try:
+        answer, raw = services.upstream.call_raw(deployment, call_type, upstream_body)
+    except BaseException:
+        _finish(services, ctx, "failed")
+        raise
+    try:
+        usage = Usage.from_openai(answer.get("usage")) or _fallback_usage(ctx, answer)
+        record_spend(services.pm, ctx, usage, "success")
+    except BaseException:
+        _finish(services, ctx, "failed")
+        raise
+    _finish(services, ctx, "success")
+    # The upstream's own bytes when there are some: parsed once (for usage), not re-encoded.
+    resp = Response(raw, mimetype="application/json") if raw is not None else jsonify(answer)
+    return _with_headers(resp, ctx)
+
+
+def _fallback_usage(ctx: CallContext, answer: dict[str, Any]) -> Usage:
+    """An upstream that reports no usage is charged from an estimate."""
+    text = ""
+    for choice in answer.get("choices") or []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            text += message["content"]
+    return Usage(estimate_prompt_tokens(ctx.body, ctx.call_type), (len(text) + 3) // 4)
+
+
+def stream_response(services: Services, ctx: CallContext, relay: StreamRelay) -> Response:
+    """Relay the stream; meter it when it ends or when the client goes away."""
+
+    def generate() -> Iterator[bytes]:
+        outcome = "disconnected"
+        try:
+            yield from relay
+            outcome = "success"
+        except ProxyError as err:
+            outcome = "failed"
+            yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+        finally:
+            relay.close()
+            settle_stream(services, ctx, relay, outcome)
+
+    return Response(
+        generate(),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def settle_stream(services: Services, ctx: CallContext, relay: StreamRelay, outcome: str) -> None:
+    """Charge a finished or interrupted stream for what the client received."""
+    try:
+        usage = relay.usage
+        if usage is None and relay.text_chars > 0:
+            usage = Usage(
+                estimate_prompt_tokens(ctx.body, ctx.call_type), (relay.text_chars + 3) // 4
+            )
+        if usage is not None and (outcome != "failed" or relay.text_chars > 0):
+            status = "success" if outcome == "success" else outcome
+            record_spend(services.pm, ctx, usage, status)
+    except Exception:
+        log.exception("recording spend for stream %s failed", ctx.request_id)
+    finally:
+        opened = database.connect(reuse_if_open=True)
+        try:
+            _finish(services, ctx, outcome)
+        finally:
+            if opened:
+                database.close()

@@ -1,0 +1,142 @@
+"""Tables owned by the core: keys, users, teams, customers, budgets, spend.
+
+Times are UTC epoch seconds (float) on both backends: comparisons in SQL
+(``budget_reset_at <= now``) stay exact and backend-independent. Money is
+US dollars as a double.
+"""
+
+from __future__ import annotations
+
+import time
+
+import peewee
+
+from proxy.storage.db import BaseModel, JSONField
+
+
+def now() -> float:
+    return time.time()
+
+
+class Budget(BaseModel):
+    """A budget row: a pricing tier shared by customers, or a customer's own."""
+
+    budget_id = peewee.CharField(primary_key=True, max_length=255)
+    max_budget = peewee.DoubleField(null=True)
+    soft_budget = peewee.DoubleField(null=True)
+    max_parallel_requests = peewee.IntegerField(null=True)
+    tpm_limit = peewee.BigIntegerField(null=True)
+    rpm_limit = peewee.BigIntegerField(null=True)
+    budget_duration = peewee.CharField(null=True, max_length=32)
+    created_at = peewee.DoubleField(default=now)
+    updated_at = peewee.DoubleField(default=now)
+
+
+class Team(BaseModel):
+    team_id = peewee.CharField(primary_key=True, max_length=255)
+    team_alias = peewee.CharField(null=True, max_length=255)
+    spend = peewee.DoubleField(default=0.0)
+    created_at = peewee.DoubleField(default=now)
+
+
+class User(BaseModel):
+    """An internal user: its budget and limits cover all of its keys."""
+
+    user_id = peewee.CharField(primary_key=True, max_length=255)
+    user_email = peewee.CharField(null=True, max_length=255)
+    team_id = peewee.CharField(null=True, max_length=255)
+    models = JSONField(default=list)
+    max_budget = peewee.DoubleField(null=True)
+    spend = peewee.DoubleField(default=0.0)
+    budget_duration = peewee.CharField(null=True, max_length=32)
+    budget_reset_at = peewee.DoubleField(null=True)
+    max_parallel_requests = peewee.IntegerField(null=True)
+    tpm_limit = peewee.BigIntegerField(null=True)
+    rpm_limit = peewee.BigIntegerField(null=True)
+    metadata = JSONField(default=dict)
+    created_at = peewee.DoubleField(default=now)
+
+
+class Key(BaseModel):
+    """A virtual key. Only the SHA-256 of the secret is stored (``token``)."""
+
+    token = peewee.CharField(primary_key=True, max_length=64)
+    key_name = peewee.CharField(max_length=32)  # "sk-...abcd", for display
+    key_alias = peewee.CharField(null=True, max_length=255)
+    user_id = peewee.CharField(null=True, max_length=255, index=True)
+    team_id = peewee.CharField(null=True, max_length=255)
+    models = JSONField(default=list)
+    max_budget = peewee.DoubleField(null=True)
+    soft_budget = peewee.DoubleField(null=True)
+    spend = peewee.DoubleField(default=0.0)
+    budget_duration = peewee.CharField(null=True, max_length=32)
+    budget_reset_at = peewee.DoubleField(null=True)
+    expires = peewee.DoubleField(null=True)
+    max_parallel_requests = peewee.IntegerField(null=True)
+    tpm_limit = peewee.BigIntegerField(null=True)
+    rpm_limit = peewee.BigIntegerField(null=True)
+    metadata = JSONField(default=dict)
+    blocked = peewee.BooleanField(default=False)
+    created_at = peewee.DoubleField(default=now)
+
+
+class Customer(BaseModel):
+    """An end user ("customer"): the ``user`` a client passes on a call."""
+
+    user_id = peewee.CharField(primary_key=True, max_length=255)
+    # Not named "alias": that would shadow peewee's Model.alias().
+    customer_alias = peewee.CharField(column_name="alias", null=True, max_length=255)
+    spend = peewee.DoubleField(default=0.0)
+    blocked = peewee.BooleanField(default=False)
+    budget_id = peewee.CharField(null=True, max_length=255, index=True)
+    allowed_model_region = peewee.CharField(null=True, max_length=32)
+    default_model = peewee.CharField(null=True, max_length=255)
+    budget_reset_at = peewee.DoubleField(null=True)
+    created_at = peewee.DoubleField(default=now)
+
+
+class ProxySpend(BaseModel):
+    """The proxy-wide counter: a single row with id 1."""
+
+    id = peewee.IntegerField(primary_key=True)
+    spend = peewee.DoubleField(default=0.0)
+    budget_reset_at = peewee.DoubleField(null=True)
+    created_at = peewee.DoubleField(default=now)
+
+
+class SpendLog(BaseModel):
+    request_id = peewee.CharField(primary_key=True, max_length=64)
+    call_type = peewee.CharField(max_length=32)
+    api_key = peewee.CharField(null=True, max_length=64, index=True)
+    user_id = peewee.CharField(null=True, max_length=255, index=True)
+    team_id = peewee.CharField(null=True, max_length=255)
+    end_user = peewee.CharField(null=True, max_length=255, index=True)
+    model = peewee.CharField(max_length=255)
+    model_group = peewee.CharField(max_length=255)
+    prompt_tokens = peewee.IntegerField(default=0)
+    completion_tokens = peewee.IntegerField(default=0)
+    total_tokens = peewee.IntegerField(default=0)
+    spend = peewee.DoubleField(default=0.0)
+    start_time = peewee.DoubleField(index=True)
+    end_time = peewee.DoubleField()
+    status = peewee.CharField(max_length=32, default="success")
+    metadata = JSONField(default=dict)
+
+
+class UnpricedModel(BaseModel):
+    """Calls charged 0 because their model has no price, per model group (migration m0002).
+
+    Counted in each call's spend transaction, so the numbers hold across workers
+    and hosts; ``/metrics`` exports them.
+    """
+
+    model_group = peewee.CharField(primary_key=True, max_length=255)
+    upstream_model = peewee.CharField(max_length=255)
+    # 64-bit: a free model's token count outgrows a 32-bit counter.
+    calls = peewee.BigIntegerField(default=0)
+    tokens = peewee.BigIntegerField(default=0)
+    first_seen = peewee.DoubleField(default=now)
+    last_seen = peewee.DoubleField(default=now)
+
+
+CORE_MODELS: list[type[BaseModel]] = [Budget, Team, User, Key, Customer, ProxySpend, SpendLog]

@@ -1,0 +1,107 @@
+"""Budget resets applied exactly at read time.
+
+An entity with a ``budget_duration`` has a ``budget_reset_at``. The first
+read on or after that moment resets it with one conditional update
+(``... WHERE budget_reset_at = <the value read>``): of two workers racing,
+exactly one wins, and the schedule advances by whole periods from the
+entity's creation, so a late reset never drifts. A changed period (an
+admin update) restarts the schedule from creation without a reset:
+:func:`reschedule`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import peewee
+
+from proxy.durations import first_reset, next_reset_after
+from proxy.storage.models import ProxySpend
+
+# Rows rescheduled per UPDATE: three bound values each, within the 999 of old SQLite.
+_RESCHEDULE_BATCH = 300
+
+
+def _reset_one(row: Any, pk_field: peewee.Field, duration: str | None, now: float) -> None:
+    """Bring ``row`` (a key, user, customer or the proxy counter) up to date."""
+    if not duration:
+        return
+    model = type(row)
+    current = row.budget_reset_at
+    pk = getattr(row, pk_field.name)
+    if current is None:
+        # First sight of a duration: schedule from creation, reset now if overdue.
+        scheduled = first_reset(row.created_at or now, duration)
+        target = next_reset_after(scheduled, duration, now)
+        updates: dict[Any, Any] = {model.budget_reset_at: target}
+        if scheduled <= now:
+            updates[model.spend] = 0.0
+        changed = (
+            model.update(updates)
+            .where((pk_field == pk) & (model.budget_reset_at.is_null()))
+            .execute()
+        )
+    elif current <= now:
+        target = next_reset_after(current, duration, now)
+        changed = (
+            model.update({model.spend: 0.0, model.budget_reset_at: target})
+            .where((pk_field == pk) & (model.budget_reset_at == current))
+            .execute()
+        )
+    else:
+        return
+    if changed:
+        row.budget_reset_at = target
+        if current is not None or scheduled <= now:
+            row.spend = 0.0
+    else:
+        # Another worker reset it first: read what it wrote.
+        fresh = model.select(model.spend, model.budget_reset_at).where(pk_field == pk).first()
+        if fresh is not None:
+            row.spend, row.budget_reset_at = fresh.spend, fresh.budget_reset_at
+
+
+def apply_due_resets(*entities: tuple[Any, str | None], now: float | None = None) -> None:
+    """Reset every ``(row, budget_duration)`` pair whose period has ended."""
+    moment = time.time() if now is None else now
+    for row, duration in entities:
+        if row is not None:
+            _reset_one(row, type(row)._meta.primary_key, duration, moment)
+
+
+def current_proxy_spend(budget_duration: str | None) -> float:
+    """The proxy-wide counter as of now: a reset that is due is applied first,
+    as every admin read does for the rows it shows."""
+    row = ProxySpend.get_or_none(ProxySpend.id == 1)
+    if row is None:
+        return 0.0
+    apply_due_resets((row, budget_duration))
+    return float(row.spend)
+
+
+def scheduled_reset(created_at: float, duration: str | None, now: float) -> float | None:
+    """The next reset after ``now``, in whole periods from creation (None: never)."""
+    if not duration:
+        return None
+    return next_reset_after(first_reset(created_at, duration), duration, now)
+
+
+def reschedule(model: Any, where: peewee.Expression, duration: str | None, now: float) -> int:
+    """Put every ``model`` row matching ``where`` on ``duration``'s schedule.
+
+    A changed period restarts each row's schedule from its creation, without
+    a reset now; no period (``None``) clears ``budget_reset_at``. Runs in the
+    caller's transaction; returns the number of rows rescheduled.
+    """
+    if not duration:
+        return int(model.update({model.budget_reset_at: None}).where(where).execute())
+    pk = model._meta.primary_key
+    rows = model.select(pk, model.created_at).where(where).tuples()
+    targets = [(key, scheduled_reset(created or now, duration, now)) for key, created in rows]
+    for start in range(0, len(targets), _RESCHEDULE_BATCH):
+        batch = targets[start : start + _RESCHEDULE_BATCH]
+        model.update({model.budget_reset_at: peewee.Case(pk, batch)}).where(
+            pk.in_([key for key, _ in batch])
+        ).execute()
+    return len(targets)

@@ -1,0 +1,1 @@
+"""The providers: deployments from ``model_list``, the HTTP client and stream relay."""

@@ -1,0 +1,395 @@
+"""Calls to the upstream LLM providers: ``openai/``, ``azure/`` and ``mock/``.
+
+The hot path uses urllib3's connection pool directly (keep-alive, no
+per-call session set-up). Every failure becomes a :class:`ProxyError` with
+the OpenAI error shape: upstream 4xx/5xx keep their status and message, a
+refused connection is 502, a timeout 504.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, cast
+
+import urllib3
+from urllib3.exceptions import (
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from urllib3.exceptions import (
+    TimeoutError as Urllib3Timeout,
+)
+
+from proxy.call.context import Usage
+from proxy.call.pricing import estimate_prompt_tokens
+from proxy.errors import ProxyError, UpstreamError
+from proxy.upstream.deployments import Deployment
+
+log = logging.getLogger("comptroller.upstream")
+
+OPENAI_BASE = "https://api.openai.com/v1"
+MOCK_REPLY = "This is a mock response from Comptroller, the metered LLM gateway."
+AZURE_DEFAULT_API_VERSION = "2024-10-21"
+# Azure answers 400 "Unrecognized request argument supplied: stream_options" before
+# this API version (the seeds' configs use 2023-07-01-preview).
+AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
+_DATED_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    type = "timeout"
+
+
+def accepts_stream_options(dep: Deployment) -> bool:
+    """Whether the upstream takes ``stream_options`` (old Azure API versions refuse it)."""
+    if dep.provider != "azure":
+        return True
+    version = (dep.api_version or AZURE_DEFAULT_API_VERSION)[:10]
+    return not _DATED_VERSION.fullmatch(version) or version >= AZURE_STREAM_OPTIONS_SINCE
+
+
+def _without_injected_usage(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the ``include_usage`` the proxy added for metering."""
+    out = {k: v for k, v in body.items() if k != "stream_options"}
+    options = body.get("stream_options")
+    if isinstance(options, dict):
+        rest = {k: v for k, v in options.items() if k != "include_usage"}
+        if rest:
+            out["stream_options"] = rest
+    return out
+
+
+def _paths(call_type: str) -> str:
+    return "chat/completions" if call_type == "chat" else "embeddings"
+
+
+def _error_from_upstream(status: int, raw: bytes, api_key: str | None = None) -> ProxyError:
+    message = raw.decode("utf-8", "replace")[:2000] or f"upstream answered HTTP {status}"
+    err_type = "api_error" if status >= 500 else "invalid_request_error"
+    param = None
+    code = None
+    try:
+        parsed = json.loads(raw)
+        err = parsed.get("error") if isinstance(parsed, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            err_type = str(err.get("type") or err_type)
+            param = err.get("param")
+            code = err.get("code")
+        elif isinstance(err, str):
+            message = err
+    except ValueError:
+        pass
+    if api_key:  # some upstreams echo the key they were sent
+        message = message.replace(api_key, "***")
+    return ProxyError(
+        message,
+        status=status,
+        type=err_type,
+        param=None if param is None else str(param),
+        code=None if code is None else str(code),
+    )
+
+
+# One server-sent event ends at a blank line.
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+# An upstream that never ends an event is relayed anyway past this size.
+_MAX_PENDING = 1 << 20
+
+
+class StreamRelay:
+    """Relays an upstream SSE stream event by event, metering it on the side.
+
+    Each upstream chunk is passed on as soon as it has completed one or more
+    events (half an event is of no use to a client). Events are parsed on the
+    side to keep the ``usage`` chunk and a count of the text relayed, so an
+    interrupted stream can still be charged for what the client received.
+
+    With ``relay_usage=False`` (the client did not ask for
+    ``stream_options.include_usage``; the proxy asked on its behalf) the
+    usage-only chunk is metered but not relayed: its empty ``choices`` breaks
+    clients that read ``chunk.choices[0]``.
+    """
+
+    def __init__(
+        self, chunks: Iterator[bytes], close: Any = None, relay_usage: bool = True
+    ) -> None:
+        self._chunks = chunks
+        self._close = close
+        self._relay_usage = relay_usage
+        self._pending = b""
+        self.usage: Usage | None = None
+        self.text_chars = 0
+        self.finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            if chunk:
+                out = self._complete_events(chunk)
+                if out:
+                    yield out
+        rest, self._pending = self._pending, b""
+        if rest.strip() and self._observe(rest, last=True):
+            yield rest
+        self.finished = True
+
+    def _complete_events(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk
+        out: list[bytes] = []
+        start = 0
+        for match in _EVENT_END.finditer(data):
+            event = data[start : match.end()]
+            start = match.end()
+            if self._observe(event):
+                out.append(event)
+        self._pending = data[start:]
+        if len(self._pending) > _MAX_PENDING:
+            out.append(self._pending)
+            self._pending = b""
+        return b"".join(out)
+
+    def _observe(self, event: bytes, last: bool = False) -> bool:
+        """Meter one event; ``False`` when it must not be relayed."""
+        lines = [line.strip() for line in event.splitlines()]
+        payload = b"\n".join(line[5:].strip() for line in lines if line.startswith(b"data:"))
+        if not payload and last:
+            payload = event.strip()  # an upstream that answered plain JSON to a stream
+        if not payload or payload == b"[DONE]":
+            return True
+        try:
+            parsed = json.loads(payload)
+        except ValueError:
+            return True
+        if not isinstance(parsed, dict):
+            return True
+        usage = Usage.from_openai(parsed.get("usage"))
+        if usage is not None:
+            self.usage = usage
+        choices = parsed.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            if not isinstance(choice, dict):
+                continue
+            part = choice.get("delta") or choice.get("message")
+            if isinstance(part, dict) and isinstance(part.get("content"), str):
+                self.text_chars += len(part["content"])
+        return self._relay_usage or usage is None or bool(choices)
+
+    def close(self) -> None:
+        """Close the upstream response first, so no half-read connection is reused."""
+        if self._close is not None:
+            try:
+                self._close()
+            except Exception:  # closing a dead socket must not mask the real outcome
+                log.debug("closing upstream stream failed", exc_info=True)
+            self._close = None
+        close_chunks = getattr(self._chunks, "close", None)
+        if close_chunks is not None:
+            close_chunks()
+
+
+class UpstreamClient:
+    """One per process; holds the keep-alive pools to every upstream."""
+
+    def __init__(self, pool_size: int = 32) -> None:
+        self.pools = urllib3.PoolManager(
+            num_pools=64, maxsize=pool_size, block=False, retries=False
+        )
+
+    def _target(self, dep: Deployment, call_type: str) -> tuple[str, dict[str, str]]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if dep.provider == "azure":
+            if not dep.api_base:
+                raise UpstreamError(f"model {dep.model_name}: azure deployment has no api_base")
+            url = (
+                f"{dep.api_base.rstrip('/')}/openai/deployments/{dep.upstream_model}/"
+                f"{_paths(call_type)}?api-version={dep.api_version or AZURE_DEFAULT_API_VERSION}"
+            )
+            if dep.api_key:
+                headers["api-key"] = dep.api_key
+        else:
+            url = f"{(dep.api_base or OPENAI_BASE).rstrip('/')}/{_paths(call_type)}"
+            if dep.api_key:
+                headers["Authorization"] = f"Bearer {dep.api_key}"
+        return url, headers
+
+    def _request(
+        self, dep: Deployment, call_type: str, body: dict[str, Any], stream: bool
+    ) -> urllib3.HTTPResponse:
+        url, headers = self._target(dep, call_type)
+        timeout = urllib3.Timeout(connect=min(dep.timeout, 10.0), read=dep.timeout)
+        try:
+            resp = self.pools.request(
+                "POST",
+                url,
+                body=json.dumps(body).encode(),
+                headers=headers,
+                timeout=timeout,
+                preload_content=not stream,
+                redirect=False,
+            )
+            # A PoolManager over http(s) answers with the concrete HTTPResponse.
+            return cast(urllib3.HTTPResponse, resp)
+        except NewConnectionError as err:
+            raise UpstreamError(
+                f"Upstream connection failed for model {dep.model_name}: {err}"
+            ) from err
+        except (ReadTimeoutError, Urllib3Timeout):
+            raise UpstreamTimeout(
+                f"Upstream timed out after {dep.timeout:g}s for model {dep.model_name}"
+            ) from None
+        except (ProtocolError, HTTPError) as err:
+            raise UpstreamError(
+                f"Upstream request failed for model {dep.model_name}: {err}"
+            ) from err
+
+    def call(self, dep: Deployment, call_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streaming call: the upstream's JSON answer."""
+        return self.call_raw(dep, call_type, body)[0]
+
+    def call_raw(
+        self, dep: Deployment, call_type: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """:meth:`call`, with the answer's bytes as the upstream sent them (None for
+        ``mock/``), so the gateway can relay them without serialising them again."""
+        if dep.answers_itself:
+            return mock_answer(dep, call_type, body), None
+        resp = self._request(dep, call_type, body, stream=False)
+        if resp.status >= 400:
+            raise _error_from_upstream(resp.status, resp.data, dep.api_key)
+        try:
+            answer = json.loads(resp.data)
+        except ValueError:
+            raise UpstreamError(f"Upstream sent invalid JSON for model {dep.model_name}") from None
+        if not isinstance(answer, dict):
+            raise UpstreamError(f"Upstream sent an unexpected answer for model {dep.model_name}")
+        return answer, resp.data
+
+    def stream(
+        self, dep: Deployment, body: dict[str, Any], relay_usage: bool = True
+    ) -> StreamRelay:
+        """A streaming chat call; the status is checked before the first byte.
+
+        ``relay_usage``: whether the client itself asked for the usage chunk.
+        """
+        if dep.answers_itself:
+            return StreamRelay(iter(mock_stream(dep, body)), relay_usage=relay_usage)
+        if not relay_usage and not accepts_stream_options(dep):
+            # Metered from the text relayed instead (see gateway.settle_stream).
+            body = _without_injected_usage(body)
+        resp = self._request(dep, "chat", body, stream=True)
+        if resp.status >= 400:
+            raw = resp.read()
+            resp.release_conn()
+            raise _error_from_upstream(resp.status, raw, dep.api_key)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                if resp.chunked and resp.supports_chunked_reads():
+                    yield from resp.read_chunked(decode_content=True)
+                else:
+                    while True:
+                        part = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+                        if not part:
+                            break
+                        yield part
+            except (ReadTimeoutError, Urllib3Timeout):
+                raise UpstreamTimeout(
+                    f"Upstream timed out after {dep.timeout:g}s for model {dep.model_name}"
+                ) from None
+            except (ProtocolError, HTTPError) as err:
+                raise UpstreamError(
+                    f"Upstream stream broke for model {dep.model_name}: {err}"
+                ) from err
+            finally:
+                resp.release_conn()
+
+        def close() -> None:
+            # A stream abandoned half-way cannot be reused: drop the socket.
+            resp.drain_conn() if resp.isclosed() else resp.close()
+
+        return StreamRelay(chunks(), close, relay_usage=relay_usage)
+
+
+# --- the built-in mock provider: deterministic, no network -----------------
+
+
+def _mock_reply(body: dict[str, Any], default: str | None) -> tuple[str, str]:
+    """The request's ``mock_response``, else the deployment's, else :data:`MOCK_REPLY`."""
+    reply = body.get("mock_response")
+    words = (reply if isinstance(reply, str) else default or MOCK_REPLY).split()
+    finish = "stop"
+    limit = body.get("max_tokens") or body.get("max_completion_tokens")
+    if isinstance(limit, int) and 0 < limit < len(words):
+        words, finish = words[:limit], "length"
+    return " ".join(words), finish
+
+
+def mock_answer(dep: Deployment, call_type: str, body: dict[str, Any]) -> dict[str, Any]:
+    prompt_tokens = max(1, estimate_prompt_tokens(body, call_type))
+    if call_type == "embeddings":
+        inputs = body.get("input")
+        count = len(inputs) if isinstance(inputs, list) and inputs else 1
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": [0.0125 * (i + 1)] * 8}
+                for i in range(count)
+            ],
+            "model": dep.upstream_model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+    content, finish = _mock_reply(body, dep.mock_response)
+    completion_tokens = len(content.split())
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": dep.upstream_model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+def mock_stream(dep: Deployment, body: dict[str, Any]) -> Iterator[bytes]:
+    answer = mock_answer(dep, "chat", body)
+    content = answer["choices"][0]["message"]["content"]
+    base = {
+        "id": answer["id"],
+        "object": "chat.completion.chunk",
+        "created": answer["created"],
+        "model": answer["model"],
+    }
+    words = content.split(" ")
+    for i, word in enumerate(words):
+        delta = {"content": word if i == 0 else " " + word}
+        if i == 0:
+            delta["role"] = "assistant"
+        yield _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    finish = answer["choices"][0]["finish_reason"]
+    yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        yield _sse({**base, "choices": [], "usage": answer["usage"]})
+    yield b"data: [DONE]\n\n"
