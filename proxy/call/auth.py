@@ -102,7 +102,9 @@ def authenticate(
     if key.expires is not None and key.expires <= time.time():
         raise AuthError("Authentication Error - Expired Key")
     if key.blocked:
-        raise AuthError("Authentication Error, this key is blocked.")
+        raise AuthError(
+            "Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin."
+        )
     return Caller(is_master=False, key=key, user=rows.user, rows=rows if prefetch else None)
 
 

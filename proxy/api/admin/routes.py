@@ -37,6 +37,8 @@ from proxy.api.admin.schemas import (
     KeyGenerate,
     KeyInfoQuery,
     KeyListQuery,
+    KeyRef,
+    KeyRegenerate,
     KeyUpdate,
     R,
     SpendLogsQuery,
@@ -299,6 +301,57 @@ def key_update() -> ResponseReturnValue:
             Key.update(**changes).where(Key.token == key.token).execute()
     key = _fresh(Key.get_by_id(key.token))
     return jsonify({"key": key.token, **key_info(key)})
+
+
+def _set_blocked(blocked: bool) -> ResponseReturnValue:
+    key = _find_key(_body(KeyRef).key)
+    with database.atomic():
+        Key.update(blocked=blocked).where(Key.token == key.token).execute()
+    key = _fresh(Key.get_by_id(key.token))
+    return jsonify({"key": key.token, **key_info(key)})
+
+
+@bp.post("/key/block")
+def key_block() -> ResponseReturnValue:
+    """Refuse every call with the key (401) until ``/key/unblock``; nothing else changes."""
+    return _set_blocked(True)
+
+
+@bp.post("/key/unblock")
+def key_unblock() -> ResponseReturnValue:
+    return _set_blocked(False)
+
+
+@bp.post("/key/regenerate")
+@bp.post("/key/<path:key>/regenerate")
+def key_regenerate(key: str | None = None) -> ResponseReturnValue:
+    """A new secret for a key: same settings and spend, the old secret refused at once.
+
+    The key's row takes the new hash in place, and its spend-log rows follow
+    it in the same transaction, so the key's spend still equals the sum of
+    its logs. The old hash then exists nowhere, so the old secret is an
+    unknown key from the next lookup on.
+    """
+    body = json_body(required=key is None)
+    req = parse(KeyRegenerate, {**body, "key": key} if key is not None else body)
+    old = _find_key(req.key)
+    plain = req.new_key or generate_key()
+    if req.new_key is not None and hmac.compare_digest(plain, services().config.master_key):
+        raise BadRequest("'new_key' must not be the master key", param="new_key")
+    token = hash_key(plain)
+    try:
+        with database.atomic():
+            moved = (
+                Key.update(token=token, key_name=display_name(plain))
+                .where(Key.token == old.token)
+                .execute()
+            )
+            if not moved:
+                raise NotFound(f"Key not found: key={_key_label(req.key)}", param="key")
+            SpendLog.update(api_key=token).where(SpendLog.api_key == old.token).execute()
+    except peewee.IntegrityError:
+        raise Conflict(f"Key already exists: key={display_name(plain)}", param="new_key") from None
+    return jsonify({"key": plain, **key_info(_fresh(Key.get_by_id(token)))})
 
 
 @bp.post("/key/delete")

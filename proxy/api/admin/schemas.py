@@ -154,6 +154,17 @@ class KeyUpdate(KeyFields):
     blocked: StrictBool | None = None
 
 
+class KeyRef(Request):
+    """One key by its plain value or its hash (``/key/block``, ``/key/unblock``)."""
+
+    key: Id
+
+
+class KeyRegenerate(KeyRef):
+    # The new secret's own value (default: a random one), as /key/generate's ``key``.
+    new_key: CustomKey | None = None
+
+
 class KeyDelete(Request):
     """Keys by value or hash, and/or every key with one of ``key_aliases``."""
 

@@ -123,6 +123,26 @@ def _key_routes() -> dict[str, RouteDoc]:
         "admin.key_update": RouteDoc(
             "Update a key", KEYS, out.UpdatedKey, body=admin.KeyUpdate, errors=(400, 404)
         ),
+        "admin.key_block": RouteDoc(
+            "Block a key (its calls get 401 until unblocked)",
+            KEYS,
+            out.UpdatedKey,
+            body=admin.KeyRef,
+            errors=(400, 404),
+        ),
+        "admin.key_unblock": RouteDoc(
+            "Unblock a key", KEYS, out.UpdatedKey, body=admin.KeyRef, errors=(400, 404)
+        ),
+        "admin.key_regenerate": RouteDoc(
+            "Give a key a new secret (same settings and spend)",
+            KEYS,
+            out.GeneratedKey,
+            body=admin.KeyRegenerate,
+            errors=(400, 404, 409),
+            description="The new plain key is in `key`, shown only here; the old secret is "
+            "refused from this moment on. The key may also be named in the path: "
+            "`POST /key/{key}/regenerate`.",
+        ),
         "admin.key_delete": RouteDoc(
             "Delete keys", KEYS, out.KeyDeleteResponse, body=admin.KeyDelete, errors=(400, 404)
         ),
