@@ -9,14 +9,22 @@ from __future__ import annotations
 
 from typing import cast
 
-from flask import Blueprint, Flask, Response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 
 from proxy.api.admin.routes import OWN_BUDGET_PREFIX
 from proxy.api.common import services
 from proxy.call.auth import is_master_key
-from proxy.errors import NotFound
 from proxy.ui import session as ui_session
 
 bp = Blueprint(
@@ -29,7 +37,7 @@ bp = Blueprint(
 )
 
 TABS = (("budgets", "Budgets"), ("customers", "Customers"), ("keys", "Keys"), ("spend", "Spend"))
-_PUBLIC_ENDPOINTS = {"ui.login", "ui.static"}
+_PUBLIC_ENDPOINTS = {"ui.login", "ui.static", "ui.favicon"}
 _CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -40,6 +48,14 @@ _CONTENT_SECURITY_POLICY = (
 def _install_session(state: BlueprintSetupState) -> None:
     app = cast(Flask, state.app)
     ui_session.install(app, app.extensions["comptroller"].config.master_key)
+    # Browsers ask for /favicon.ico on any page (the docs too): answer with the UI's icon.
+    app.add_url_rule("/favicon.ico", endpoint="ui.favicon", view_func=_favicon)
+
+
+def _favicon() -> ResponseReturnValue:
+    return send_from_directory(
+        cast(str, bp.static_folder), "favicon.svg", mimetype="image/svg+xml", max_age=86400
+    )
 
 
 @bp.before_request
@@ -98,7 +114,7 @@ def home() -> ResponseReturnValue:
 @bp.get("/<name>")
 def tab(name: str) -> ResponseReturnValue:
     if name not in dict(TABS):
-        raise NotFound(f"No admin UI page named {name!r}.")
+        return not_found()
     return render_template(
         f"ui/{name}.html",
         tabs=TABS,
@@ -107,3 +123,16 @@ def tab(name: str) -> ResponseReturnValue:
         own_budget_prefix=OWN_BUDGET_PREFIX,
         default_budget_id=services().config.litellm_settings.max_end_user_budget_id,
     )
+
+
+@bp.get("/<path:unknown>")
+def not_found(unknown: str = "") -> ResponseReturnValue:
+    """The UI's own 404 page for any other path under /ui (the API answers JSON)."""
+    page = render_template(
+        "ui/not_found.html",
+        tabs=TABS,
+        active=None,
+        csrf_token=ui_session.csrf_token(),
+        path=request.path,
+    )
+    return page, 404

@@ -9,6 +9,7 @@ under CI (``CI`` set), where they must run.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,39 @@ def page(browser: Any, proxy: ProxyServer) -> Iterator[Any]:
     """A fresh browser context (no cookies) on the proxy."""
     context = browser.new_context(base_url=proxy.url, viewport={"width": 1280, "height": 800})
     context.set_default_timeout(5000)
+    outside: list[str] = []
+    context.route(
+        re.compile(r"^(?!https?://127\.0\.0\.1[:/]).*"), lambda route: _refuse(route, outside)
+    )
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda err: errors.append(str(err)))
+    tab.on("console", lambda msg: _console_error(msg, errors))
+    tab.on("response", lambda resp: _failed_resource(resp, errors))
     yield tab
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not outside, f"requests that would have left the host: {outside}"
+    assert not errors, f"errors on the page: {errors}"
+
+
+def _refuse(route: Any, outside: list[str]) -> None:
+    if not route.request.url.startswith(("data:", "blob:")):
+        outside.append(route.request.url)
+    route.abort()
+
+
+def _console_error(msg: Any, errors: list[str]) -> None:
+    # The API's own 4xx answers to fetch() are expected (the UI shows them); the
+    # browser logs each as "Failed to load resource", which _failed_resource sorts out.
+    if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+        errors.append(f"console: {msg.text}")
+
+
+def _failed_resource(response: Any, errors: list[str]) -> None:
+    """A page's own resources (script, style, icon, image) must all load."""
+    kind = response.request.resource_type
+    if response.status >= 400 and kind not in ("fetch", "xhr", "document"):
+        errors.append(f"{kind} {response.url}: HTTP {response.status}")
 
 
 @pytest.fixture

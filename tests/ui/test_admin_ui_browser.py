@@ -26,9 +26,9 @@ pytestmark = pytest.mark.slow
 
 
 def _dollars(text: str) -> float:
-    match = re.search(r"\$([0-9.]+)", text)
+    match = re.search(r"\$([0-9.,]+)", text)
     assert match, f"no amount in {text!r}"
-    return float(match.group(1))
+    return float(match.group(1).replace(",", ""))
 
 
 def save_new_budget(page: Any, budget_id: str, max_budget: str) -> Any:

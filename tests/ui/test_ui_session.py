@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -188,8 +189,27 @@ def test_assets_ship_with_the_package_and_need_no_login(client: FlaskClient) -> 
         resp.close()
 
 
-def test_unknown_page_is_404(client: FlaskClient) -> None:
+@pytest.mark.parametrize("path", ["/ui/settings", "/ui/keys/extra", "/ui/a/b/c"])
+def test_unknown_ui_page_answers_the_ui_404_page(client: FlaskClient, path: str) -> None:
     _log_in(client)
-    resp = client.get("/ui/settings")
+    resp = client.get(path)
     assert resp.status_code == 404
-    assert resp.get_json()["error"]["type"] == "not_found_error"
+    assert resp.mimetype == "text/html"
+    page = resp.get_data(as_text=True)
+    assert "Page not found" in page and 'href="/ui/keys"' in page
+
+
+def test_unknown_ui_page_without_a_session_goes_to_login(client: FlaskClient) -> None:
+    resp = client.get("/ui/settings")
+    assert resp.status_code == 302 and "/ui/login" in resp.headers["Location"]
+
+
+def test_api_404_stays_json(client: FlaskClient) -> None:
+    assert client.get("/no/such/route").get_json()["error"]["type"] == "not_found_error"
+
+
+def test_favicon_is_served_without_a_session(client: FlaskClient) -> None:
+    resp = client.get("/favicon.ico")
+    assert resp.status_code == 200 and resp.mimetype == "image/svg+xml"
+    assert resp.data.startswith(b"<svg")
+    resp.close()

@@ -1,4 +1,5 @@
-/* Keys tab: list by alias and user, create (the plain key is shown once), delete. */
+/* Keys tab: list; create and edit with every /key/generate field; block and unblock;
+ * regenerate (the new secret is shown once, like a new key); delete. */
 "use strict";
 
 (() => {
@@ -6,21 +7,49 @@
   const table = document.getElementById("keys");
   const dialog = document.getElementById("key-dialog");
   const form = document.getElementById("key-form");
+  const title = document.getElementById("key-dialog-title");
+  const submitButton = form.querySelector('button[type="submit"]');
+  const durationHint = document.getElementById("h-duration");
   const newKey = document.getElementById("new-key");
+  const newKeyTitle = document.getElementById("new-key-title");
   const newKeyValue = document.getElementById("new-key-value");
   const pager = document.querySelector(".pager");
   let page = 1;
+  let editing = null; // the key being edited, or null when creating
+
+  function nameOf(key) {
+    return key.key_alias ? `${key.key_alias} (${key.key_name})` : key.key_name;
+  }
+
+  function limitsText(key) {
+    const parts = [];
+    if (key.rpm_limit !== null) parts.push(`${UI.count(key.rpm_limit)} rpm`);
+    if (key.tpm_limit !== null) parts.push(`${UI.count(key.tpm_limit)} tpm`);
+    if (key.max_parallel_requests !== null) parts.push(`${UI.count(key.max_parallel_requests)} parallel`);
+    return parts.length ? parts.map((part) => UI.el("span", { className: "limit" }, part)) : "—";
+  }
+
+  function button(label, onclick, danger = false) {
+    return UI.el("button", { type: "button", className: danger ? "small danger" : "small", textContent: label, onclick });
+  }
 
   function row(key) {
+    const blocked = key.blocked;
     return UI.el("tr", { dataset: { token: key.token } }, [
       UI.el("td", {}, key.key_alias || UI.el("span", { className: "muted" }, "(no alias)")),
       UI.el("td", { className: "mono" }, key.key_name),
       UI.el("td", { className: "mono" }, key.user_id || ""),
+      UI.el("td", { className: "mono" }, key.team_id || ""),
       UI.el("td", { className: "num" }, UI.money(key.spend)),
       UI.el("td", { className: "num" }, UI.money(key.max_budget, "unlimited")),
-      UI.el("td", {}, UI.day(key.expires)),
+      UI.el("td", { className: "limits" }, limitsText(key)),
+      UI.el("td", { className: "nowrap" }, UI.day(key.expires)),
+      UI.el("td", {}, UI.el("span", { className: blocked ? "badge blocked" : "badge" }, blocked ? "Blocked" : "Active")),
       UI.el("td", { className: "row-actions" }, [
-        UI.el("button", { type: "button", className: "small danger", textContent: "Delete", onclick: () => remove(key) }),
+        button("Edit", () => edit(key)),
+        button(blocked ? "Unblock" : "Block", () => setBlocked(key, !blocked), !blocked),
+        button("Regenerate", () => regenerate(key)),
+        button("Delete", () => remove(key), true),
       ]),
     ]);
   }
@@ -42,27 +71,83 @@
     }
   }
 
-  async function create(event) {
-    event.preventDefault();
-    const created = await UI.submit(form, "/key/generate", UI.formValues(form));
-    if (!created) return;
-    dialog.close();
+  function showSecret(heading, plain) {
     // The only time the secret exists outside the client: the API stores its hash.
-    newKeyValue.value = created.key;
+    newKeyTitle.textContent = heading;
+    newKeyValue.value = plain;
     newKey.hidden = false;
     newKeyValue.select();
-    UI.notice(`Key ${created.key_name} created.`);
+  }
+
+  function openForm(key) {
+    editing = key;
+    forgetNewKey();
+    UI.openDialog(dialog, form);
+    title.textContent = key ? `Edit key ${nameOf(key)}` : "Create Key";
+    submitButton.textContent = key ? "Save" : "Create key";
+    durationHint.textContent = key
+      ? `Empty: the expiry stays ${key.expires ? UI.day(key.expires) : "never"}; a duration counts from now.`
+      : "Empty: never expires.";
+    if (key) UI.fillForm(form, { ...key, duration: "" });
+    form.elements.namedItem("key_alias").focus();
+  }
+
+  function edit(key) {
+    openForm(key);
+  }
+
+  async function save(event) {
+    event.preventDefault();
+    if (!editing) {
+      const created = await UI.submit(form, "/key/generate", UI.formValues(form));
+      if (!created) return;
+      dialog.close();
+      showSecret("Your new key", created.key);
+      UI.notice(`Key ${created.key_name} created.`);
+      return load();
+    }
+    // An edit sends every field: an emptied one is cleared (null), except the
+    // expiry, which only changes when a new duration is given.
+    const body = UI.formValues(form, { clearEmpty: true });
+    if (body.duration === null) delete body.duration;
+    const updated = await UI.submit(form, "/key/update", { ...body, key: editing.token });
+    if (!updated) return;
+    dialog.close();
+    UI.notice(`Key ${nameOf(updated)} saved.`);
+    return load();
+  }
+
+  async function setBlocked(key, blocked) {
+    const verb = blocked ? "block" : "unblock";
+    try {
+      await UI.api("POST", `/key/${verb}`, { key: key.token });
+      UI.notice(blocked ? `Key ${nameOf(key)} blocked: its calls are refused.` : `Key ${nameOf(key)} unblocked.`);
+    } catch (err) {
+      UI.notice(`Could not ${verb} key ${nameOf(key)}: ${err.message}`, "error");
+    }
+    await load();
+  }
+
+  async function regenerate(key) {
+    const question = `Give key ${nameOf(key)} a new secret? The current one stops working at once; settings and spend stay.`;
+    if (!window.confirm(question)) return;
+    try {
+      const answer = await UI.api("POST", "/key/regenerate", { key: key.token });
+      showSecret(`New secret for ${key.key_alias || answer.key_name}`, answer.key);
+      UI.notice(`Key ${nameOf(key)} regenerated: it is now ${answer.key_name}.`);
+    } catch (err) {
+      UI.notice(`Key ${nameOf(key)} was not regenerated: ${err.message}`, "error");
+    }
     await load();
   }
 
   async function remove(key) {
-    const name = key.key_alias ? `${key.key_alias} (${key.key_name})` : key.key_name;
-    if (!window.confirm(`Delete key ${name}? Calls with it will be refused.`)) return;
+    if (!window.confirm(`Delete key ${nameOf(key)}? Calls with it will be refused.`)) return;
     try {
       await UI.api("POST", "/key/delete", { keys: [key.token] });
-      UI.notice(`Key ${name} deleted.`);
+      UI.notice(`Key ${nameOf(key)} deleted.`);
     } catch (err) {
-      UI.notice(`Key ${name} was not deleted: ${err.message}`, "error");
+      UI.notice(`Key ${nameOf(key)} was not deleted: ${err.message}`, "error");
     }
     await load();
   }
@@ -82,17 +167,13 @@
     }
   });
   document.getElementById("dismiss-key").addEventListener("click", forgetNewKey);
-  document.getElementById("create-key").addEventListener("click", () => {
-    forgetNewKey();
-    UI.openDialog(dialog, form);
-    form.elements.namedItem("key_alias").focus();
-  });
+  document.getElementById("create-key").addEventListener("click", () => openForm(null));
   pager.addEventListener("click", (event) => {
     const direction = event.target.dataset && event.target.dataset.page;
     if (!direction) return;
     page += direction === "next" ? 1 : -1;
     load();
   });
-  form.addEventListener("submit", create);
+  form.addEventListener("submit", save);
   load();
 })();

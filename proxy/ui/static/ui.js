@@ -75,6 +75,13 @@ const UI = (() => {
       return /^-?\d+$/.test(raw) && Number.isSafeInteger(n) ? n : raw;
     }
     if (kind === "list") return raw.split(",").map((s) => s.trim()).filter(Boolean);
+    if (kind === "json") {
+      try {
+        return JSON.parse(raw);
+      } catch (err) {
+        return raw;
+      }
+    }
     // Money stays text: the API takes "4.5" and explains anything else.
     return raw;
   }
@@ -83,7 +90,7 @@ const UI = (() => {
    * null when `clearEmpty` (an edit: emptying a limit removes it). */
   function formValues(form, { clearEmpty = false } = {}) {
     const body = {};
-    for (const input of form.querySelectorAll("input[name], select[name]")) {
+    for (const input of form.querySelectorAll("input[name], select[name], textarea[name]")) {
       if (input.disabled || input.type === "hidden") continue;
       const raw = input.value.trim();
       if (raw === "") {
@@ -96,9 +103,11 @@ const UI = (() => {
   }
 
   function fillForm(form, values) {
-    for (const input of form.querySelectorAll("input[name], select[name]")) {
+    for (const input of form.querySelectorAll("input[name], select[name], textarea[name]")) {
       const value = values[input.name];
-      input.value = value === null || value === undefined ? "" : Array.isArray(value) ? value.join(", ") : String(value);
+      if (value === null || value === undefined) input.value = "";
+      else if (input.dataset.kind === "json") input.value = Object.keys(value).length ? JSON.stringify(value) : "";
+      else input.value = Array.isArray(value) ? value.join(", ") : String(value);
     }
   }
 
@@ -160,10 +169,14 @@ const UI = (() => {
     button.addEventListener("click", () => button.closest("dialog").close());
   }
 
+  /* US dollars with thousands separators and about ten significant digits, so
+   * that 4.555 and 1e-7 show as they are stored, and float noise does not. */
   function money(value, none = "—") {
     if (value === null || value === undefined) return none;
-    const digits = value !== 0 && Math.abs(value) < 0.01 ? 6 : 2;
-    return `$${value.toFixed(digits)}`;
+    const magnitude = value === 0 ? 0 : Math.floor(Math.log10(Math.abs(value)));
+    const digits = Math.min(20, Math.max(2, 10 - magnitude));
+    const text = Math.abs(value).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: digits });
+    return `${value < 0 ? "-" : ""}$${text}`;
   }
 
   function count(value, none = "—") {
