@@ -1,29 +1,140 @@
-"""Shared fixtures: databases (SQLite and PostgreSQL), the app, the mock upstream."""
+"""Shared fixtures: databases (SQLite and PostgreSQL), the app, the mock upstream.
+
+Test tiers. Two markers sort every test (``pyproject.toml``):
+
+- ``postgres``: needs the PostgreSQL server. Given automatically to the
+  PostgreSQL half of every ``db_url`` test and to every test that takes a
+  PostgreSQL fixture (``pg_database``, ``pg_url``, ``database_url``).
+- ``slow``: starts a process (gunicorn, the CLI, a fork). Set by hand on the
+  test or module (``pytestmark = pytest.mark.slow``).
+
+``pytest -m "not postgres and not slow"`` is the fast tier: in-process, SQLite
+only. A test that is not marked ``postgres`` and still connects to PostgreSQL,
+or is not marked ``slow`` and still starts a process, fails with a message
+saying which mark it lacks (``_TierGuard``), so the fast tier stays fast.
+"""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+import psycopg2
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+import plugins.rate_limiter.hooks as rate_limiter
 from proxy.app import create_app
 from proxy.config import build_config
 from proxy.storage.db import database
 from tests.support.databases import (
+    PG_ADMIN_URL,
     create_pg_database,
     drop_pg_database,
     postgres_available,
     truncate_pg_tables,
 )
 from tests.support.mock_openai import MockOpenAI
+from tests.support.plugins import OutcomeRecorder
+
+if TYPE_CHECKING:
+    from tests.support.rate_limits import FrozenClock
 
 MASTER_KEY = "sk-1234"
 MASTER = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+# Fixtures that hand a test a PostgreSQL database: a test taking one is ``postgres``.
+POSTGRES_FIXTURES = frozenset({"pg_database", "pg_url", "database_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``postgres`` every test that takes a PostgreSQL database."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("db_url") == "postgres"
+        if on_postgres or POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
+
+
+PG_SERVER_PORT = urlsplit(PG_ADMIN_URL).port or 5432
+
+
+def _dsn_port(args: tuple[Any, ...]) -> int:
+    dsn = args[0] if args and isinstance(args[0], str) else ""
+    if "://" in dsn:
+        return urlsplit(dsn).port or 5432
+    found = re.search(r"\bport=(\d+)", dsn)
+    return int(found.group(1)) if found else 5432
+
+
+class _TierGuard:
+    """Fails a test that does what its marks say it does not: a test without
+    ``postgres`` that connects to PostgreSQL, a test without ``slow`` that starts a
+    process. Armed during the test's setup and call (not teardown, where a
+    session fixture of an earlier test may be torn down)."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self.may_postgres = item.get_closest_marker("postgres") is not None
+        self.may_spawn = item.get_closest_marker("slow") is not None
+        self.patch = pytest.MonkeyPatch()
+
+    def arm(self) -> None:
+        if not self.may_postgres:
+            refuse_server = self._refuse("postgres", "connects to the PostgreSQL server")
+            connect = psycopg2.connect
+
+            def guarded_connect(*args: Any, **kwargs: Any) -> Any:
+                # A server nobody listens on (a readiness test's dead database) is no server.
+                if int(kwargs.get("port") or _dsn_port(args)) == PG_SERVER_PORT:
+                    refuse_server()
+                return connect(*args, **kwargs)
+
+            self.patch.setattr(psycopg2, "connect", guarded_connect)
+        if not self.may_spawn:
+            refuse = self._refuse("slow", "starts a process")
+            self.patch.setattr(subprocess.Popen, "__init__", refuse)
+            self.patch.setattr(os, "fork", refuse)
+
+    def disarm(self) -> None:
+        self.patch.undo()
+
+    @staticmethod
+    def _refuse(mark: str, what: str) -> Callable[..., Any]:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(
+                f"this test {what} but is not marked {mark!r}: add "
+                f"@pytest.mark.{mark} (the fast tier runs -m 'not postgres and not slow')"
+            )
+
+        return refuse
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    guard = _TierGuard(item)
+    guard.arm()
+    try:
+        yield
+    finally:
+        guard.disarm()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    guard = _TierGuard(item)
+    guard.arm()
+    try:
+        yield
+    finally:
+        guard.disarm()
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +147,7 @@ def pg_database() -> Iterator[str]:
     drop_pg_database(url)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each storage test runs once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
@@ -135,3 +246,19 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def recorder() -> OutcomeRecorder:
+    """Records call outcomes: ``make_app(config, plugins=[("recorder", recorder)])``."""
+    return OutcomeRecorder()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
+    """The rate limiter's clock, frozen at the current time: ``clock.advance(59)``."""
+    from tests.support.rate_limits import FrozenClock  # it imports this module
+
+    frozen = FrozenClock(time.time())
+    monkeypatch.setattr(rate_limiter, "time", frozen)
+    return frozen

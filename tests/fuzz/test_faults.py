@@ -9,7 +9,7 @@
   gunicorn's worker timeout, charges nothing and frees its parallel slot.
 * A client that hangs up mid-stream frees its parallel slot and is charged
   for what it received. (What exactly it is charged is proven by
-  tests/unit/test_streaming.py::test_a_client_that_hangs_up_mid_stream_is_charged_for_what_it_got.)
+  tests/calls/test_streaming.py::test_a_client_that_hangs_up_mid_stream_is_charged_for_what_it_got.)
 """
 
 from __future__ import annotations

@@ -87,6 +87,10 @@ def _write_distribution(root: Path, plugin: Installed) -> None:
     )
 
 
+# Every test here uses the pip-installed plugin (a pip subprocess).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     plugin = Installed(secrets.token_hex(4))
@@ -141,7 +145,6 @@ def test_an_installed_plugin_can_be_disabled_by_name(
     assert app.test_client().post("/chat/completions", json=body, headers=MASTER).status_code == 200
 
 
-@pytest.mark.slow
 def test_gunicorn_loads_the_installed_plugin(installed_plugin: Installed, tmp_path: Path) -> None:
     import requests
 

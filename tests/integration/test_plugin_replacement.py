@@ -162,6 +162,7 @@ def test_a_disabled_entry_point_that_replaces_nothing_stays_off(
     assert f"extra_{tag}" not in caplog.text
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_to_start_and_says_what_to_do(tmp_path: Path) -> None:
     plugin = _write_replacement(tmp_path / "site")
     config_path = tmp_path / "config.yaml"

@@ -1,6 +1,6 @@
 """An upstream API key never reaches a log line, an alert or the database.
 
-tests/unit/test_no_secret_leaks.py scans every route's *answers*; this test
+tests/calls/test_no_secret_leaks.py scans every route's *answers*; this test
 covers the other ways out: every log record of the process (debug level,
 tracebacks included), every webhook delivery and a dump of every table,
 after calls that succeed, stream, fail upstream with an error message that

@@ -166,7 +166,9 @@ def test_label_values_are_escaped(make_app, db_url, upstream):
     ]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_a_database_at_m0001_gets_the_table(backend, tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else create_pg_database()
     try:

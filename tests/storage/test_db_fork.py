@@ -16,7 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from proxy.storage.db import make_database
+
+# Every test forks.
+pytestmark = pytest.mark.slow
 
 
 def in_forked_child(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -351,6 +351,7 @@ def test_keep_alive_and_stop_drops_pooled_connections(mock):
     assert session.get(url, timeout=1).ok
 
 
+@pytest.mark.slow
 def test_runs_as_its_own_process():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
