@@ -57,10 +57,19 @@ def pre_request_check(ctx: CallContext) -> Refusal | None:
 def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
     """A metered call succeeded and cost ``cost`` US dollars.
 
-    Runs inside the spend transaction, after the core has written the spend
-    log and the spend increments, so any statement a plugin runs here lands
-    or rolls back with them. Alerts go to ``ctx.alerts``; the core hands them
+    Runs once per metered call, inside the spend transaction, after the core
+    has written the spend log and the spend increments (their new totals are
+    in ``ctx.spend_after``), so any statement a plugin runs here lands or
+    rolls back with them. Alerts go to ``ctx.alerts``; the core hands them
     to :func:`on_alert` in the same transaction.
+
+    Never called twice for a call: if the plugins' part of the transaction
+    fails (an implementation raises, which also stops pluggy's chain; a
+    deferred write fails the commit; the connection drops), the transaction
+    rolls back and the core writes the ledger again without the plugins. The
+    call is billed exactly once; the plugins' writes and alerts for it are
+    lost (and logged), and :func:`call_finished` still gives back what
+    :func:`pre_request_check` took.
     """
 
 
@@ -79,6 +88,8 @@ def on_alert(alert: Alert) -> None:
     """Deliver ``alert`` (or queue it for delivery).
 
     Called inside the transaction that caused the alert, so a queued alert
-    lands exactly when the spend does. Every implementation runs even if
-    another raises; an implementation must not block on the network.
+    lands exactly when the spend does. Each plugin's implementation is called
+    on its own (through pluggy), inside its own savepoint: every one runs even
+    if another raises, and a failing one's writes are rolled back alone. An
+    implementation must not block on the network.
     """

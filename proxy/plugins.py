@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import weakref
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -107,24 +110,54 @@ def make_plugin_manager(
     return pm
 
 
-def call_each(hook: Any, savepoint: bool = False, **kwargs: Any) -> None:
-    """Call every implementation of ``hook``, each isolated from the others.
+def isolated_callers(pm: pluggy.PluginManager, name: str) -> list[tuple[str, Any]]:
+    """One hook caller per plugin implementing hook ``name``, in pluggy's call
+    order, each calling that plugin's implementation alone (so pluggy's
+    tracing and monitoring see every call)."""
+    impls = getattr(pm.hook, name).get_hookimpls()
+    cache = _isolated.setdefault(pm, {})
+    cached = cache.get(name)
+    if cached is not None and cached[0] == impls:
+        return cached[1]
+    plugins: list[Any] = []
+    for impl in reversed(impls):  # pluggy calls the last of the list first
+        if not any(impl.plugin is seen for seen in plugins):
+            plugins.append(impl.plugin)
+    callers = [
+        (
+            pm.get_name(plugin) or repr(plugin),
+            pm.subset_hook_caller(name, [other for other in plugins if other is not plugin]),
+        )
+        for plugin in plugins
+    ]
+    cache[name] = (impls, callers)
+    return callers
+
+
+_isolated: weakref.WeakKeyDictionary[pluggy.PluginManager, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def call_each(
+    pm: pluggy.PluginManager,
+    name: str,
+    isolate: Callable[[], AbstractContextManager[Any]] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Call every plugin's implementation of hook ``name``, each isolated from the others.
 
     pluggy stops a hook chain at the first exception; hooks whose
     implementations must all run (``on_alert``, ``call_finished``) go through
-    here. With ``savepoint`` each call runs in its own savepoint, so a
-    failing plugin cannot abort the transaction around it.
+    here. With ``isolate`` (a savepoint) each plugin's call runs inside it,
+    so a failing plugin cannot abort the transaction around it.
     """
-    from proxy.storage.db import database
-
-    for impl in reversed(hook.get_hookimpls()):
-        # An implementation may declare only some of the hook's arguments.
-        args = [kwargs[name] for name in impl.argnames]
+    for plugin_name, caller in isolated_callers(pm, name):
         try:
-            if savepoint:
-                with database.atomic():
-                    impl.function(*args)
+            if isolate is None:
+                caller(**kwargs)
             else:
-                impl.function(*args)
+                with isolate():
+                    caller(**kwargs)
         except Exception:
-            log.exception("%s of plugin %s failed", hook.name, impl.plugin_name)
+            log.exception("%s of plugin %s failed", name, plugin_name)

@@ -31,7 +31,7 @@ import peewee
 
 from plugins.rate_limiter.limits import WINDOW_SECONDS, Scope
 from plugins.rate_limiter.tables import RateLimitLease
-from proxy.storage.batching import execute_at_commit
+from proxy.storage.batching import defer_write
 from proxy.storage.db import database, is_postgres
 from proxy.storage.prepared import Prepared
 
@@ -321,7 +321,7 @@ def settle(
             params += [scope.kind, scope.entity, now, 0, counted.get(scope.row_id, 0), 0]
             params += [scope.rpm_limit, scope.tpm_limit, scope.max_parallel_requests, 1]
         # No answer is read: on PostgreSQL it goes with the spend transaction's COMMIT.
-        execute_at_commit(_settle_sql(len(touched), release_here), params)
+        defer_write(_settle_sql(len(touched), release_here), params)
     if leased and not release_here:
         release(request_id, now)
 

@@ -31,7 +31,6 @@ from proxy.call.alerts import Alert
 from proxy.call.context import CallContext, Usage
 from proxy.config import Config
 from proxy.hookspecs import hookimpl
-from proxy.storage.batching import defers_writes
 from proxy.storage.db import database
 
 log = logging.getLogger("comptroller.webhooks")
@@ -100,7 +99,6 @@ def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
 
 
 @hookimpl
-@defers_writes
 def on_alert(alert: Alert) -> None:
     """Queue ``alert``: one INSERT in the caller's transaction, no network."""
     if _sender is None:

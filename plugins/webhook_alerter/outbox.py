@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import peewee
 
 from proxy.call.alerts import Alert
-from proxy.storage.batching import execute_at_commit
+from proxy.storage.batching import defer_write
 from proxy.storage.db import BaseModel, database, is_postgres
 
 
@@ -93,7 +93,7 @@ def enqueue(alert: Alert, now: float | None = None) -> None:
     """
     moment = time.time() if now is None else now
     params = [alert.alert_id, alert.event, json.dumps(alert.payload()), moment, moment]
-    execute_at_commit(_ENQUEUE.format(p=database.param), params)
+    defer_write(_ENQUEUE.format(p=database.param), params)
 
 
 def first_time(key: str, now: float | None = None) -> bool:

@@ -189,7 +189,7 @@ def _with_headers(resp: Response, ctx: CallContext) -> Response:
 
 
 def _finish(services: Services, ctx: CallContext, outcome: str) -> None:
-    call_each(services.pm.hook.call_finished, ctx=ctx, outcome=outcome)
+    call_each(services.pm, "call_finished", ctx=ctx, outcome=outcome)
 
 
 def handle_call(

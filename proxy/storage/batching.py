@@ -1,119 +1,164 @@
 """A transaction in as few round trips as PostgreSQL allows.
 
-Peewee sends ``BEGIN``, every statement and ``COMMIT`` as round trips of
-their own. The spend transaction holds the row locks of the hottest rows
-(the key, its user, the proxy counter) from its first increment to its
-commit, so every round trip in between is time in which every other call
-of that key waits. A :class:`BatchedTransaction` sends ``BEGIN`` with its
-first statement (:meth:`BatchedTransaction.first`) and, with ``COMMIT``,
-the statements queued by :func:`execute_at_commit`: writes whose result
-nobody reads (a rate-limit token count, an outbox row).
+Peewee sends ``BEGIN``, every ``SAVEPOINT``, every statement and ``COMMIT``
+as round trips of their own. The spend transaction holds the row locks of
+the hottest rows (the key, its user, the proxy counter) from its first
+increment to its commit, so every round trip in between is time in which
+every other call of that key waits.
 
-Statements queued for the commit run after every statement sent
-immediately; a failure in any of them fails the commit, and the whole
-transaction rolls back as one.
+Inside :func:`spend_transaction` on PostgreSQL, transaction control is held
+back (:class:`Batch`): ``BEGIN`` and a savepoint's ``SAVEPOINT`` travel with
+the next statement actually sent (a savepoint around code that sends
+nothing costs nothing), and the writes queued with :func:`defer_write`
+(writes whose result nobody reads: a rate-limit token count, an outbox row)
+travel with ``COMMIT``. Code inside uses the ordinary peewee API
+(``database.atomic()``, queries, ``database.after_commit``).
+
+Deferred writes run after every statement sent immediately; a failure in
+any of them fails the commit, and the whole transaction rolls back as one.
+Elsewhere (SQLite, or outside a spend transaction) a deferred write runs at
+once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+import contextlib
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import peewee
 
 from proxy.storage.db import database
-from proxy.storage.prepared import Prepared, after_failure, mark_prepared
+from proxy.storage.prepared import Prepared, after_failure, mark_prepared, run_statement
 
 # psycopg2.extensions.TRANSACTION_STATUS_INERROR
 _IN_ERROR = 3
-# Turns driver errors into peewee's (peewee's own execute_sql uses it).
-_driver_errors: Any = getattr(peewee, "__exception_wrapper__")  # noqa: B009
-DEFERS_WRITES = "comptroller_defers_writes"
-F = TypeVar("F", bound=Callable[..., Any])
+_savepoint_ids = itertools.count(1)
 
 
-def defers_writes(function: F) -> F:
-    """Mark a hook implementation whose only writes go through :func:`execute_at_commit`.
+class Batch:
+    """The held-back control statements and deferred writes of one spend
+    transaction on one PostgreSQL connection (installed on the pool by
+    :func:`spend_transaction`, which routes ``begin``/``commit``/``rollback``/
+    ``savepoint``/``execute_sql`` here)."""
 
-    The spend transaction calls such an ``on_alert`` without a savepoint of its
-    own (two round trips saved): it cannot break the transaction before the
-    commit. Every other implementation gets its savepoint.
-    """
-    setattr(function, DEFERS_WRITES, True)
-    return function
-
-
-class BatchedTransaction(peewee._transaction):
-    """``with BatchedTransaction(database.obj) as txn: txn.first(sql, params) ...``"""
-
-    def __init__(self, db: peewee.Database) -> None:
-        super().__init__(db)
-        self.deferred: list[bytes] = []
-        self.preparing: set[str] = set()  # prepared by the deferred statements
-        self.begun = False
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.held: list[str] = []  # sent ahead of the next statement
+        self.begun = False  # BEGIN has been sent
         self.commit_sent = False  # from then on, the outcome of a failure is unknown
+        # Interpolated SQL and the statement names it prepares on the connection.
+        self.deferred: list[tuple[str, frozenset[str]]] = []
 
-    def _begin(self) -> None:
-        """Nothing yet: ``BEGIN`` travels with the first statement."""
+    def begin(self) -> None:
+        self.held.append("BEGIN")
 
-    def first(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        """Send ``BEGIN`` and the transaction's first statement in one round trip."""
-        assert not self.begun, "first() is the transaction's first statement"
-        self.begun = True
-        return self.db.execute_sql("BEGIN; " + sql, params)
+    def take_held(self) -> str:
+        """The held control statements as a prefix for the statement being sent."""
+        if not self.held:
+            return ""
+        if "BEGIN" in self.held:
+            self.begun = True
+        text = "".join(sql + "; " for sql in self.held)
+        self.held.clear()
+        return text
 
-    def first_prepared(self, statement: Prepared, params: Sequence[Any] = ()) -> Any:
-        """:meth:`first`, as a server-side prepared statement."""
-        assert not self.begun, "first_prepared() is the transaction's first statement"
-        self.begun = True
-        return statement.run(params, prefix="BEGIN; ")
-
-    def queue(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Send ``sql`` with the COMMIT, as a prepared statement."""
+    def defer(self, sql: str, params: Sequence[Any]) -> None:
         conn = self.db.connection()
-        text = Prepared.of(sql).text_for(conn, self.preparing)
-        with _driver_errors:
-            self.deferred.append(self.db.cursor().mogrify(text, params))
+        preparing: set[str] = set(itertools.chain.from_iterable(n for _, n in self.deferred))
+        before = set(preparing)
+        text = Prepared.of(sql).text_for(conn, preparing)
+        mogrified = self.db.cursor().mogrify(text, params)
+        self.deferred.append((mogrified.decode(), frozenset(preparing - before)))
 
-    def commit(self, begin: bool = True) -> None:
-        statements, self.deferred = self.deferred, []
-        preparing, self.preparing = self.preparing, set()
+    def commit(self) -> None:
+        statements = [sql for sql, _ in self.deferred]
+        preparing = set(itertools.chain.from_iterable(names for _, names in self.deferred))
+        self.deferred = []
         conn = self.db.connection()
         try:
-            if self.begun:
-                if conn.get_transaction_status() == _IN_ERROR:
-                    # COMMIT would answer ROLLBACK without an error: make it one.
-                    raise peewee.InternalError("the transaction failed before its commit")
-                self.commit_sent = True
-                _send(self.db, b"; ".join([*statements, b"COMMIT"]))
-            elif statements:
-                _send(self.db, b"; ".join(statements))
+            if statements:
+                prefix = self.take_held()
+                batch = prefix + "; ".join([*statements, "COMMIT"])
+            elif self.begun:
+                batch = "COMMIT"
+            else:
+                return  # nothing was sent: there is no transaction to end
+            if self.begun and conn.get_transaction_status() == _IN_ERROR:
+                # COMMIT would answer ROLLBACK without an error: make it one.
+                raise peewee.InternalError("the transaction failed before its commit")
+            self.commit_sent = True
+            # Already interpolated: a ``%`` in it is data (psycopg2 reads ``%%`` as ``%``).
+            self.db.send_sql(batch.replace("%", "%%"))
         except Exception as err:
             after_failure(conn, preparing, err)
             raise
         mark_prepared(conn, preparing)
-        self.db._run_commit_callbacks()
 
-    def rollback(self, begin: bool = True) -> None:
+    def rollback(self) -> None:
         self.deferred = []
-        self.preparing = set()  # never sent (commit() gives up on a failed send itself)
+        self.held.clear()
         if self.begun:
-            self.db.rollback()
-        self.db._clear_commit_callbacks()
+            self.db.send_sql("ROLLBACK")
+
+    def savepoint(self) -> HeldSavepoint:
+        return HeldSavepoint(self)
 
 
-def _send(db: peewee.Database, sql: bytes) -> None:
-    """Send already interpolated SQL (no parameters: a ``%`` in it is data), with
-    driver errors turned into peewee's, as ``execute_sql`` does."""
-    with _driver_errors:
-        db.cursor().execute(sql)
+class HeldSavepoint:
+    """A savepoint whose ``SAVEPOINT`` is sent only with a statement inside it.
+
+    Leaving it normally needs no round trip (the commit releases it). Leaving
+    it with an exception drops the writes deferred inside it, and rolls back
+    to it if its ``SAVEPOINT`` was sent.
+    """
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.sql = f'SAVEPOINT "cmp_s{next(_savepoint_ids)}"'
+        self.mark = 0
+
+    def __enter__(self) -> HeldSavepoint:
+        self.mark = len(self.batch.deferred)
+        self.batch.held.append(self.sql)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        held = self.batch.held
+        sent = self.sql not in held
+        if not sent:
+            del held[held.index(self.sql) :]  # and any savepoint opened inside it
+        if exc_type is not None:
+            del self.batch.deferred[self.mark :]
+            if sent:
+                name = self.sql.split(" ", 1)[1]
+                self.batch.db.send_sql(f"ROLLBACK TO SAVEPOINT {name}")
 
 
-def execute_at_commit(sql: str, params: Sequence[Any] = ()) -> None:
+@contextlib.contextmanager
+def spend_transaction() -> Iterator[Batch | None]:
+    """``database.atomic()``, batched on PostgreSQL unless a transaction is
+    already open (then it is a savepoint of that one, and yields ``None``)."""
+    db = database.obj
+    if not getattr(db, "batches_transactions", False) or db.in_transaction():
+        with database.atomic():
+            yield None
+        return
+    batch = Batch(db)
+    db.batch = batch
+    try:
+        with database.atomic():
+            yield batch
+    finally:
+        db.batch = None
+
+
+def defer_write(sql: str, params: Sequence[Any] = ()) -> None:
     """Run a write whose result nobody reads: with the COMMIT inside a batched
-    transaction (one round trip for all of them), else at once."""
-    txn = database.top_transaction()
-    if isinstance(txn, BatchedTransaction):
-        txn.queue(sql, params)
+    spend transaction (one round trip for all of them), else at once."""
+    batch = getattr(database.obj, "batch", None)
+    if batch is not None:
+        batch.defer(sql, params)
     else:
-        database.execute_sql(sql, params)
+        run_statement(sql, params)

@@ -103,9 +103,58 @@ class _PostgresPool(PooledPostgresqlDatabase):
     sat idle for :data:`PING_IF_IDLE_SECONDS`; a fresher one that died anyway
     fails its first statement, which the app answers with a 503."""
 
+    batches_transactions = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._checked_in: dict[int, float] = {}
+        self._batches = threading.local()
+
+    # Transaction control of a batched spend transaction (proxy.storage.batching):
+    # while this thread has a batch, these go through it.
+
+    @property
+    def batch(self) -> Any:
+        return getattr(self._batches, "batch", None)
+
+    @batch.setter
+    def batch(self, batch: Any) -> None:
+        self._batches.batch = batch
+
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        batch = self.batch
+        if batch is None:
+            super().begin(*args, **kwargs)
+        else:
+            batch.begin()
+
+    def commit(self) -> None:
+        batch = self.batch
+        if batch is None:
+            super().commit()
+        else:
+            batch.commit()
+
+    def rollback(self) -> None:
+        batch = self.batch
+        if batch is None:
+            super().rollback()
+        else:
+            batch.rollback()
+
+    def savepoint(self) -> Any:
+        batch = self.batch
+        return super().savepoint() if batch is None else batch.savepoint()
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        batch = self.batch
+        if batch is not None and batch.held:
+            sql = batch.take_held() + sql
+        return super().execute_sql(sql, params)
+
+    def send_sql(self, sql: str) -> Any:
+        """Send ``sql`` as it is, ahead of anything a batch holds back."""
+        return super().execute_sql(sql)
 
     def _close(self, conn: Any, close_conn: bool = False) -> None:
         self._checked_in[id(conn)] = time.monotonic()

@@ -82,13 +82,13 @@ class Prepared:
         preparing.add(self.name)
         return self.prepare_sql
 
-    def run(self, params: Sequence[Any], prefix: str = "") -> Any:
-        """Execute with ``params``; ``prefix`` (``"BEGIN; "``) goes in the same round trip."""
+    def run(self, params: Sequence[Any]) -> Any:
+        """Execute with ``params``."""
         conn = database.connection()
         preparing: set[str] = set()
         text = self.text_for(conn, preparing)
         try:
-            cursor = database.execute_sql(prefix + text, params)
+            cursor = database.execute_sql(text, params)
         except Exception as err:
             after_failure(conn, preparing, err)
             raise
@@ -115,3 +115,11 @@ def _raised_by_execute(err: Exception) -> bool:
     cause = getattr(err, "orig", None) or err.__context__
     code = getattr(cause, "pgcode", None) or ""
     return code[:2] in _EXECUTION_CLASSES
+
+
+def run_statement(sql: str, params: Sequence[Any] = ()) -> Any:
+    """Run ``sql`` (``%s`` placeholders) now and return its cursor: prepared on
+    PostgreSQL, in SQLite's ``?`` style there."""
+    if database.param == "%s":
+        return Prepared.of(sql).run(params)
+    return database.execute_sql(sql.replace("%s", database.param), params)

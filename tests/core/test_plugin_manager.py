@@ -251,3 +251,69 @@ def test_plugin_startup_and_tables_are_called(make_app: Callable[..., Flask], db
     config = base_config(db_url, plugins={"settings": {"starter": {"level": 3}}})
     app = make_app(config, plugins=[("starter", Starter())])
     assert seen == {"app": app, "settings": {"level": 3}}
+
+
+class CountsSpend:
+    """Counts its post_call_spend calls; raises in them when told to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+
+    @hookimpl
+    def post_call_spend(self, ctx: CallContext, usage: Usage, cost: float) -> None:
+        self.calls += 1
+        ctx.alerts.append(
+            Alert(spend=cost, event="spend_tracked", event_group="proxy", event_message="x")
+        )
+        if self.fail:
+            raise RuntimeError("plugin bug in post_call_spend")
+
+
+def test_a_failing_post_call_spend_runs_no_hook_twice_and_the_call_is_billed_once(
+    make_app: Callable[..., Flask], db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    counter, failing, collector = CountsSpend(), CountsSpend(fail=True), AlertCollector()
+    app = make_app(
+        base_config(db_url),
+        plugins=[("counter", counter), ("collector", collector), ("failing", failing)],
+    )
+    body = {**CHAT, "user": "alice"}
+    resp = app.test_client().post("/chat/completions", json=body, headers=MASTER)
+    assert resp.status_code == 200
+    assert (counter.calls, failing.calls) == (0, 1)  # the raise stopped pluggy's chain
+    assert collector.alerts == []  # the plugins' part was rolled back, alerts too
+    assert "recording the spend without it" in caplog.text
+    row = SpendLog.get()
+    assert SpendLog.select().count() == 1
+    assert Customer.get_by_id("alice").spend == pytest.approx(row.spend)
+    assert ProxySpend.get_by_id(1).spend == pytest.approx(row.spend)
+
+
+def test_every_on_alert_and_call_finished_call_goes_through_pluggy(
+    make_app: Callable[..., Flask], db_url: str
+) -> None:
+    first, last = AlertCollector(), AlertCollector()
+    app = make_app(
+        base_config(db_url),
+        plugins=[("raiser", AlertRaiser()), ("first", first), ("last", last)],
+    )
+    pm = app.extensions["comptroller"].pm
+    seen: list[tuple[str, list[str]]] = []
+
+    def before(name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+        seen.append((name, [impl.plugin_name for impl in impls]))
+
+    undo = pm.add_hookcall_monitoring(before, lambda *args: None)
+    try:
+        resp = app.test_client().post("/chat/completions", json=CHAT, headers=MASTER)
+    finally:
+        undo()
+    assert resp.status_code == 200
+    assert [a.event for a in first.alerts] == [a.event for a in last.alerts] == ["spend_tracked"]
+    # One call per plugin, each seen by pluggy's monitoring: last registered first.
+    assert ("on_alert", ["last"]) in seen and ("on_alert", ["first"]) in seen
+    alerts = [impls for name, impls in seen if name == "on_alert"]
+    assert alerts.index(["last"]) < alerts.index(["first"])
+    assert all(len(impls) == 1 for name, impls in seen if name == "call_finished")
+    assert sum(name == "post_call_spend" for name, _ in seen) == 1

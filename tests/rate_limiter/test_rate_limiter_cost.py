@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from plugins.rate_limiter import store
-from proxy.storage.batching import BatchedTransaction
+from proxy.storage.batching import Batch
 from proxy.storage.db import database, is_postgres
 from tests.conftest import base_config
 from tests.support.rate_limits import chat, make_budget, make_key, make_user
@@ -72,8 +72,8 @@ def counter(make_app: Any, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iter
     app = make_app(base_config(db_url, litellm_settings={"max_end_user_budget_id": "tier"}))
     counting = StatementCounter()
     monkeypatch.setattr(database.obj, "cursor", counting.wrap_cursor(database.obj.cursor))
-    queue = BatchedTransaction.queue
-    monkeypatch.setattr(BatchedTransaction, "queue", counting.wrap_queue(queue))
+    queue = Batch.defer
+    monkeypatch.setattr(Batch, "defer", counting.wrap_queue(queue))
     for name in ("admit", "settle", "release", "reclaim_expired", "uncount_requests"):
         monkeypatch.setattr(store, name, counting.wrap(getattr(store, name)))
     yield app.test_client(), counting

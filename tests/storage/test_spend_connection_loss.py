@@ -59,7 +59,7 @@ def test_a_connection_killed_during_the_upstream_call_still_charges_once(
 
 
 class CountsOpenSpendTransactions:
-    """Wraps the batched ledger write: how many are under way at once in this process."""
+    """Wraps the ledger write: how many are under way at once in this process."""
 
     def __init__(self, write: Any, limit: int) -> None:
         self.write = write
@@ -92,8 +92,8 @@ def test_a_process_keeps_few_spend_transactions_open_at_once(
     from one process would only queue on its row lock in PostgreSQL."""
     if not db_url.startswith("postgres"):
         pytest.skip("the batched spend transaction is PostgreSQL's")
-    counting = CountsOpenSpendTransactions(spend._write_ledger_batched, spend.SETTLE_CONCURRENCY)
-    monkeypatch.setattr(spend, "_write_ledger_batched", counting)
+    counting = CountsOpenSpendTransactions(spend._Ledger.write, spend.SETTLE_CONCURRENCY)
+    monkeypatch.setattr(spend._Ledger, "write", lambda ledger: counting(ledger))
     config = base_config(db_url, plugins={"disable": ["rate_limiter", "webhook_alerter"]})
     app = make_app(config)
     plain = make_key(max_budget=10)
