@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from proxy.call.gateway import Services
 from proxy.config import Config, load_config
-from proxy.errors import ProxyError, ServiceUnavailable
+from proxy.errors import ProxyError, ServiceUnavailable, error_shape
 from proxy.plugins import make_plugin_manager
 from proxy.storage.db import database, init_database
 from proxy.storage.migrate import migrate
@@ -34,9 +34,12 @@ _HTTP_TYPES = {
 
 
 def _register_error_handlers(app: Flask) -> None:
+    def _shape() -> str:
+        return error_shape(request.path)
+
     @app.errorhandler(ProxyError)
     def _proxy_error(err: ProxyError) -> Response:
-        return err.response()
+        return err.response(_shape())
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
@@ -47,7 +50,7 @@ def _register_error_handlers(app: Flask) -> None:
             message = f"Request body too large: the limit is {limit} bytes."
         return ProxyError(
             message, status=status, type=_HTTP_TYPES.get(status, "invalid_request_error")
-        ).response()
+        ).response(_shape())
 
     @app.errorhandler(peewee.OperationalError)
     @app.errorhandler(peewee.InterfaceError)
@@ -66,14 +69,14 @@ def _register_error_handlers(app: Flask) -> None:
             close_idle()
         return ServiceUnavailable(
             "Database unavailable; the call was not made and nothing was charged."
-        ).response()
+        ).response(_shape())
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
         log.exception("unhandled error")
         return ProxyError(
             "Internal error in Comptroller; it has been logged.", status=500, type="api_error"
-        ).response()
+        ).response(_shape())
 
 
 def create_app(

@@ -43,12 +43,41 @@ class ProxyError(Exception):
             }
         }
 
-    def response(self) -> Response:
-        resp = jsonify(self.body())
+    def anthropic_body(self) -> dict[str, Any]:
+        """The error in Anthropic's shape (``/v1/messages``), the same message."""
+        err_type = self.type if self.type in ANTHROPIC_ERROR_TYPES.values() else None
+        if err_type is None:
+            err_type = ANTHROPIC_ERROR_TYPES.get(self.status, "api_error")
+        return {"type": "error", "error": {"type": err_type, "message": self.message}}
+
+    def response(self, shape: str = "openai") -> Response:
+        resp = jsonify(self.anthropic_body() if shape == "anthropic" else self.body())
         resp.status_code = self.status
         for name, value in self.headers.items():
             resp.headers[name] = value
         return resp
+
+
+# Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors).
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+# Routes that speak Anthropic's API, errors included.
+ANTHROPIC_ROUTE_PREFIX = "/v1/messages"
+
+
+def error_shape(path: str) -> str:
+    """``"anthropic"`` on Anthropic's routes, else ``"openai"``."""
+    return "anthropic" if path.startswith(ANTHROPIC_ROUTE_PREFIX) else "openai"
 
 
 class BadRequest(ProxyError):

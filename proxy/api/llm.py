@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from proxy.api.common import json_body, services
-from proxy.api.llm_schemas import ChatCompletionRequest, EmbeddingRequest, check_body
+from proxy.api.llm_schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    CountTokensRequest,
+    EmbeddingRequest,
+    MessagesRequest,
+    ResponsesRequest,
+    check_body,
+)
 from proxy.call.access import allowed_model_names
-from proxy.call.auth import Caller, authenticate
-from proxy.call.gateway import end_user_id, handle_call
+from proxy.call.auth import Caller, authenticate, hash_key
+from proxy.call.gateway import (
+    check_model_access,
+    end_user_id,
+    handle_call,
+    resolve_deployment,
+)
 from proxy.errors import NotFound, ProxyError
+from proxy.storage.responses import forget_response, owned_response
+from proxy.upstream.client import upstream_path
 
 bp = Blueprint("llm", __name__)
 # Bodies up to this size are parsed before authentication (see _authenticated_body).
@@ -84,6 +100,108 @@ def embeddings(deployment: str | None = None) -> ResponseReturnValue:
         body["model"] = deployment
     validate_embeddings(body)
     return handle_call(svc, caller, "embeddings", body, request.headers)
+
+
+@bp.post("/completions")
+@bp.post("/v1/completions")
+@bp.post("/openai/deployments/<path:deployment>/completions")
+def completions(deployment: str | None = None) -> ResponseReturnValue:
+    svc = services()
+    caller, body = _authenticated_body(svc)
+    if deployment is not None:
+        body["model"] = deployment
+    check_body(CompletionRequest, body)
+    return handle_call(svc, caller, "completions", body, request.headers)
+
+
+def _caller_hash(svc: Any, caller: Caller) -> str | None:
+    """The hash responses are filed under: the key's, or the master key's."""
+    if caller.key is not None:
+        return str(caller.key.token)
+    return hash_key(svc.config.master_key) if caller.is_master else None
+
+
+@bp.post("/responses")
+@bp.post("/v1/responses")
+def responses() -> ResponseReturnValue:
+    svc = services()
+    caller, body = _authenticated_body(svc)
+    check_body(ResponsesRequest, body)
+    carried = 0
+    previous = body.get("previous_response_id")
+    if previous is not None:
+        row = owned_response(previous, _caller_hash(svc, caller))
+        if row is None:
+            raise NotFound(
+                f"Previous response with id '{previous}' not found.", param="previous_response_id"
+            )
+        carried = int(row.context_tokens)
+    return handle_call(svc, caller, "responses", body, request.headers, carried_tokens=carried)
+
+
+def _forward_response(response_id: str, suffix: str = "") -> Response:
+    """Pass a stored-response call through to the upstream that created it, for the
+    key that created it only (anyone else gets 404, as for an unknown id)."""
+    svc = services()
+    caller = authenticate(request.headers, svc.config.master_key)
+    row = owned_response(response_id, _caller_hash(svc, caller))
+    dep = svc.models.get(row.model_group) if row is not None else None
+    if row is None or dep is None:
+        raise NotFound(f"No response found with id '{response_id}'.", param="response_id")
+    check_model_access(svc, caller, dep.model_name)
+    path = f"responses/{response_id}{suffix}"
+    # Everything but ``stream``: a replayed stream would be relayed unmetered and whole.
+    query = [(k, v) for k, v in request.args.items(multi=True) if k != "stream"]
+    if query:
+        path += "?" + urlencode(query)
+    status, raw = svc.upstream.forward(dep, request.method, path, client_headers=request.headers)
+    if request.method == "DELETE" and status < 300:
+        forget_response(response_id)
+    return Response(raw, status=status, mimetype="application/json")
+
+
+@bp.get("/responses/<response_id>")
+@bp.get("/v1/responses/<response_id>")
+def get_response(response_id: str) -> ResponseReturnValue:
+    return _forward_response(response_id)
+
+
+@bp.delete("/responses/<response_id>")
+@bp.delete("/v1/responses/<response_id>")
+def delete_response(response_id: str) -> ResponseReturnValue:
+    return _forward_response(response_id)
+
+
+@bp.get("/responses/<response_id>/input_items")
+@bp.get("/v1/responses/<response_id>/input_items")
+def response_input_items(response_id: str) -> ResponseReturnValue:
+    return _forward_response(response_id, "/input_items")
+
+
+@bp.post("/v1/messages")
+def messages() -> ResponseReturnValue:
+    """Anthropic's Messages API (Claude Code); errors in Anthropic's shape."""
+    svc = services()
+    caller, body = _authenticated_body(svc)
+    check_body(MessagesRequest, body)
+    return handle_call(svc, caller, "messages", body, request.headers)
+
+
+@bp.post("/v1/messages/count_tokens")
+def count_tokens() -> ResponseReturnValue:
+    """Passed through to an ``anthropic/`` model's upstream; free, so not metered."""
+    svc = services()
+    caller, body = _authenticated_body(svc)
+    check_body(CountTokensRequest, body)
+    dep = resolve_deployment(svc, body["model"])
+    check_model_access(svc, caller, dep.model_name)
+    if not dep.answers_itself:
+        upstream_path(dep, "messages")
+    upstream_body = {**body, "model": dep.upstream_model}
+    status, raw = svc.upstream.forward(
+        dep, "POST", "messages/count_tokens", upstream_body, client_headers=request.headers
+    )
+    return Response(raw, status=status, mimetype="application/json")
 
 
 def _visible_models(svc: Any, caller: Caller) -> list[str]:

@@ -9,7 +9,7 @@ or ``tools``. The OpenAPI document is generated from these same models.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -91,6 +91,89 @@ class DeploymentEmbeddingRequest(EmbeddingRequest):
     model: ModelName | None = None  # type: ignore[assignment]
 
 
+class ResponsesRequest(_Passthrough):
+    """``POST /v1/responses``: OpenAI's Responses API; fields not listed pass through."""
+
+    model: ModelName = Field(description="A model_name from the proxy's model_list.")
+    input: StrictStr | list[dict[str, Any]] = Field(
+        description="A string, or an array of input items (messages, tool outputs, ...)."
+    )
+    instructions: StrictStr | None = None
+    tools: list[dict[str, Any]] | None = None
+    max_output_tokens: TokenLimit | None = None
+    stream: StrictBool | None = None
+    previous_response_id: StrictStr | None = Field(
+        default=None, description="Only a response this key created."
+    )
+    background: Literal[False] | None = Field(
+        default=None, description="Not supported: a background response cannot be metered."
+    )
+    user: EndUserId | None = Field(
+        default=None, description="The end user (customer) the call is metered to."
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Sent upstream; ``metadata.user_id`` names the end user."
+    )
+
+
+PromptInput = (
+    StrictStr
+    | Annotated[list[StrictStr], Field(min_length=1)]
+    | Annotated[list[StrictInt], Field(min_length=1)]
+    | Annotated[list[Annotated[list[StrictInt], Field(min_length=1)]], Field(min_length=1)]
+)
+
+
+class CompletionRequest(_Passthrough):
+    """``POST /v1/completions``: the legacy completions API."""
+
+    model: ModelName = Field(description="A model_name from the proxy's model_list.")
+    prompt: PromptInput = Field(description="A string, strings, token ids or lists of them.")
+    n: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
+    best_of: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
+    max_tokens: TokenLimit | None = None
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+    user: EndUserId | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class DeploymentCompletionRequest(CompletionRequest):
+    model: ModelName | None = None  # type: ignore[assignment]
+
+
+class AnthropicMessage(_Passthrough):
+    role: Literal["user", "assistant"]
+    content: StrictStr | list[dict[str, Any]]
+
+
+class AnthropicMetadata(_Passthrough):
+    user_id: EndUserId | None = None
+
+
+class MessagesRequest(_Passthrough):
+    """``POST /v1/messages``: Anthropic's Messages API; fields not listed pass through."""
+
+    model: ModelName = Field(description="A model_name from the proxy's model_list.")
+    messages: Annotated[list[AnthropicMessage], Field(min_length=1)]
+    max_tokens: TokenLimit
+    system: StrictStr | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    stream: StrictBool | None = None
+    metadata: AnthropicMetadata | None = Field(
+        default=None, description="``metadata.user_id`` names the end user."
+    )
+
+
+class CountTokensRequest(_Passthrough):
+    """``POST /v1/messages/count_tokens``: passed through, not metered."""
+
+    model: ModelName = Field(description="A model_name from the proxy's model_list.")
+    messages: Annotated[list[AnthropicMessage], Field(min_length=1)]
+    system: StrictStr | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
 # What a wrong field is told, by top-level field (pydantic's wording otherwise).
 _EXPECTED = {
     "model": "'model' is required and must be a non-empty string",
@@ -102,6 +185,15 @@ _EXPECTED = {
     "max_completion_tokens": "'max_completion_tokens' must be an integer of at least 1",
     "metadata": "'metadata' must be an object",
     "user": "'user' must be a string of at most 255 characters without NUL",
+    "prompt": "'prompt' is required: a string, an array of strings or of token ids",
+    "max_output_tokens": "'max_output_tokens' must be an integer of at least 1",
+    "instructions": "'instructions' must be a string",
+    "previous_response_id": "'previous_response_id' must be a string",
+    "background": "'background' responses are not supported: they cannot be metered",
+    "n": "'n' must be an integer from 1 to 128",
+    "best_of": "'best_of' must be an integer from 1 to 128",
+    "system": "'system' must be a string or an array of content blocks",
+    "tools": "'tools' must be an array of objects",
 }
 
 
@@ -113,7 +205,11 @@ def _problem(err: ValidationError) -> BadRequest:
     if field == "messages" and len(loc) > 1 and isinstance(loc[1], int):
         param = f"messages[{loc[1]}]"
         return BadRequest(f"'{param}' must be an object with a string 'role'", param=param)
-    if len(loc) <= 1 or field == "input":  # input's union adds its branch names to loc
+    if field == "input" and len(loc) > 1 and isinstance(loc[1], str) and loc[1].startswith("list"):
+        if len(loc) > 2 and isinstance(loc[2], int):  # a Responses input item
+            param = f"input[{loc[2]}]"
+            return BadRequest(f"'{param}' must be an object", param=param)
+    if len(loc) <= 1 or field in ("input", "prompt", "system"):  # unions add branch names
         message = _EXPECTED.get(field, f"Invalid value for '{field}': {first['msg']}")
         return BadRequest(message, param=field)
     dotted = field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])

@@ -117,6 +117,49 @@ class Usage:
             reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
         )
 
+    @classmethod
+    def from_responses(cls, usage: dict[str, Any] | None) -> Usage | None:
+        """The Responses API's usage: ``input_tokens`` (cached ones included, as
+        ``input_tokens_details.cached_tokens`` says), ``output_tokens`` (reasoning
+        included, ``output_tokens_details.reasoning_tokens``)."""
+        if not isinstance(usage, dict):
+            return None
+        if not isinstance(usage.get("input_tokens"), int) and not isinstance(
+            usage.get("output_tokens"), int
+        ):
+            return None
+        input_details = usage.get("input_tokens_details")
+        output_details = usage.get("output_tokens_details")
+        return cls(
+            prompt_tokens=_count(usage.get("input_tokens")),
+            completion_tokens=_count(usage.get("output_tokens")),
+            cache_read_tokens=_count(
+                input_details.get("cached_tokens") if isinstance(input_details, dict) else 0
+            ),
+            reasoning_tokens=_count(
+                output_details.get("reasoning_tokens") if isinstance(output_details, dict) else 0
+            ),
+        )
+
+    @classmethod
+    def from_anthropic(cls, usage: dict[str, Any] | None) -> Usage | None:
+        """Anthropic's usage, whose ``input_tokens`` leaves out the cache: the prompt
+        is ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``."""
+        if not isinstance(usage, dict):
+            return None
+        if not isinstance(usage.get("input_tokens"), int) and not isinstance(
+            usage.get("output_tokens"), int
+        ):
+            return None
+        cache_read = _count(usage.get("cache_read_input_tokens"))
+        cache_write = _count(usage.get("cache_creation_input_tokens"))
+        return cls(
+            prompt_tokens=_count(usage.get("input_tokens")) + cache_read + cache_write,
+            completion_tokens=_count(usage.get("output_tokens")),
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+        )
+
 
 @dataclass
 class CallContext:
@@ -146,6 +189,9 @@ class CallContext:
     request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     start_time: float = field(default_factory=time.time)
     estimated_cost: float = 0.0
+    # Input the upstream adds from stored state (a Responses ``previous_response_id``'s
+    # conversation): billed as input, so part of the call's worst case.
+    carried_input_tokens: int = 0
     usage: Usage | None = None
     cost: float = 0.0
     # New spend totals after this call's increments ("key", "user", "team",

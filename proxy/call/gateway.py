@@ -5,7 +5,6 @@ identify -> check (plugins) -> call upstream -> settle spend -> release.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import pluggy
 from flask import Response, jsonify
 from peewee import JOIN
 
+from proxy.call import api_bounds
 from proxy.call.access import refusing_list
 from proxy.call.auth import Caller
 from proxy.call.context import CallContext, Usage
@@ -27,7 +27,9 @@ from proxy.storage.ledger import record_spend
 from proxy.storage.lookup import CallRows
 from proxy.storage.models import Budget, Customer, ProxySpend
 from proxy.storage.resets import apply_due_resets
-from proxy.upstream.client import StreamRelay, UpstreamClient
+from proxy.storage.responses import remember_response
+from proxy.upstream.apis import APIS
+from proxy.upstream.client import StreamRelay, UpstreamClient, upstream_path
 from proxy.upstream.deployments import Deployment, ModelTable
 
 log = logging.getLogger("comptroller.gateway")
@@ -127,6 +129,14 @@ def _load_customer(services: Services, ctx: CallContext, rows: CallRows | None) 
 def _estimate_cost(ctx: CallContext) -> float:
     """The call's worst case: the prompt estimate plus the largest answer."""
     price = ctx.deployment.price
+    if ctx.call_type in api_bounds.BOUNDED_CALL_TYPES:
+        prompt = api_bounds.input_bound(ctx.body, ctx.call_type, ctx.deployment.provider)
+        prompt += ctx.carried_input_tokens
+        per_answer = api_bounds.output_limit(ctx.body, ctx.call_type)
+        if per_answer is None:
+            per_answer = price.max_output_tokens or DEFAULT_OUTPUT_CAP
+        output = per_answer * api_bounds.completions_count(ctx.body, ctx.call_type)
+        return prompt * price.input_cost_per_token + output * price.output_cost_per_token
     prompt = estimate_prompt_tokens(ctx.body, ctx.call_type)
     if ctx.call_type == "embeddings":
         return prompt * price.input_cost_per_token
@@ -143,6 +153,7 @@ def build_context(
     call_type: str,
     body: dict,
     headers: Any,
+    carried_tokens: int = 0,
 ) -> CallContext:
     config = services.config
     ctx = CallContext(
@@ -150,11 +161,12 @@ def build_context(
         call_type=call_type,
         deployment=deployment,
         body=body,
-        stream=bool(body.get("stream")) and call_type == "chat",
+        stream=bool(body.get("stream")) and APIS[call_type].streams,
         is_master=caller.is_master,
         key=caller.key,
         user=caller.user,
         end_user_id=end_user_id(headers, body),
+        carried_input_tokens=carried_tokens,
     )
     if caller.key is not None:
         ctx.team_id = caller.key.team_id or (caller.user.team_id if caller.user else None)
@@ -193,12 +205,29 @@ def _finish(services: Services, ctx: CallContext, outcome: str) -> None:
 
 
 def handle_call(
-    services: Services, caller: Caller, call_type: str, body: dict[str, Any], headers: Any
+    services: Services,
+    caller: Caller,
+    call_type: str,
+    body: dict[str, Any],
+    headers: Any,
+    carried_tokens: int = 0,
 ) -> Response:
-    """Run one LLM call through checks, upstream and the spend ledger."""
+    """Run one LLM call through checks, upstream and the spend ledger.
+
+    ``headers`` are the client's: they name the end user, and an ``anthropic/``
+    upstream gets the client's ``anthropic-version``/``anthropic-beta``.
+    """
+    api = APIS[call_type]
     deployment = resolve_deployment(services, body["model"])
     check_model_access(services, caller, deployment.model_name)
-    ctx = build_context(services, caller, deployment, call_type, body, headers)
+    if not deployment.answers_itself:
+        upstream_path(deployment, call_type)  # 400 before any check for an API it lacks
+    if services.config.general_settings.budget_enforcement == "strict":
+        unbounded = api_bounds.unbounded_part(body, call_type)
+        if unbounded is not None:
+            field_name, why = unbounded
+            raise BadRequest(f"Not accepted with strict budgets: {why}.", param=field_name)
+    ctx = build_context(services, caller, deployment, call_type, body, headers, carried_tokens)
     try:
         refusal = services.pm.hook.pre_request_check(ctx=ctx)
     except BaseException:
@@ -216,7 +245,8 @@ def handle_call(
         )
     # From ctx.body: a check may have changed it (clamp_max_tokens lowers max_tokens).
     upstream_body = {**ctx.body, "model": deployment.upstream_model}
-    upstream_body.pop("metadata", None)
+    if not api.upstream_metadata:
+        upstream_body.pop("metadata", None)
     if not deployment.answers_itself:
         upstream_body.pop("mock_response", None)
     if not database.in_transaction():
@@ -225,42 +255,48 @@ def handle_call(
         database.close()
     if ctx.stream:
         options = upstream_body.get("stream_options")
-        upstream_body["stream_options"] = {
-            **(options if isinstance(options, dict) else {}),
-            "include_usage": True,
-        }
+        if api.stream_usage_option:
+            upstream_body["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
         try:
             wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-            relay = services.upstream.stream(deployment, upstream_body, relay_usage=wants_usage)
+            relay = services.upstream.stream(
+                deployment,
+                upstream_body,
+                relay_usage=wants_usage,
+                call_type=call_type,
+                client_headers=headers,
+            )
         except BaseException:
             _finish(services, ctx, "failed")
             raise
         return _with_headers(stream_response(services, ctx, relay), ctx)
     try:
-        answer, raw = services.upstream.call_raw(deployment, call_type, upstream_body)
+        answer, raw = services.upstream.call_raw(
+            deployment, call_type, upstream_body, client_headers=headers
+        )
     except BaseException:
         _finish(services, ctx, "failed")
         raise
     try:
-        usage = Usage.from_openai(answer.get("usage")) or _fallback_usage(ctx, answer)
+        usage = api.answer_usage(answer) or _fallback_usage(ctx, api.output_chars(answer))
         record_spend(services.pm, ctx, usage, "success")
     except BaseException:
         _finish(services, ctx, "failed")
         raise
     _finish(services, ctx, "success")
+    if call_type == "responses":
+        remember_response(ctx, answer.get("id"), usage)
     # The upstream's own bytes when there are some: parsed once (for usage), not re-encoded.
     resp = Response(raw, mimetype="application/json") if raw is not None else jsonify(answer)
     return _with_headers(resp, ctx)
 
 
-def _fallback_usage(ctx: CallContext, answer: dict[str, Any]) -> Usage:
+def _fallback_usage(ctx: CallContext, output_chars: int) -> Usage:
     """An upstream that reports no usage is charged from an estimate."""
-    text = ""
-    for choice in answer.get("choices") or []:
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if isinstance(message, dict) and isinstance(message.get("content"), str):
-            text += message["content"]
-    return Usage(estimate_prompt_tokens(ctx.body, ctx.call_type), (len(text) + 3) // 4)
+    return Usage(estimate_prompt_tokens(ctx.body, ctx.call_type), (output_chars + 3) // 4)
 
 
 def stream_response(services: Services, ctx: CallContext, relay: StreamRelay) -> Response:
@@ -273,7 +309,7 @@ def stream_response(services: Services, ctx: CallContext, relay: StreamRelay) ->
             outcome = "success"
         except ProxyError as err:
             outcome = "failed"
-            yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+            yield APIS[ctx.call_type].stream_error(err)
         finally:
             relay.close()
             settle_stream(services, ctx, relay, outcome)
@@ -289,13 +325,18 @@ def settle_stream(services: Services, ctx: CallContext, relay: StreamRelay, outc
     """Charge a finished or interrupted stream for what the client received."""
     try:
         usage = relay.usage
+        relayed_tokens = (relay.text_chars + 3) // 4
         if usage is None and relay.text_chars > 0:
-            usage = Usage(
-                estimate_prompt_tokens(ctx.body, ctx.call_type), (relay.text_chars + 3) // 4
-            )
+            usage = Usage(estimate_prompt_tokens(ctx.body, ctx.call_type), relayed_tokens)
+        elif usage is not None and not relay.meter.complete:
+            # The input side came first (Anthropic's message_start): the output so far
+            # is at least what was relayed.
+            usage.completion_tokens = max(usage.completion_tokens, relayed_tokens)
         if usage is not None and (outcome != "failed" or relay.text_chars > 0):
             status = "success" if outcome == "success" else outcome
             record_spend(services.pm, ctx, usage, status)
+            if ctx.call_type == "responses":
+                remember_response(ctx, relay.meter.response_id, usage)
     except Exception:
         log.exception("recording spend for stream %s failed", ctx.request_id)
     finally:

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import urllib3
@@ -29,8 +29,12 @@ from urllib3.exceptions import (
 
 from proxy.call.context import Usage
 from proxy.call.pricing import estimate_prompt_tokens
-from proxy.errors import ProxyError, UpstreamError
+from proxy.errors import BadRequest, ProxyError, UpstreamError
+from proxy.upstream import anthropic
+from proxy.upstream.apis import APIS
 from proxy.upstream.deployments import Deployment
+from proxy.upstream.meters import AnthropicEventMeter, ChatChunkMeter, StreamMeter
+from proxy.upstream.mock_apis import mock_api_answer, mock_api_stream, mock_forward
 
 log = logging.getLogger("comptroller.upstream")
 
@@ -65,10 +69,6 @@ def _without_injected_usage(body: dict[str, Any]) -> dict[str, Any]:
         if rest:
             out["stream_options"] = rest
     return out
-
-
-def _paths(call_type: str) -> str:
-    return "chat/completions" if call_type == "chat" else "embeddings"
 
 
 def _error_from_upstream(status: int, raw: bytes, api_key: str | None = None) -> ProxyError:
@@ -110,25 +110,39 @@ class StreamRelay:
 
     Each upstream chunk is passed on as soon as it has completed one or more
     events (half an event is of no use to a client). Events are parsed on the
-    side to keep the ``usage`` chunk and a count of the text relayed, so an
-    interrupted stream can still be charged for what the client received.
+    side by ``meter`` (the API's own wire format, :mod:`proxy.upstream.meters`)
+    to keep the usage and a count of the text relayed, so an interrupted
+    stream can still be charged for what the client received.
 
-    With ``relay_usage=False`` (the client did not ask for
-    ``stream_options.include_usage``; the proxy asked on its behalf) the
-    usage-only chunk is metered but not relayed: its empty ``choices`` breaks
-    clients that read ``chunk.choices[0]``.
+    ``translate`` (for a provider that speaks another API than the client,
+    :mod:`proxy.upstream.anthropic`) turns each metered event into the bytes
+    the client gets instead, and ``translate_end`` what follows the last one.
     """
 
     def __init__(
-        self, chunks: Iterator[bytes], close: Any = None, relay_usage: bool = True
+        self,
+        chunks: Iterator[bytes],
+        close: Any = None,
+        relay_usage: bool = True,
+        meter: StreamMeter | None = None,
+        translate: Callable[[str | None, dict[str, Any]], bytes] | None = None,
+        translate_end: Callable[[], bytes] | None = None,
     ) -> None:
         self._chunks = chunks
         self._close = close
-        self._relay_usage = relay_usage
+        self.meter = meter if meter is not None else ChatChunkMeter(relay_usage)
+        self._translate = translate
+        self._translate_end = translate_end
         self._pending = b""
-        self.usage: Usage | None = None
-        self.text_chars = 0
         self.finished = False
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.meter.usage
+
+    @property
+    def text_chars(self) -> int:
+        return self.meter.text_chars
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
@@ -137,8 +151,14 @@ class StreamRelay:
                 if out:
                     yield out
         rest, self._pending = self._pending, b""
-        if rest.strip() and self._observe(rest, last=True):
-            yield rest
+        if rest.strip():
+            out = self._observe(rest, last=True)
+            if out:
+                yield out
+        if self._translate_end is not None:
+            tail = self._translate_end()
+            if tail:
+                yield tail
         self.finished = True
 
     def _complete_events(self, chunk: bytes) -> bytes:
@@ -148,39 +168,33 @@ class StreamRelay:
         for match in _EVENT_END.finditer(data):
             event = data[start : match.end()]
             start = match.end()
-            if self._observe(event):
-                out.append(event)
+            out.append(self._observe(event))
         self._pending = data[start:]
-        if len(self._pending) > _MAX_PENDING:
+        if len(self._pending) > _MAX_PENDING and self._translate is None:
             out.append(self._pending)
             self._pending = b""
         return b"".join(out)
 
-    def _observe(self, event: bytes, last: bool = False) -> bool:
-        """Meter one event; ``False`` when it must not be relayed."""
+    def _observe(self, event: bytes, last: bool = False) -> bytes:
+        """Meter one event; the bytes to relay for it (``b""`` for none)."""
         lines = [line.strip() for line in event.splitlines()]
         payload = b"\n".join(line[5:].strip() for line in lines if line.startswith(b"data:"))
+        names = [line[6:].strip() for line in lines if line.startswith(b"event:")]
+        name = names[-1].decode("utf-8", "replace") if names else None
         if not payload and last:
             payload = event.strip()  # an upstream that answered plain JSON to a stream
-        if not payload or payload == b"[DONE]":
-            return True
-        try:
-            parsed = json.loads(payload)
-        except ValueError:
-            return True
+        parsed: Any = None
+        if payload and payload != b"[DONE]":
+            try:
+                parsed = json.loads(payload)
+            except ValueError:
+                parsed = None
         if not isinstance(parsed, dict):
-            return True
-        usage = Usage.from_openai(parsed.get("usage"))
-        if usage is not None:
-            self.usage = usage
-        choices = parsed.get("choices")
-        for choice in choices if isinstance(choices, list) else []:
-            if not isinstance(choice, dict):
-                continue
-            part = choice.get("delta") or choice.get("message")
-            if isinstance(part, dict) and isinstance(part.get("content"), str):
-                self.text_chars += len(part["content"])
-        return self._relay_usage or usage is None or bool(choices)
+            return b"" if self._translate is not None else event
+        relay = self.meter.observe(name, parsed)
+        if self._translate is not None:
+            return self._translate(name, parsed)
+        return event if relay else b""
 
     def close(self) -> None:
         """Close the upstream response first, so no half-read connection is reused."""
@@ -203,33 +217,50 @@ class UpstreamClient:
             num_pools=64, maxsize=pool_size, block=False, retries=False
         )
 
-    def _target(self, dep: Deployment, call_type: str) -> tuple[str, dict[str, str]]:
+    def _target(
+        self, dep: Deployment, path: str, client_headers: Any = None
+    ) -> tuple[str, dict[str, str]]:
+        """The URL of ``path`` (``chat/completions``, ``responses/<id>``, ...) on
+        ``dep``'s upstream, and the headers that authenticate there."""
+        if dep.provider == "anthropic":
+            return anthropic.endpoint(dep.api_base, path), anthropic.headers(
+                dep.api_key, client_headers
+            )
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if dep.provider == "azure":
             if not dep.api_base:
                 raise UpstreamError(f"model {dep.model_name}: azure deployment has no api_base")
-            url = (
-                f"{dep.api_base.rstrip('/')}/openai/deployments/{dep.upstream_model}/"
-                f"{_paths(call_type)}?api-version={dep.api_version or AZURE_DEFAULT_API_VERSION}"
-            )
+            version = dep.api_version or AZURE_DEFAULT_API_VERSION
+            base = dep.api_base.rstrip("/")
+            if path.startswith("responses"):
+                # Azure's Responses API names the deployment in the body, not the path.
+                url = f"{base}/openai/{path}?api-version={version}"
+            else:
+                url = f"{base}/openai/deployments/{dep.upstream_model}/{path}?api-version={version}"
             if dep.api_key:
                 headers["api-key"] = dep.api_key
         else:
-            url = f"{(dep.api_base or OPENAI_BASE).rstrip('/')}/{_paths(call_type)}"
+            url = f"{(dep.api_base or OPENAI_BASE).rstrip('/')}/{path}"
             if dep.api_key:
                 headers["Authorization"] = f"Bearer {dep.api_key}"
         return url, headers
 
     def _request(
-        self, dep: Deployment, call_type: str, body: dict[str, Any], stream: bool
+        self,
+        dep: Deployment,
+        path: str,
+        body: dict[str, Any] | None,
+        stream: bool,
+        client_headers: Any = None,
+        method: str = "POST",
     ) -> urllib3.HTTPResponse:
-        url, headers = self._target(dep, call_type)
+        url, headers = self._target(dep, path, client_headers)
         timeout = urllib3.Timeout(connect=min(dep.timeout, 10.0), read=dep.timeout)
         try:
             resp = self.pools.request(
-                "POST",
+                method,
                 url,
-                body=json.dumps(body).encode(),
+                body=json.dumps(body).encode() if body is not None else None,
                 headers=headers,
                 timeout=timeout,
                 preload_content=not stream,
@@ -255,13 +286,21 @@ class UpstreamClient:
         return self.call_raw(dep, call_type, body)[0]
 
     def call_raw(
-        self, dep: Deployment, call_type: str, body: dict[str, Any]
+        self,
+        dep: Deployment,
+        call_type: str,
+        body: dict[str, Any],
+        client_headers: Any = None,
     ) -> tuple[dict[str, Any], bytes | None]:
         """:meth:`call`, with the answer's bytes as the upstream sent them (None for
-        ``mock/``), so the gateway can relay them without serialising them again."""
+        ``mock/`` and translated answers), so the gateway can relay them without
+        serialising them again."""
         if dep.answers_itself:
             return mock_answer(dep, call_type, body), None
-        resp = self._request(dep, call_type, body, stream=False)
+        translated = dep.provider == "anthropic" and call_type == "chat"
+        if translated:
+            body = anthropic.chat_to_messages(body, dep.upstream_model, dep.price.max_output_tokens)
+        resp = self._request(dep, upstream_path(dep, call_type), body, False, client_headers)
         if resp.status >= 400:
             raise _error_from_upstream(resp.status, resp.data, dep.api_key)
         try:
@@ -270,21 +309,40 @@ class UpstreamClient:
             raise UpstreamError(f"Upstream sent invalid JSON for model {dep.model_name}") from None
         if not isinstance(answer, dict):
             raise UpstreamError(f"Upstream sent an unexpected answer for model {dep.model_name}")
+        if translated:
+            return anthropic.message_to_chat(answer, dep.model_name), None
         return answer, resp.data
 
     def stream(
-        self, dep: Deployment, body: dict[str, Any], relay_usage: bool = True
+        self,
+        dep: Deployment,
+        body: dict[str, Any],
+        relay_usage: bool = True,
+        call_type: str = "chat",
+        client_headers: Any = None,
     ) -> StreamRelay:
-        """A streaming chat call; the status is checked before the first byte.
+        """A streaming call; the status is checked before the first byte.
 
         ``relay_usage``: whether the client itself asked for the usage chunk.
         """
+        api = APIS[call_type]
         if dep.answers_itself:
-            return StreamRelay(iter(mock_stream(dep, body)), relay_usage=relay_usage)
-        if not relay_usage and not accepts_stream_options(dep):
+            events = (
+                mock_stream(dep, body)
+                if call_type == "chat"
+                else mock_api_stream(dep, call_type, body)
+            )
+            return StreamRelay(iter(events), meter=api.make_meter(relay_usage))
+        translator: anthropic.ChatStreamTranslator | None = None
+        meter = api.make_meter(relay_usage)
+        if dep.provider == "anthropic" and call_type == "chat":
+            translator = anthropic.ChatStreamTranslator(dep.model_name, relay_usage)
+            body = anthropic.chat_to_messages(body, dep.upstream_model, dep.price.max_output_tokens)
+            meter = AnthropicEventMeter()
+        elif not relay_usage and not accepts_stream_options(dep):
             # Metered from the text relayed instead (see gateway.settle_stream).
             body = _without_injected_usage(body)
-        resp = self._request(dep, "chat", body, stream=True)
+        resp = self._request(dep, upstream_path(dep, call_type), body, True, client_headers)
         if resp.status >= 400:
             raw = resp.read()
             resp.release_conn()
@@ -315,7 +373,46 @@ class UpstreamClient:
             # A stream abandoned half-way cannot be reused: drop the socket.
             resp.drain_conn() if resp.isclosed() else resp.close()
 
-        return StreamRelay(chunks(), close, relay_usage=relay_usage)
+        return StreamRelay(
+            chunks(),
+            close,
+            meter=meter,
+            translate=translator,
+            translate_end=translator.end if translator is not None else None,
+        )
+
+    def forward(
+        self,
+        dep: Deployment,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        client_headers: Any = None,
+    ) -> tuple[int, bytes]:
+        """An unmetered call passed through as it is (``GET /responses/<id>``,
+        ``count_tokens``): the upstream's status and body."""
+        if dep.answers_itself:
+            return mock_forward(dep, method, path, body)
+        resp = self._request(dep, path, body, False, client_headers, method=method)
+        return resp.status, resp.data
+
+
+def upstream_path(dep: Deployment, call_type: str) -> str:
+    """The path of ``call_type`` on ``dep``'s upstream."""
+    if dep.provider == "anthropic":
+        if call_type not in ("chat", "messages"):
+            raise BadRequest(
+                f"model {dep.model_name} is an anthropic/ model: it answers /v1/messages and "
+                f"/chat/completions, not {call_type}",
+                param="model",
+            )
+        return "messages"
+    if call_type == "messages":
+        raise BadRequest(
+            f"model {dep.model_name} is not an anthropic/ model: /v1/messages needs one",
+            param="model",
+        )
+    return APIS[call_type].path
 
 
 # --- the built-in mock provider: deterministic, no network -----------------
@@ -333,6 +430,8 @@ def _mock_reply(body: dict[str, Any], default: str | None) -> tuple[str, str]:
 
 
 def mock_answer(dep: Deployment, call_type: str, body: dict[str, Any]) -> dict[str, Any]:
+    if call_type not in ("chat", "embeddings"):
+        return mock_api_answer(dep, call_type, body)
     prompt_tokens = max(1, estimate_prompt_tokens(body, call_type))
     if call_type == "embeddings":
         inputs = body.get("input")

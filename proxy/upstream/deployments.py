@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from proxy.call.pricing import Price, has_price, price_for
 from proxy.config import Config, ModelEntry
 
-PROVIDERS = ("openai", "azure", "mock")
+PROVIDERS = ("openai", "azure", "anthropic", "mock")
 REDACTED = "***"
 
 
@@ -54,7 +54,9 @@ class Deployment:
 
     @property
     def owned_by(self) -> str:
-        return {"azure": "azure", "mock": "comptroller"}.get(self.provider, "openai")
+        return {"azure": "azure", "anthropic": "anthropic", "mock": "comptroller"}.get(
+            self.provider, "openai"
+        )
 
     def public_info(self) -> dict:
         """What ``/model/info`` may show: an allow-list of fields, never the api_key."""

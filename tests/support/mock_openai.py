@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.support import mock_responses
 from tests.support.http_server import BackgroundHTTPServer, TrackedHandler
 
 DEFAULT_CONTENT = "This is a mock response from the Comptroller test upstream."
@@ -203,6 +204,11 @@ class MockOpenAI(BackgroundHTTPServer):
         self._fail_next: list[tuple[int, str]] = []
         self._hang = False
         self._stream_chunk_delay = 0.0
+        # The Responses API: stored responses by id; what the next calls report as
+        # cached input and reasoning output (tests set these to price those parts).
+        self.stored_responses: dict[str, dict[str, Any]] = {}
+        self.cached_tokens = 0
+        self.reasoning_tokens = 0
 
     def _on_stop(self) -> None:
         # Wakes calls waiting in a ``hang``.
@@ -275,6 +281,8 @@ class MockOpenAI(BackgroundHTTPServer):
                 self._fail_next.clear()
                 self._hang = False
                 self._stream_chunk_delay = 0.0
+                self.cached_tokens = 0
+                self.reasoning_tokens = 0
             self._changed.notify_all()
 
     # --- behaviour ----------------------------------------------------------
@@ -567,9 +575,13 @@ class _Handler(TrackedHandler):
         routes: dict[str, tuple[str, Callable[[Any, str | None], None]]] = {
             "chat/completions": ("POST", self._chat),
             "embeddings": ("POST", self._embeddings),
+            "completions": ("POST", self._completions),
         }
         if deployment is None:
             routes["models"] = ("GET", self._models)
+            routes["responses"] = ("POST", self._responses)
+            if name.startswith("responses/") and method in ("GET", "DELETE"):
+                routes[name] = (method, self._response_item)
         if name not in routes:
             raise _MockError(404, f"Invalid URL ({method} {path})", code="unknown_url")
         wanted, handler = routes[name]
@@ -768,6 +780,17 @@ class _Handler(TrackedHandler):
                 ],
             },
         )
+
+    # --- the Responses API and legacy completions (tests.support.mock_responses) ---
+
+    def _responses(self, body: Any, deployment: str | None) -> None:
+        mock_responses.create_response(self, self.mock, self._require_object(body))
+
+    def _response_item(self, body: Any, deployment: str | None) -> None:
+        mock_responses.response_item(self, self.mock, self.command, self.path)
+
+    def _completions(self, body: Any, deployment: str | None) -> None:
+        mock_responses.create_completion(self, self.mock, self._require_object(body), deployment)
 
 
 MockOpenAI.handler_class = _Handler

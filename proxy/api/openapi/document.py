@@ -90,6 +90,10 @@ class RouteDoc:
     # A text media type the success may come in instead of JSON, with an example answer.
     text_media_type: str | None = None
     text_example: str | None = None
+    # The error shape when it is not OpenAI's (Anthropic's on /v1/messages).
+    error_model: type[BaseModel] | None = None
+    # How a stream ends, for the success description.
+    stream_note: str = "one `data: {chunk}` line each, ending with `data: [DONE]`"
 
 
 def _key_routes() -> dict[str, RouteDoc]:
@@ -309,6 +313,12 @@ def _spend_routes() -> dict[str, RouteDoc]:
     }
 
 
+_STORED_RESPONSE_NOTE = (
+    "Passed through, unmetered, to the upstream that created the response; any other "
+    "key gets 404, as for an unknown id."
+)
+
+
 def _llm_routes() -> dict[str, RouteDoc]:
     upstream = (400, 403, 429, 502, 504)
     return {
@@ -338,6 +348,102 @@ def _llm_routes() -> dict[str, RouteDoc]:
             errors=upstream,
             example={"model": "text-embedding-ada-002", "input": ["hello world"]},
             relays_upstream=True,
+        ),
+        "llm.completions": RouteDoc(
+            "Legacy text completion (OpenAI-compatible, metered)",
+            LLM,
+            out.TextCompletion,
+            body=llm.CompletionRequest,
+            path_model_body=llm.DeploymentCompletionRequest,
+            auth="key",
+            errors=upstream,
+            example={
+                "model": "gpt-3.5-turbo-instruct",
+                "prompt": "Say this is a test",
+                "max_tokens": 7,
+            },
+            streams=True,
+            relays_upstream=True,
+            description="`prompt` may be a string, strings, token ids or lists of token ids; "
+            "`n` x `best_of` answers per prompt are billed and reserved.",
+        ),
+        "llm.responses": RouteDoc(
+            "Create a response (OpenAI Responses API, metered)",
+            LLM,
+            out.ResponseObject,
+            body=llm.ResponsesRequest,
+            auth="key",
+            errors=(*upstream, 404),
+            example={"model": "gpt-4o-mini", "input": "Tell me a three sentence bedtime story."},
+            streams=True,
+            stream_note="typed `event: response.*` events, ending with `response.completed` "
+            "(which carries the usage the call is billed for)",
+            relays_upstream=True,
+            description="Metered from `usage` (cached input and reasoning tokens priced). "
+            "`previous_response_id` must name a response this key created (else 404); "
+            "`background: true` is refused (it cannot be metered).",
+        ),
+        "llm.get_response": RouteDoc(
+            "Retrieve a stored response (only the key that created it)",
+            LLM,
+            out.ResponseObject,
+            auth="key",
+            errors=(404, 502, 504),
+            relays_upstream=True,
+            description=_STORED_RESPONSE_NOTE,
+        ),
+        "llm.delete_response": RouteDoc(
+            "Delete a stored response (only the key that created it)",
+            LLM,
+            out.ResponseDeleted,
+            auth="key",
+            errors=(404, 502, 504),
+            relays_upstream=True,
+            description=_STORED_RESPONSE_NOTE,
+        ),
+        "llm.response_input_items": RouteDoc(
+            "A stored response's input items (only the key that created it)",
+            LLM,
+            out.ItemList,
+            auth="key",
+            errors=(404, 502, 504),
+            relays_upstream=True,
+            description=_STORED_RESPONSE_NOTE,
+        ),
+        "llm.messages": RouteDoc(
+            "Create a message (Anthropic Messages API, metered; Claude Code)",
+            LLM,
+            out.AnthropicMessage,
+            body=llm.MessagesRequest,
+            auth="key",
+            errors=upstream,
+            example={
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 1024,
+                "messages": [{"role": "user", "content": "Hello, Claude"}],
+            },
+            streams=True,
+            stream_note="Anthropic's `message_start`, `content_block_*`, `message_delta` "
+            "(with usage) and `message_stop` events",
+            relays_upstream=True,
+            error_model=out.AnthropicErrorResponse,
+            description="Anthropic's request, answer, events and error shape. The key may "
+            "come as `x-api-key` or `Authorization: Bearer`; `anthropic-version` and "
+            "`anthropic-beta` are passed on. Cache writes and reads are priced at their rates.",
+        ),
+        "llm.count_tokens": RouteDoc(
+            "Count a message's input tokens (Anthropic, passed through, free)",
+            LLM,
+            out.TokenCount,
+            body=llm.CountTokensRequest,
+            auth="key",
+            errors=upstream,
+            example={
+                "model": "claude-sonnet-4-5",
+                "messages": [{"role": "user", "content": "Hello, Claude"}],
+            },
+            relays_upstream=True,
+            error_model=out.AnthropicErrorResponse,
         ),
         "llm.list_models": RouteDoc("Models the caller may use", LLM, out.ModelList, auth="key"),
         "llm.get_model": RouteDoc("One model", LLM, out.Model, auth="key", errors=(404,)),
@@ -536,10 +642,7 @@ def _success(doc: RouteDoc, schemas: _Schemas) -> dict[str, Any]:
     description = "Success."
     if doc.streams:
         content["text/event-stream"] = {"schema": {"type": "string"}}
-        description += (
-            " With `stream: true`: server-sent events, one `data: {chunk}` line each, "
-            "ending with `data: [DONE]`."
-        )
+        description += f" With `stream: true`: server-sent events, {doc.stream_note}."
     answer: dict[str, Any] = {"description": description, "content": content}
     if doc.relays_upstream:
         answer["headers"] = _rate_limit_headers()
@@ -596,11 +699,19 @@ def _operation(rule: Rule, method: str, doc: RouteDoc | None, schemas: _Schemas)
         op["requestBody"] = {"required": required, "content": {"application/json": media}}
     responses: dict[str, Any] = {"200": _success(doc, schemas)}
     for status in _error_statuses(doc, method, body is not None, bool(rule.arguments)):
-        responses[str(status)] = _error(status)
+        if doc.error_model is not None and status != 414:
+            responses[str(status)] = {
+                "description": _STATUS_TEXT.get(status, "Error."),
+                "content": {"application/json": {"schema": schemas.ref(doc.error_model)}},
+            }
+        else:
+            responses[str(status)] = _error(status)
     if doc.relays_upstream:
         responses["default"] = {
             "description": "An upstream error, relayed with its own status and message.",
-            "content": {"application/json": {"schema": schemas.ref(out.ErrorResponse)}},
+            "content": {
+                "application/json": {"schema": schemas.ref(doc.error_model or out.ErrorResponse)}
+            },
         }
     op["responses"] = responses
     return op

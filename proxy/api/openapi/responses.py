@@ -35,6 +35,18 @@ class ErrorResponse(Shape):
     error: ErrorBody
 
 
+class AnthropicErrorBody(Shape):
+    type: str = Field(description="authentication_error, invalid_request_error, ...")
+    message: str
+
+
+class AnthropicErrorResponse(Shape):
+    """Every failure on ``/v1/messages``: Anthropic's error object (same messages)."""
+
+    type: str = Field(description='Always "error".')
+    error: AnthropicErrorBody
+
+
 # --- keys --------------------------------------------------------------------
 
 
@@ -345,6 +357,78 @@ class ChatCompletion(Shape):
     model: str
     choices: list[ChatChoice]
     usage: Usage | None = None
+
+
+class TextChoice(Shape):
+    text: str
+    index: int
+    finish_reason: str | None = None
+
+
+class TextCompletion(Shape):
+    """``text_completion``: the upstream's answer, passed through unchanged."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage | None = None
+
+
+class ResponseUsage(Shape):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int | None = None
+    input_tokens_details: dict[str, Any] | None = None
+    output_tokens_details: dict[str, Any] | None = None
+
+
+class ResponseObject(Shape):
+    """A Responses API ``response``: the upstream's answer, passed through unchanged."""
+
+    id: str
+    object: str
+    created_at: float
+    status: str | None = None
+    model: str
+    output: list[dict[str, Any]]
+    usage: ResponseUsage | None = None
+
+
+class ItemList(Shape):
+    object: str
+    data: list[dict[str, Any]]
+    has_more: bool | None = None
+
+
+class ResponseDeleted(Shape):
+    id: str
+    object: str
+    deleted: bool
+
+
+class AnthropicUsage(Shape):
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class AnthropicMessage(Shape):
+    """An Anthropic ``message``: the upstream's answer, passed through unchanged."""
+
+    id: str
+    type: str
+    role: str
+    model: str
+    content: list[dict[str, Any]]
+    stop_reason: str | None = None
+    usage: AnthropicUsage
+
+
+class TokenCount(Shape):
+    input_tokens: int
 
 
 class Embedding(Shape):

@@ -1,0 +1,148 @@
+"""Worst-case tokens of a Responses, legacy completions or Messages call.
+
+Strict budgets reserve an upper bound of what a call can be billed before
+it is made, so the bound must hold for any request these routes accept:
+
+- **input**: every field the provider bills as input, serialised as JSON,
+  counted in UTF-8 bytes. A byte-level BPE tokenizer (OpenAI's, and
+  Anthropic's with its byte fallback) never makes more tokens than bytes,
+  and the JSON holds every character of the text plus quotes, keys and
+  brackets, which also covers the per-message framing. On top: each image
+  at the largest per-image charge (an image is billed by its size in
+  pixels, not its bytes), the tool-use system prompt providers add when
+  tools are given, and the reply priming. Token-id prompts count one token
+  per id. A Responses continuation (``previous_response_id``) adds the
+  stored conversation it carries, recorded when that response was billed.
+- **output**: the request's limit (``max_output_tokens``, ``max_tokens``),
+  else the model's output cap, times every completion generated (``n``,
+  ``best_of``, per prompt). Reasoning and thinking tokens are inside it.
+
+What no request field bounds (a hosted tool's retrieved content, a file or
+document fetched by id or URL, a stored conversation) is refused in strict
+mode by :func:`unbounded_part` rather than guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Anthropic documents up to ~1,600 tokens per image (1.15 megapixels at most); OpenAI's
+# largest per-image charge (gpt-4o-mini, high detail, 8 tiles) is 2,833 + 8 x 5,667.
+IMAGE_TOKENS = {"anthropic": 2_000}
+DEFAULT_IMAGE_TOKENS = 48_200
+# The system prompt a provider adds for tool use (Anthropic documents 346 tokens plus up
+# to ~700 per built-in client tool; OpenAI does not publish its own but it is smaller).
+TOOLS_OVERHEAD_TOKENS = 2_000
+# Reply priming and per-request framing beyond what the JSON already counts.
+FORMAT_OVERHEAD_TOKENS = 32
+
+BOUNDED_CALL_TYPES = frozenset({"responses", "completions", "messages"})
+_INPUT_FIELDS = {
+    "responses": ("input", "instructions", "tools", "tool_choice", "text", "prompt"),
+    "messages": ("system", "messages", "tools", "tool_choice", "output_format"),
+}
+_IMAGE_TYPES = frozenset({"image", "image_url", "input_image"})
+# Hosted tools whose retrieved content or per-call fees no request field bounds.
+_HOSTED_TOOL_PREFIXES = (
+    "web_search",
+    "web_fetch",
+    "file_search",
+    "code_interpreter",
+    "code_execution",
+    "mcp",
+    "image_generation",
+    "local_shell",
+)
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def _count_images(value: Any) -> int:
+    if isinstance(value, dict):
+        own = 1 if value.get("type") in _IMAGE_TYPES else 0
+        return own + sum(_count_images(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_count_images(v) for v in value)
+    return 0
+
+
+def _prompt_list(prompt: Any) -> list[Any]:
+    """A completions ``prompt`` as its list of prompts (each a string or token ids)."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return [prompt]
+    return list(prompt) if isinstance(prompt, list) else []
+
+
+def input_bound(body: dict[str, Any], call_type: str, provider: str) -> int:
+    """An upper bound of the input tokens ``body`` can be billed for."""
+    if call_type == "completions":
+        total = 0
+        for prompt in _prompt_list(body.get("prompt")):
+            if isinstance(prompt, str):
+                total += len(prompt.encode("utf-8")) + FORMAT_OVERHEAD_TOKENS
+            elif isinstance(prompt, list):
+                total += len(prompt) + FORMAT_OVERHEAD_TOKENS
+        if isinstance(body.get("suffix"), str):
+            total += len(body["suffix"].encode("utf-8"))
+        return max(1, total)
+    billed = {name: body[name] for name in _INPUT_FIELDS[call_type] if body.get(name) is not None}
+    total = _json_bytes(billed) + FORMAT_OVERHEAD_TOKENS
+    total += _count_images(billed) * IMAGE_TOKENS.get(provider, DEFAULT_IMAGE_TOKENS)
+    if body.get("tools"):
+        total += TOOLS_OVERHEAD_TOKENS
+    return total
+
+
+def completions_count(body: dict[str, Any], call_type: str) -> int:
+    """How many answers the call generates (and is billed for)."""
+    if call_type != "completions":
+        return 1
+    n, best_of = body.get("n"), body.get("best_of")
+    per_prompt = max(
+        n if isinstance(n, int) else 1,
+        best_of if isinstance(best_of, int) else 1,
+        1,
+    )
+    return per_prompt * max(1, len(_prompt_list(body.get("prompt"))))
+
+
+def output_limit(body: dict[str, Any], call_type: str) -> int | None:
+    """The request's own output limit per answer, if it sets one."""
+    name = "max_output_tokens" if call_type == "responses" else "max_tokens"
+    limit = body.get(name)
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+
+
+def unbounded_part(body: dict[str, Any], call_type: str) -> tuple[str, str] | None:
+    """(field, why) of a part whose billed size no request field bounds, else None."""
+    for tool in body.get("tools") or []:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and kind.startswith(_HOSTED_TOOL_PREFIXES):
+            return "tools", f"hosted tool {kind!r} adds input or fees the request does not bound"
+    for name in ("conversation", "mcp_servers", "container"):
+        if body.get(name):
+            return name, f"'{name}' adds stored input the request does not bound"
+    if _references_file(body.get("input" if call_type == "responses" else "messages")):
+        return "input" if call_type == "responses" else "messages", (
+            "a file or PDF document is billed per page (its text and an image of each "
+            "page), which the request does not bound; send its text instead"
+        )
+    return None
+
+
+def _references_file(value: Any) -> bool:
+    if isinstance(value, dict):
+        if value.get("type") in ("input_file", "document", "file"):
+            source = value.get("source")
+            inline_text = isinstance(source, dict) and source.get("type") in ("text", "content")
+            if not inline_text:
+                return True
+        return any(_references_file(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_references_file(v) for v in value)
+    return False

@@ -1,0 +1,134 @@
+"""Meter a stream event by event, in each API's own wire format.
+
+A meter sees every server-sent event of a relayed stream (its ``event:``
+name and its parsed ``data:``) and keeps what the call is billed from: the
+usage the upstream reported, the characters of output relayed so far (to
+charge a stream the client left before the usage arrived) and, for the
+Responses API, the id of the response it created. ``observe`` answers
+whether the event is passed on to the client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.call.context import Usage
+
+# Responses API events that carry the final response object with its usage.
+RESPONSES_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Responses API events whose ``delta`` is output the model generated.
+RESPONSES_OUTPUT_DELTAS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.custom_tool_call_input.delta",
+        "response.code_interpreter_call_code.delta",
+    }
+)
+
+
+class StreamMeter:
+    """The base meter: counts nothing, relays everything."""
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.text_chars = 0
+        # True once the upstream said the answer is whole (its final usage event).
+        self.complete = False
+        self.response_id: str | None = None
+
+    def observe(self, event: str | None, data: dict[str, Any]) -> bool:
+        return True
+
+
+class ChatChunkMeter(StreamMeter):
+    """``chat.completion.chunk`` and legacy ``text_completion`` chunks.
+
+    With ``relay_usage=False`` (the client did not ask for
+    ``stream_options.include_usage``; the proxy asked on its behalf) the
+    usage-only chunk is metered but not relayed: its empty ``choices`` breaks
+    clients that read ``chunk.choices[0]``.
+    """
+
+    def __init__(self, relay_usage: bool = True) -> None:
+        super().__init__()
+        self.relay_usage = relay_usage
+
+    def observe(self, event: str | None, data: dict[str, Any]) -> bool:
+        usage = Usage.from_openai(data.get("usage"))
+        if usage is not None:
+            self.usage = usage
+            self.complete = True
+        choices = data.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            if not isinstance(choice, dict):
+                continue
+            if isinstance(choice.get("text"), str):  # legacy completions
+                self.text_chars += len(choice["text"])
+            part = choice.get("delta") or choice.get("message")
+            if isinstance(part, dict):
+                if isinstance(part.get("content"), str):
+                    self.text_chars += len(part["content"])
+                for call in part.get("tool_calls") or []:
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                        self.text_chars += len(function["arguments"])
+        return self.relay_usage or usage is None or bool(choices)
+
+
+class ResponsesEventMeter(StreamMeter):
+    """The Responses API's typed events: usage from ``response.completed`` (or
+    ``response.incomplete``/``response.failed``), the id from ``response.created``."""
+
+    def observe(self, event: str | None, data: dict[str, Any]) -> bool:
+        kind = data.get("type") or event
+        response = data.get("response")
+        if isinstance(response, dict):
+            if self.response_id is None and isinstance(response.get("id"), str):
+                self.response_id = response["id"]
+            if kind in RESPONSES_FINAL_EVENTS:
+                usage = Usage.from_responses(response.get("usage"))
+                if usage is not None:
+                    self.usage = usage
+                self.complete = True
+        elif kind in RESPONSES_OUTPUT_DELTAS and isinstance(data.get("delta"), str):
+            self.text_chars += len(data["delta"])
+        return True
+
+
+class AnthropicEventMeter(StreamMeter):
+    """Anthropic's Messages events: the input side from ``message_start``, the
+    output count from ``message_delta`` (cumulative: each one replaces the last,
+    and any input field it carries replaces ``message_start``'s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fields: dict[str, Any] = {}
+
+    def observe(self, event: str | None, data: dict[str, Any]) -> bool:
+        kind = data.get("type") or event
+        if kind == "message_start":
+            message = data.get("message")
+            if isinstance(message, dict):
+                if isinstance(message.get("id"), str):
+                    self.response_id = message["id"]
+                self._merge(message.get("usage"))
+        elif kind == "message_delta":
+            self._merge(data.get("usage"))
+            self.complete = True
+        elif kind == "content_block_delta":
+            delta = data.get("delta")
+            if isinstance(delta, dict):
+                for name in ("text", "partial_json", "thinking"):
+                    if isinstance(delta.get(name), str):
+                        self.text_chars += len(delta[name])
+        return True
+
+    def _merge(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        self._fields.update({k: v for k, v in usage.items() if v is not None})
+        self.usage = Usage.from_anthropic(self._fields)
