@@ -114,12 +114,14 @@ def create_app(
 
     from proxy.api import docs, health, llm, metrics
     from proxy.api import models as models_views
+    from proxy.api.admin import budgets, customers, keys, spend, users  # noqa: F401 (see below)
     from proxy.api.admin import reports as admin_reports
-    from proxy.api.admin import routes as admin
+    from proxy.api.admin.common import bp as admin_bp
     from proxy.ui import views as ui_views
 
     app.register_blueprint(llm.bp)
-    app.register_blueprint(admin.bp)
+    # One "admin" blueprint; importing the entity modules above put their routes on it.
+    app.register_blueprint(admin_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(models_views.bp)
     app.register_blueprint(admin_reports.bp)

@@ -2,7 +2,7 @@
 
 Pages are rendered here; everything they change or list goes through the
 admin API from the page's script (``static/ui.js``), so the rules live in
-one place (:mod:`proxy.api.admin.routes`) and the UI shows the API's own errors.
+one place (:mod:`proxy.api.admin`) and the UI shows the API's own errors.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from flask import (
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 
-from proxy.api.admin.routes import OWN_BUDGET_PREFIX
 from proxy.api.common import services
 from proxy.call.auth import is_master_key
+from proxy.storage.customer_budgets import OWN_BUDGET_PREFIX
 from proxy.ui import session as ui_session
 
 bp = Blueprint(

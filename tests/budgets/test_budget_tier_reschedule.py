@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from proxy.api.admin import routes as admin
+from proxy.storage import customer_budgets
 from proxy.storage.models import Budget, Customer
 from tests.conftest import MASTER, base_config
 from tests.support.admin_api import post, post_ok
@@ -134,7 +134,7 @@ def test_the_budget_row_and_its_customers_change_in_one_transaction(client, monk
     def fails(*args: Any) -> int:
         raise RuntimeError("rescheduling failed")
 
-    monkeypatch.setattr(admin, "reschedule", fails)
+    monkeypatch.setattr(customer_budgets, "reschedule", fails)
     resp = post(client, "/budget/update", {"budget_id": "tier", "budget_duration": "7d"})
 
     assert resp.status_code == 500
