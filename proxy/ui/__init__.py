@@ -1,5 +1,5 @@
 """The admin UI at ``/ui``: server-rendered pages whose scripts call the admin API.
 
-The blueprint lives in :mod:`proxy.ui.views`; this package stays import-free
-so :mod:`proxy.call.auth` can import :mod:`proxy.ui.session` without a cycle.
+The blueprint lives in :mod:`proxy.ui.views`. The core never imports the UI:
+the UI registers its session check with the app (``proxy.call.auth.SESSION_CHECK``).
 """

@@ -24,6 +24,7 @@ from typing import Any
 from flask import Flask, has_request_context, request, session
 from flask.sessions import SecureCookieSessionInterface
 
+from proxy.call.auth import SESSION_CHECK
 from proxy.errors import AuthError
 
 COOKIE_NAME = "comptroller_ui"
@@ -57,10 +58,12 @@ def session_secret(master_key: str) -> bytes:
 
 
 def install(app: Flask, master_key: str) -> None:
-    """Sign sessions with a key derived from ``master_key``."""
+    """Sign sessions with a key derived from ``master_key``; let a logged-in
+    session (with its CSRF header) stand in for the master key on admin routes."""
     app.secret_key = session_secret(master_key)
     app.permanent_session_lifetime = SESSION_LIFETIME
     app.session_interface = UISessionInterface()
+    app.extensions[SESSION_CHECK] = admin_session_allowed
 
 
 def start_session() -> str:

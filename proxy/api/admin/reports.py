@@ -14,9 +14,8 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from peewee import Cast, fn
-from pydantic import Field
 
-from proxy.api.admin.schemas import Request, parse
+from proxy.api.admin.schemas import ReportWindow, TopQuery, parse
 from proxy.api.common import services
 from proxy.call.auth import require_master
 from proxy.storage.db import is_postgres
@@ -25,14 +24,6 @@ from proxy.storage.models import Key, SpendLog, now
 bp = Blueprint("admin_reports", __name__)
 
 DAY = 86400
-
-
-class ReportWindow(Request):
-    days: int = Field(default=30, ge=1, le=366)
-
-
-class TopQuery(ReportWindow):
-    limit: int = Field(default=10, ge=1, le=100)
 
 
 @bp.before_request

@@ -325,6 +325,17 @@ class SpendLogsQuery(Request):
         return start, end
 
 
+# --- reports (/global/spend/daily, /global/spend/top_*) --------------------
+
+
+class ReportWindow(Request):
+    days: int = Field(default=30, ge=1, le=366)
+
+
+class TopQuery(ReportWindow):
+    limit: int = Field(default=10, ge=1, le=100)
+
+
 # --- parsing ---------------------------------------------------------------
 
 R = TypeVar("R", bound=Request)

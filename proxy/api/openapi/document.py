@@ -23,7 +23,6 @@ from werkzeug.routing import Rule
 
 from proxy.api import llm_schemas as llm
 from proxy.api.admin import schemas as admin
-from proxy.api.admin.reports import ReportWindow, TopQuery
 from proxy.api.openapi import responses as out
 
 # Endpoints that are not part of the API: the admin UI, static files, the docs themselves.
@@ -302,13 +301,13 @@ def _spend_routes() -> dict[str, RouteDoc]:
         ),
         "admin.global_spend": RouteDoc("Proxy-wide spend and budget", SPEND, out.GlobalSpend),
         "admin_reports.spend_per_day": RouteDoc(
-            "Spend per UTC day", SPEND, out.DailySpend, query=ReportWindow, errors=(400,)
+            "Spend per UTC day", SPEND, out.DailySpend, query=admin.ReportWindow, errors=(400,)
         ),
         "admin_reports.top_customers": RouteDoc(
-            "End users by spend", SPEND, out.TopCustomers, query=TopQuery, errors=(400,)
+            "End users by spend", SPEND, out.TopCustomers, query=admin.TopQuery, errors=(400,)
         ),
         "admin_reports.top_keys": RouteDoc(
-            "Keys by spend", SPEND, out.TopKeys, query=TopQuery, errors=(400,)
+            "Keys by spend", SPEND, out.TopKeys, query=admin.TopQuery, errors=(400,)
         ),
     }
 
