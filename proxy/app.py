@@ -9,6 +9,7 @@ import peewee
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from proxy.api import cors
 from proxy.call.gateway import Services
 from proxy.config import Config, load_config
 from proxy.errors import ProxyError, ServiceUnavailable, error_shape
@@ -99,6 +100,7 @@ def create_app(
     migrate(tables)
     services = Services(config=config, models=ModelTable(config), upstream=UpstreamClient(), pm=pm)
     app.extensions["comptroller"] = services
+    cors.install(app, config.general_settings.allowed_origins)
 
     @app.before_request
     def _connect() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -100,6 +101,18 @@ class GeneralSettings(_Section):
     clamp_max_tokens: bool = False
     webhook_secret: str | None = None
     max_request_size_mb: Number = Field(default=10.0, gt=0)
+    # Browser origins allowed to call (CORS), e.g. ["https://app.example.com"]; "*" is any.
+    allowed_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+/?", origin.strip()):
+                raise ValueError(
+                    f'{origin!r} is not an origin: use scheme://host[:port], or "*" for any'
+                )
+        return value
 
 
 class LitellmSettings(_Section):

@@ -116,6 +116,11 @@ def authenticate(
         raise AuthError(
             "Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin."
         )
+    if rows.user is not None and rows.user.blocked:
+        raise AuthError(
+            f"Authentication Error, User={rows.user.user_id} is blocked. "
+            "Update via `/user/update` if you're an admin."
+        )
     return Caller(is_master=False, key=key, user=rows.user, rows=rows if prefetch else None)
 
 

@@ -49,22 +49,38 @@ class Services:
 
 
 def end_user_id(headers: Any, body: dict[str, Any]) -> str | None:
-    """The end user: the first of the two headers, ``user``, ``metadata.user_id``."""
+    """The end user: the first of the two headers, ``user``, ``metadata.user_id``.
+
+    Surrounding whitespace is not part of an id, and a blank one names nobody
+    (the next source is tried), so every stored end user can be managed by the
+    admin API, whose ids are stripped the same way.
+    """
     for name in END_USER_HEADERS:
         value = headers.get(name)
         if value and value.strip():
-            return _storable_id(value.strip(), name)
+            return _storable_id(_utf8_header(value, name).strip(), name)
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise BadRequest("'user' must be a string", param="user")
-    if user:
-        return _storable_id(user, "user")
+    if user and user.strip():
+        return _storable_id(user.strip(), "user")
     metadata = body.get("metadata")
     if isinstance(metadata, dict):
         meta_user = metadata.get("user_id")
-        if isinstance(meta_user, str) and meta_user:
-            return _storable_id(meta_user, "metadata.user_id")
+        if isinstance(meta_user, str) and meta_user.strip():
+            return _storable_id(meta_user.strip(), "metadata.user_id")
     return None
+
+
+def _utf8_header(value: str, name: str) -> str:
+    """A header value as the client wrote it: WSGI hands over its bytes as latin-1
+    text, and clients send non-ASCII ids as UTF-8 (as in a JSON body)."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise BadRequest(f"'{name}' must be UTF-8 text", param=name) from None
 
 
 def _storable_id(value: str, param: str) -> str:

@@ -71,6 +71,24 @@ def _without_injected_usage(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def deployment_label(dep: Deployment) -> str:
+    """How an error names a deployment to clients: never where it lives (host, port)."""
+    return f"model {dep.model_name} (deployment {dep.provider}/{dep.upstream_model})"
+
+
+def _reason(err: BaseException) -> str:
+    """Why a connection failed ("Connection refused"), without urllib3's text
+    around it, which names the upstream's host and port."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return str(cause.strerror)
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(err, ProtocolError) and err.args and isinstance(err.args[0], str):
+        return err.args[0].rstrip(".")  # "Connection aborted", "Connection broken: ..."
+    return type(err).__name__
+
+
 def _error_from_upstream(status: int, raw: bytes, api_key: str | None = None) -> ProxyError:
     message = raw.decode("utf-8", "replace")[:2000] or f"upstream answered HTTP {status}"
     err_type = "api_error" if status >= 500 else "invalid_request_error"
@@ -270,7 +288,7 @@ class UpstreamClient:
             return cast(urllib3.HTTPResponse, resp)
         except NewConnectionError as err:
             raise UpstreamError(
-                f"Upstream connection failed for model {dep.model_name}: {err}"
+                f"Upstream connection failed for {deployment_label(dep)}: {_reason(err)}"
             ) from err
         except (ReadTimeoutError, Urllib3Timeout):
             raise UpstreamTimeout(
@@ -278,7 +296,7 @@ class UpstreamClient:
             ) from None
         except (ProtocolError, HTTPError) as err:
             raise UpstreamError(
-                f"Upstream request failed for model {dep.model_name}: {err}"
+                f"Upstream request failed for {deployment_label(dep)}: {_reason(err)}"
             ) from err
 
     def call(self, dep: Deployment, call_type: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -364,7 +382,7 @@ class UpstreamClient:
                 ) from None
             except (ProtocolError, HTTPError) as err:
                 raise UpstreamError(
-                    f"Upstream stream broke for model {dep.model_name}: {err}"
+                    f"Upstream stream broke for {deployment_label(dep)}: {_reason(err)}"
                 ) from err
             finally:
                 resp.release_conn()

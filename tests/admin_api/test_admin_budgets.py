@@ -56,7 +56,7 @@ def test_reserved_prefix_is_refused(client):
 @pytest.mark.parametrize(
     ("field", "value"),
     [("max_budget", "four"), ("max_budget", -4), ("soft_budget", [1]), ("rpm_limit", -1),
-     ("tpm_limit", "1000"), ("max_parallel_requests", 1.5), ("budget_duration", "1y"),
+     ("tpm_limit", "1000.5"), ("max_parallel_requests", 1.5), ("budget_duration", "1y"),
      ("budget_id", 12)],
 )  # fmt: skip
 def test_new_budget_rejects_wrong_values(client, field, value):
@@ -107,7 +107,7 @@ def test_budget_update_unknown_is_404(client):
 
 def test_budget_update_rejects_wrong_values(client):
     new_budget(client, budget_id="tier", max_budget=4)
-    resp = post(client, "/budget/update", {"budget_id": "tier", "rpm_limit": "2"})
+    resp = post(client, "/budget/update", {"budget_id": "tier", "rpm_limit": "two"})
     assert_error(resp, 400, param="rpm_limit")
 
 

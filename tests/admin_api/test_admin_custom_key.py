@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from proxy.storage.models import Key, User
-from tests.conftest import MASTER
+from tests.conftest import MASTER, base_config
 from tests.support.assertions import assert_error
 
 CHAT = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
@@ -39,11 +41,11 @@ def test_a_chosen_key_is_stored_hashed_and_works(client: FlaskClient) -> None:
 
 
 def test_the_same_key_twice_is_409_and_writes_nothing(client: FlaskClient) -> None:
-    assert generate(client, {"key": "sk-only-once"}).status_code == 200
+    assert generate(client, {"key": "sk-only-once-ever"}).status_code == 200
     error = assert_error(
-        generate(client, {"key": "sk-only-once", "user_id": "newcomer"}), 409, "key"
+        generate(client, {"key": "sk-only-once-ever", "user_id": "newcomer"}), 409, "key"
     )
-    assert error["message"] == "Key already exists: key=sk-...once"
+    assert error["message"] == "Key already exists: key=sk-...ever"
     assert Key.select().count() == 1
     assert User.get_or_none(User.user_id == "newcomer") is None  # rolled back with the key
 
@@ -51,11 +53,13 @@ def test_the_same_key_twice_is_409_and_writes_nothing(client: FlaskClient) -> No
 @pytest.mark.parametrize(
     ("value", "says"),
     [
-        ("my-own-key", "must start with 'sk-'"),
-        ("sk-", "at least 4 characters"),
-        ("sk-with space", "printable ASCII without spaces"),
-        ("sk-nul\x00", "printable ASCII without spaces"),
-        ("sk-ünïcode", "printable ASCII without spaces"),
+        ("my-own-key-from-elsewhere", "must start with 'sk-'"),
+        ("sk-", "at least 16 characters"),
+        ("sk-1", "at least 16 characters"),
+        ("sk-fifteen-char", "at least 16 characters"),
+        ("sk-with a space in it", "printable ASCII without spaces"),
+        ("sk-nul-in-the-key\x00", "printable ASCII without spaces"),
+        ("sk-ünïcode-in-the-key", "printable ASCII without spaces"),
         (12345, "valid string"),
         ("sk-" + "x" * 253, "at most 255 characters"),
     ],
@@ -66,7 +70,24 @@ def test_a_bad_key_value_is_400_naming_key(client: FlaskClient, value: Any, says
     assert Key.select().count() == 0
 
 
-def test_the_master_key_cannot_become_a_virtual_key(client: FlaskClient) -> None:
-    error = assert_error(generate(client, {"key": "sk-1234"}), 400, "key")
+def test_the_shortest_key_accepted_never_shows_whole_in_its_display_name(
+    client: FlaskClient,
+) -> None:
+    chosen = "sk-sixteen-chars"
+    body = generate(client, {"key": chosen}).get_json()
+    assert body["key_name"] == "sk-...hars"
+    listed = client.get("/key/list?return_full_object=true", headers=MASTER).get_json()
+    assert chosen not in str(listed)
+
+
+def test_the_master_key_cannot_become_a_virtual_key(
+    make_app: Callable[..., Flask], db_url: str
+) -> None:
+    master = "sk-a-long-master-key-0001"
+    client = make_app(base_config(db_url, general_settings={"master_key": master})).test_client()
+    answer = client.post(
+        "/key/generate", json={"key": master}, headers={"Authorization": f"Bearer {master}"}
+    )
+    error = assert_error(answer, 400, "key")
     assert error["message"] == "'key' must not be the master key"
     assert Key.select().count() == 0

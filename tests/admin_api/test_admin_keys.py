@@ -147,7 +147,7 @@ def test_generate_with_duration_and_expires_is_400(client):
     [
         ("max_budget", "abc"), ("max_budget", [1]), ("max_budget", True), ("max_budget", -1),
         ("max_budget", "-0.5"), ("max_budget", "nan"), ("max_budget", {}),
-        ("soft_budget", "x"), ("rpm_limit", "4"), ("rpm_limit", 4.5), ("rpm_limit", -1),
+        ("soft_budget", "x"), ("rpm_limit", "4.5"), ("rpm_limit", 4.5), ("rpm_limit", -1),
         ("tpm_limit", True), ("max_parallel_requests", -2), ("budget_duration", "10x"),
         ("budget_duration", 10), ("budget_duration", "0s"), ("duration", "forever"),
         ("models", "gpt-4o"), ("models", [1]), ("metadata", "x"), ("metadata", [1]),
@@ -287,7 +287,7 @@ def test_update_unknown_key_is_404(client):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_budget", "lots"), ("rpm_limit", "4"), ("models", "x"), ("blocked", "yes")],
+    [("max_budget", "lots"), ("rpm_limit", "four"), ("models", "x"), ("blocked", "yes")],
 )
 def test_update_rejects_wrong_values(client, field, value):
     answer = generate(client, max_budget=1)

@@ -106,7 +106,7 @@ def test_duplicate_user_is_409_naming_it_and_makes_no_key(client):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_budget", "x"), ("max_budget", -1), ("models", "azure-models"), ("tpm_limit", "20"),
+    [("max_budget", "x"), ("max_budget", -1), ("models", "azure-models"), ("tpm_limit", "20.5"),
      ("budget_duration", "10"), ("user_email", 3), ("metadata", []), ("duration", "1y")],
 )  # fmt: skip
 def test_new_user_rejects_wrong_values(client, field, value):
@@ -255,3 +255,43 @@ def test_user_list_pages_and_filters(client):
 
 def test_user_list_rejects_bad_paging(client):
     assert_error(client.get("/user/list?page_size=-1", headers=MASTER), 400, param="page_size")
+
+
+# --- blocking ----------------------------------------------------------------
+
+
+def _chat(client: Any, plain: str) -> Any:
+    body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
+    return client.post("/chat/completions", json=body, headers={"Authorization": f"Bearer {plain}"})
+
+
+def test_a_blocked_user_cannot_call_with_any_of_its_keys_until_unblocked(client):
+    first = new_user(client, user_id="u1")["key"]
+    second = post_ok(client, "/key/generate", {"user_id": "u1"})["key"]
+    other = post_ok(client, "/key/generate", {"user_id": "u2"})["key"]
+    assert post_ok(client, "/user/update", {"user_id": "u1", "blocked": True})["blocked"] is True
+    for plain in (first, second):
+        error = assert_error(_chat(client, plain), 401, err_type="auth_error")
+        assert error["message"] == (
+            "Authentication Error, User=u1 is blocked. "
+            "Update via `/user/update` if you're an admin."
+        )
+    assert _chat(client, other).status_code == 200  # another user's key is unaffected
+    assert SpendLog.select().count() == 1
+    info = client.get("/user/info?user_id=u1", headers=MASTER).get_json()
+    assert info["user_info"]["blocked"] is True
+    post_ok(client, "/user/update", {"user_id": "u1", "blocked": False})
+    assert _chat(client, first).status_code == 200
+
+
+def test_a_user_can_be_made_blocked(client):
+    plain = new_user(client, user_id="u1", blocked=True)["key"]
+    assert_error(_chat(client, plain), 401)
+    assert User.get_by_id("u1").blocked is True
+
+
+def test_blocked_must_be_a_boolean(client):
+    new_user(client, user_id="u1")
+    resp = client.post("/user/update", json={"user_id": "u1", "blocked": "yes"}, headers=MASTER)
+    assert_error(resp, 400, param="blocked")
+    assert User.get_by_id("u1").blocked is False

@@ -252,8 +252,14 @@ def test_connection_refused_is_502_and_charges_nothing(
     assert resp.status_code == 502
     error = resp.get_json()["error"]
     assert error["type"] == "api_error"
-    assert "gpt-4o-mini" in error["message"]
-    assert "sk-upstream-openai" not in resp.get_data(as_text=True)
+    # Which deployment failed and why; not where it lives (host and port are the operator's).
+    assert error["message"] == (
+        "Upstream connection failed for model gpt-4o-mini "
+        "(deployment openai/gpt-4o-mini): Connection refused"
+    )
+    answer = resp.get_data(as_text=True)
+    assert "sk-upstream-openai" not in answer
+    assert str(dead.port) not in answer and "127.0.0.1" not in answer
     assert recorder.outcomes == ["failed"]
     assert_nothing_charged()
 

@@ -2,11 +2,14 @@
 
 Every model ignores unknown fields (LiteLLM clients send many) and only its
 declared fields are ever stored. Types are strict where a wrong type would
-silently change meaning (``"10"`` as an rpm limit, ``1`` as a model name);
-money is the exception: ``max_budget`` and ``soft_budget`` accept numbers
-and numeric strings (``"0"``, ``"4.5"``) because the seeds send both.
-Bounds mirror the database columns, so a valid request can never fail on
-insert (a too-long string or an int32 overflow would be a 500 otherwise).
+silently change meaning (``1`` as a model name, ``"true"`` as a flag). One
+rule for every number: a JSON number or a string holding one (``4``,
+``"4"``, ``"4.5"``), as the seeds send money both ways and the config file
+reads numbers; never a boolean; counts (``rpm_limit``, ``tpm_limit``,
+``max_parallel_requests``) must be whole (``4.0`` and ``"4"`` are 4, ``4.5``
+is refused). Bounds mirror the database columns, so a valid request can
+never fail on insert (a too-long string or an int32 overflow would be a 500
+otherwise).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     StrictStr,
     StringConstraints,
     ValidationError,
@@ -44,21 +46,46 @@ def _no_nul(value: str) -> str:
     return value
 
 
-def _money(value: Any) -> float | None:
-    """A non-negative amount of US dollars from a number or a numeric string."""
+_NUMBER_TYPES = 'must be a number or a numeric string such as "4.5"'
+
+
+def _number(value: Any) -> float | int | None:
+    """A finite number from a JSON number or a numeric string (the one rule for numbers)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError('must be a number or a numeric string such as "4.5"')
-    try:
-        amount = float(value.strip()) if isinstance(value, str) else float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number") from None
-    if not math.isfinite(amount):
+        raise ValueError(_NUMBER_TYPES)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)  # exact, however large
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number")
+    return value
+
+
+def _money(value: Any) -> float | None:
+    """A non-negative amount of US dollars."""
+    amount = _number(value)
+    if amount is None:
+        return None
     if amount < 0:
         raise ValueError("must not be negative")
-    return amount
+    return float(amount)
+
+
+def _count(value: Any) -> int | None:
+    """A whole number (a limit or a count of requests); bounds are the field's."""
+    number = _number(value)
+    if number is None or isinstance(number, int):
+        return number
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
 
 
 def _custom_key(value: str) -> str:
@@ -96,8 +123,8 @@ Id = Annotated[
 ]
 Text = Annotated[StrictStr, StringConstraints(max_length=255), AfterValidator(_no_nul)]
 Money = Annotated[float | None, BeforeValidator(_money)]
-Limit = Annotated[StrictInt | None, Field(ge=0, le=INT64_MAX)]
-Parallel = Annotated[StrictInt | None, Field(ge=0, le=INT32_MAX)]
+Limit = Annotated[int | None, BeforeValidator(_count), Field(ge=0, le=INT64_MAX)]
+Parallel = Annotated[int | None, BeforeValidator(_count), Field(ge=0, le=INT32_MAX)]
 Duration = Annotated[StrictStr | None, Field(max_length=32), AfterValidator(_duration)]
 ModelList = list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]]
 Metadata = dict[str, Any]
@@ -139,8 +166,13 @@ class KeyFields(BudgetFields):
     metadata: Metadata | None = None
 
 
+# A chosen key is a password: long enough not to be guessed, and its display
+# name (``sk-...`` and its last 4 characters) never shows most of it.
+CUSTOM_KEY_MIN_LENGTH = 16
 CustomKey = Annotated[
-    StrictStr, StringConstraints(min_length=4, max_length=255), AfterValidator(_custom_key)
+    StrictStr,
+    StringConstraints(min_length=CUSTOM_KEY_MIN_LENGTH, max_length=255),
+    AfterValidator(_custom_key),
 ]
 
 
@@ -205,6 +237,7 @@ class UserFields(Request):
     tpm_limit: Limit = None
     rpm_limit: Limit = None
     metadata: Metadata | None = None
+    blocked: StrictBool | None = None
 
 
 class UserNew(UserFields):

@@ -61,6 +61,7 @@ def user_info(user: User) -> dict[str, Any]:
         "rpm_limit": user.rpm_limit,
         "metadata": dict(user.metadata or {}),
         "created_at": iso_time(user.created_at),
+        "blocked": bool(user.blocked),
     }
 
 

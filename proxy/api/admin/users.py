@@ -40,6 +40,7 @@ USER_COLUMNS = (
     "tpm_limit",
     "rpm_limit",
     "metadata",
+    "blocked",
 )
 
 

@@ -116,6 +116,7 @@ class UserInfo(Shape):
     rpm_limit: int | None
     metadata: dict[str, Any]
     created_at: str | None
+    blocked: bool = Field(description="Every call with one of the user's keys is refused.")
 
 
 class NewUser(UserInfo):
