@@ -22,10 +22,14 @@ keepalive = _settings["keepalive"]
 
 
 def when_ready(server):  # type: ignore[no-untyped-def]
-    """Warn once, in the arbiter, when the trial master key listens beyond loopback."""
+    """In the arbiter, before the workers start: tell them how many they are (each
+    checks its connection pool against the server's limit), and warn once when the
+    trial master key listens beyond loopback."""
     from proxy.cli import warn_if_trial_key_exposed
     from proxy.config import ConfigError, load_config
+    from proxy.serving import announce_workers
 
+    announce_workers(server.cfg.workers)
     try:
         config = load_config()
     except ConfigError:

@@ -7,6 +7,7 @@ from typing import Any
 
 import peewee
 from flask import Flask, Response, request
+from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 from proxy.api import cors
@@ -14,8 +15,14 @@ from proxy.call.gateway import Services
 from proxy.config import Config, load_config
 from proxy.errors import ProxyError, ServiceUnavailable, error_shape
 from proxy.plugins import make_plugin_manager
-from proxy.storage.db import database, init_database
-from proxy.storage.migrate import migrate
+from proxy.serving import workers_per_host
+from proxy.storage.db import (
+    connection_budget_warning,
+    database,
+    init_database,
+    unavailable_reason,
+)
+from proxy.storage.schema_gate import SchemaGate
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.deployments import ModelTable
 
@@ -23,6 +30,14 @@ log = logging.getLogger("comptroller")
 
 # Routes that answer without the database (the ``docs`` blueprint too).
 NO_DATABASE_ENDPOINTS = frozenset({"health.liveliness", "ui.static"})
+READINESS_ENDPOINT = "health.readiness"
+
+
+def _warn_if_pools_exceed_the_server() -> None:
+    warning = connection_budget_warning(workers_per_host())
+    if warning:
+        log.warning(warning)
+
 
 _HTTP_TYPES = {
     401: "auth_error",
@@ -32,6 +47,17 @@ _HTTP_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+
+def _unavailable_message(err: BaseException) -> str:
+    """A true 503 message: what failed, and what it means for this request."""
+    reason = unavailable_reason(err)
+    reason = reason[0].upper() + reason[1:]
+    if request.blueprint == "llm":
+        # The gateway turns every database failure after the upstream answered into
+        # a committed or journaled charge: one that gets here happened before.
+        return f"{reason}: the call was not sent to the model and nothing was charged."
+    return f"{reason}; retry shortly."
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -55,6 +81,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(peewee.OperationalError)
     @app.errorhandler(peewee.InterfaceError)
+    @app.errorhandler(MaxConnectionsExceeded)
     def _database_down(err: Exception) -> Response:
         log.error("database error: %s", err)
         if not database.is_closed():
@@ -68,9 +95,7 @@ def _register_error_handlers(app: Flask) -> None:
         close_idle = getattr(database.obj, "close_idle", None)
         if close_idle is not None:
             close_idle()
-        return ServiceUnavailable(
-            "Database unavailable; the call was not made and nothing was charged."
-        ).response(_shape())
+        return ServiceUnavailable(_unavailable_message(err)).response(_shape())
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
@@ -94,11 +119,17 @@ def create_app(
         config.general_settings.max_request_size_mb * 1024 * 1024
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    init_database(config.database_url)
+    init_database(config.database_url, config.general_settings.database_connection_pool_limit)
     pm = make_plugin_manager(config, extra_plugins)
     tables = [model for models in pm.hook.plugin_tables() for model in models or []]
-    migrate(tables)
-    services = Services(config=config, models=ModelTable(config), upstream=UpstreamClient(), pm=pm)
+    schema = SchemaGate(tables, on_ready=_warn_if_pools_exceed_the_server)
+    # A database that cannot be reached is waited for; any other failure (a broken
+    # migration) stops start-up as before.
+    if not schema.attempt(raise_unexpected=True):
+        schema.start()
+    services = Services(
+        config=config, models=ModelTable(config), upstream=UpstreamClient(), pm=pm, schema=schema
+    )
     app.extensions["comptroller"] = services
     cors.install(app, config.general_settings.allowed_origins)
 
@@ -106,8 +137,14 @@ def create_app(
     def _connect() -> None:
         # Liveness must not depend on the database, or a database outage restarts every
         # pod; nor the API documentation, which describes the routes, not their data.
-        if request.endpoint not in NO_DATABASE_ENDPOINTS and request.blueprint != "docs":
-            database.connect(reuse_if_open=True)
+        # Readiness reports on the database itself.
+        if request.endpoint in NO_DATABASE_ENDPOINTS or request.blueprint == "docs":
+            return
+        if request.endpoint == READINESS_ENDPOINT:
+            return
+        if not schema.ensure():
+            raise ServiceUnavailable(f"Comptroller is not ready: {schema.reason}.")
+        database.connect(reuse_if_open=True)
 
     @app.teardown_request
     def _close(exc: BaseException | None) -> None:

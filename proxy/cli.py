@@ -108,13 +108,14 @@ def _apply_migrations(config: Config) -> list[str]:
 
     init_database(config.database_url)
     pm = make_plugin_manager(config)
-    applied = migrate([m for models in pm.hook.plugin_tables() for m in models or []])
-    close_all = getattr(database.obj, "close_all", None)
-    if close_all is not None:
-        close_all()
-    elif not database.is_closed():
-        database.close()
-    return applied
+    try:
+        return migrate([m for models in pm.hook.plugin_tables() for m in models or []])
+    finally:
+        close_all = getattr(database.obj, "close_all", None)
+        if close_all is not None:
+            close_all()
+        elif not database.is_closed():
+            database.close()
 
 
 def _migrate(config: Config) -> int:
@@ -138,7 +139,15 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     threads = default_threads() if args.threads is None else args.threads
     if workers < 1 or threads < 1:
         raise ValueError("--workers and --threads must be at least 1")
-    _apply_migrations(config)
+    try:
+        _apply_migrations(config)
+    except Exception as err:
+        from proxy.storage.db import is_unreachable
+
+        if not is_unreachable(err):
+            raise
+        # Serve anyway: each worker waits for the database and applies them itself.
+        log.warning("database not reachable (%s): the workers wait for it", err)
     log.info(
         "Comptroller on http://%s:%s (config: %s, database: %s, %d workers x %d threads)",
         args.host,

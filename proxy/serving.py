@@ -41,6 +41,23 @@ def default_workers() -> int:
     return int(os.environ.get("WEB_CONCURRENCY", str(DEFAULT_WORKERS)))
 
 
+# Set by the arbiter before it forks, so that each worker knows how many share the host.
+WORKERS_ENV = "COMPTROLLER_WORKERS"
+
+
+def workers_per_host() -> int:
+    """The gunicorn workers of this host (1 when not run by gunicorn's arbiter)."""
+    try:
+        return max(1, int(os.environ.get(WORKERS_ENV, "1")))
+    except ValueError:
+        return 1
+
+
+def announce_workers(count: int) -> None:
+    """In the arbiter, before the workers are forked: tell them how many they are."""
+    os.environ[WORKERS_ENV] = str(count)
+
+
 def default_threads() -> int:
     return int(os.environ.get("COMPTROLLER_THREADS", str(DEFAULT_THREADS)))
 
@@ -150,6 +167,7 @@ class ComptrollerServer(BaseApplication):
     def load_config(self) -> None:
         for name, value in self.settings.items():
             self.cfg.set(name, value)
+        announce_workers(self.cfg.workers)
 
     def load(self) -> Flask:
         from proxy.app import create_app

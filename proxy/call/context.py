@@ -33,11 +33,25 @@ class Refusal:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+# No model reads or writes this many tokens in one call: a count above it is
+# recorded, flagged on the spend-log row and logged.
+ABSURD_TOKENS = 100_000_000
+# Counts are recorded up to this: the 64-bit columns must also hold sums of many calls.
+MAX_RECORDED_TOKENS = 10**12
+
+
 def _count(value: Any) -> int:
-    """A token count from a usage field: a non-negative int, else 0 (absent, null, bad)."""
+    """A token count from a usage field: a non-negative int, else 0 (absent, null, bad),
+    at most :data:`MAX_RECORDED_TOKENS`."""
     if isinstance(value, bool) or not isinstance(value, int):
         return 0
-    return max(0, value)
+    return min(max(0, value), MAX_RECORDED_TOKENS)
+
+
+def _absurd(**counts: int) -> str | None:
+    """Why counts an upstream reported were not taken as they came, or None."""
+    odd = [f"{name}={value}" for name, value in counts.items() if not 0 <= value <= ABSURD_TOKENS]
+    return f"absurd usage reported: {', '.join(odd)}" if odd else None
 
 
 @dataclass
@@ -64,6 +78,8 @@ class Usage:
     audio_input_tokens: int = 0
     audio_output_tokens: int = 0
     reasoning_tokens: int = 0
+    # Why the upstream's numbers were not taken as they came (absurd or negative counts).
+    flag: str | None = None
 
     def __post_init__(self) -> None:
         # A part can never exceed its total: an upstream that says otherwise is
@@ -94,7 +110,9 @@ class Usage:
             return None
         prompt = usage.get("prompt_tokens") or 0
         completion = usage.get("completion_tokens") or 0
-        if not isinstance(prompt, int) or not isinstance(completion, int):
+        if isinstance(prompt, bool) or not isinstance(prompt, int):
+            return None
+        if isinstance(completion, bool) or not isinstance(completion, int):
             return None
         prompt_details = usage.get("prompt_tokens_details")
         if not isinstance(prompt_details, dict):
@@ -115,6 +133,7 @@ class Usage:
             audio_input_tokens=_count(prompt_details.get("audio_tokens")),
             audio_output_tokens=_count(completion_details.get("audio_tokens")),
             reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
+            flag=_absurd(prompt_tokens=prompt, completion_tokens=completion),
         )
 
     @classmethod

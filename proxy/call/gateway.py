@@ -28,6 +28,7 @@ from proxy.storage.lookup import CallRows
 from proxy.storage.models import Budget, Customer, ProxySpend
 from proxy.storage.resets import apply_due_resets
 from proxy.storage.responses import remember_response
+from proxy.storage.schema_gate import SchemaGate
 from proxy.upstream.apis import APIS
 from proxy.upstream.client import StreamRelay, UpstreamClient, upstream_path
 from proxy.upstream.deployments import Deployment, ModelTable
@@ -46,6 +47,7 @@ class Services:
     models: ModelTable
     upstream: UpstreamClient
     pm: pluggy.PluginManager
+    schema: SchemaGate
 
 
 def end_user_id(headers: Any, body: dict[str, Any]) -> str | None:

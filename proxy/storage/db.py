@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import peewee
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 database = peewee.DatabaseProxy()
 
@@ -107,6 +107,7 @@ class _PostgresPool(PooledPostgresqlDatabase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.pool_size = int(kwargs.get("max_connections") or 0)
         self._checked_in: dict[int, float] = {}
         self._batches = threading.local()
 
@@ -208,18 +209,27 @@ def _fresh_state(db: Any) -> None:
         db._lock = threading.Lock()
 
 
-def _postgres(url: str) -> PooledPostgresqlDatabase:
+# Connections one process may hold: its threads (16 by default) plus the
+# background ones (webhook senders, start-up retries). 4 workers x 20 stay
+# under PostgreSQL's default max_connections of 100.
+DEFAULT_POOL_SIZE = 20
+# How long a call waits for a pooled connection before it is answered 503.
+POOL_WAIT_SECONDS = 10
+
+
+def _postgres(url: str, pool_size: int | None = None) -> PooledPostgresqlDatabase:
     parsed = urlparse(url)
     options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    size = options.pop("max_connections", None)
     return _PostgresPool(
         unquote(parsed.path.lstrip("/")),
         user=unquote(parsed.username) if parsed.username else None,
         password=unquote(parsed.password) if parsed.password else None,
         host=parsed.hostname or "127.0.0.1",
         port=parsed.port or 5432,
-        max_connections=int(options.pop("max_connections", 32)),
+        max_connections=int(size) if size is not None else pool_size or DEFAULT_POOL_SIZE,
         stale_timeout=300,
-        timeout=10,
+        timeout=POOL_WAIT_SECONDS,
         **options,
     )
 
@@ -228,14 +238,16 @@ def _postgres(url: str) -> PooledPostgresqlDatabase:
 _made: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def make_database(url: str) -> peewee.Database:
+def make_database(url: str, pool_size: int | None = None) -> peewee.Database:
+    """The database at ``url``; ``pool_size``: PostgreSQL connections per process
+    (a ``?max_connections=`` in the URL wins)."""
     db: peewee.Database
     if url.startswith("sqlite:///"):
         db = _sqlite(url[len("sqlite:///") :])
     elif url.startswith("sqlite://"):
         db = _sqlite(url[len("sqlite://") :])
     elif url.startswith(("postgresql://", "postgres://")):
-        db = _postgres(url)
+        db = _postgres(url, pool_size)
     else:
         raise ValueError(
             f"unsupported database_url {url!r}: use sqlite:///path or postgresql://..."
@@ -258,11 +270,79 @@ def _forget_inherited_connections() -> None:
 os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
-def init_database(url: str) -> peewee.Database:
-    db = make_database(url)
+def init_database(url: str, pool_size: int | None = None) -> peewee.Database:
+    db = make_database(url, pool_size)
     database.initialize(db)
     return db
 
 
 def is_postgres() -> bool:
     return isinstance(database.obj, peewee.PostgresqlDatabase)
+
+
+def pool_size() -> int | None:
+    """PostgreSQL connections this process may hold (``None``: SQLite, no pool)."""
+    size = getattr(database.obj, "pool_size", None)
+    return int(size) if size else None
+
+
+def is_unreachable(err: BaseException) -> bool:
+    """The database could not be reached or used (down, refused, pool exhausted),
+    as opposed to a statement it rejected."""
+    return isinstance(err, (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded))
+
+
+def unavailable_reason(err: BaseException) -> str:
+    """What a client is told about ``err``, without the server's address."""
+    if isinstance(err, MaxConnectionsExceeded):
+        return (
+            f"all {pool_size()} database connections of this worker are in use (waited "
+            f"{POOL_WAIT_SECONDS} s; general_settings.database_connection_pool_limit sets "
+            "how many)"
+        )
+    text = str(err).lower()
+    for marker, reason in _REASONS:
+        if marker in text:
+            return reason
+    return "the database is unavailable"
+
+
+# Why a connection failed, from the server's or the driver's message (which also
+# names the server's address: never shown to clients).
+_REASONS = (
+    ("too many clients", "the database refused a connection: it has reached its max_connections"),
+    ("remaining connection slots", "the database refused a connection: no slots left"),
+    ("not currently accepting connections", "the database does not accept connections"),
+    ("does not exist", "the database does not exist"),
+    ("authentication failed", "the database refused the credentials"),
+    ("connection refused", "the database server refuses connections"),
+    ("timeout expired", "the database server did not answer in time"),
+    ("terminating connection", "the database closed the connection"),
+    ("server closed the connection", "the database closed the connection"),
+    ("unable to open database file", "the database file cannot be opened"),
+)
+
+
+def connection_budget_warning(workers: int) -> str | None:
+    """A warning when ``workers`` pools of this process's size can exceed what the
+    PostgreSQL server accepts (``None`` when they fit, or on SQLite)."""
+    size = pool_size()
+    if size is None or not is_postgres():
+        return None
+    with database.connection_context():
+        cursor = database.execute_sql(
+            "SELECT current_setting('max_connections')::int, "
+            "current_setting('superuser_reserved_connections')::int"
+        )
+        server_max, reserved = cursor.fetchone()
+    usable = server_max - reserved
+    wanted = size * workers
+    if wanted <= usable:
+        return None
+    return (
+        f"database connection pools may exceed the server's limit: {workers} worker(s) x "
+        f"{size} connections = {wanted}, but PostgreSQL's max_connections is {server_max} "
+        f"({reserved} reserved for superusers, so {usable} usable), shared by every host; "
+        "lower general_settings.database_connection_pool_limit or the workers, or raise "
+        "max_connections. Calls that find no connection are answered 503."
+    )

@@ -11,6 +11,7 @@ workers.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -136,7 +137,7 @@ def _ledger(ctx: CallContext, usage: Usage, cost: float, status: str, end: float
         ctx.request_id, ctx.call_type, ctx.key_hash, ctx.user_id, ctx.team_id,
         ctx.end_user_id, ctx.deployment.upstream_model, ctx.deployment.model_name,
         usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, cost,
-        ctx.start_time, end, status, "{}",
+        ctx.start_time, end, status, json.dumps(_log_metadata(usage)),
     ]  # fmt: skip
     increments: list[tuple[str, list[Any]]] = []
     if ctx.key is not None:
@@ -149,6 +150,10 @@ def _ledger(ctx: CallContext, usage: Usage, cost: float, status: str, end: float
         increments.append(("customer", [ctx.end_user_id, cost, end]))
     increments.append(("proxy", [cost]))
     return _Ledger(log_params, increments)
+
+
+def _log_metadata(usage: Usage) -> dict[str, Any]:
+    return {"usage_flag": usage.flag} if usage.flag else {}
 
 
 def _fresh_connection() -> None:
@@ -177,6 +182,8 @@ def record_spend(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, statu
     transaction is rolled back and the ledger alone written again: the call
     is billed exactly once, without the plugins' writes (proxy/hookspecs.py).
     """
+    if usage.flag:
+        log.warning("call %s: %s (recorded as flagged)", ctx.request_id, usage.flag)
     cost = compute_cost(
         ctx.deployment.price, usage.prompt_tokens, usage.completion_tokens, ctx.call_type
     )

@@ -55,7 +55,7 @@ class User(BaseModel):
     rpm_limit = peewee.BigIntegerField(null=True)
     metadata = JSONField(default=dict)
     created_at = peewee.DoubleField(default=now)
-    # Every call with one of the user's keys is refused (migration m0004).
+    # Every call with one of the user's keys is refused (migration m0005).
     blocked = peewee.BooleanField(default=False)
 
 
@@ -115,9 +115,10 @@ class SpendLog(BaseModel):
     end_user = peewee.CharField(null=True, max_length=255, index=True)
     model = peewee.CharField(max_length=255)
     model_group = peewee.CharField(max_length=255)
-    prompt_tokens = peewee.IntegerField(default=0)
-    completion_tokens = peewee.IntegerField(default=0)
-    total_tokens = peewee.IntegerField(default=0)
+    # 64-bit (migration m0005): whatever an upstream reports fits.
+    prompt_tokens = peewee.BigIntegerField(default=0)
+    completion_tokens = peewee.BigIntegerField(default=0)
+    total_tokens = peewee.BigIntegerField(default=0)
     spend = peewee.DoubleField(default=0.0)
     start_time = peewee.DoubleField(index=True)
     end_time = peewee.DoubleField()

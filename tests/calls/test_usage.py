@@ -64,4 +64,5 @@ def test_missing_or_malformed_usage():
     usage = Usage.from_openai(
         {"prompt_tokens": -3, "completion_tokens": None, "prompt_tokens_details": [1]}
     )
-    assert usage == Usage()
+    # A negative count is recorded as 0 and flagged on the spend-log row.
+    assert usage == Usage(flag="absurd usage reported: prompt_tokens=-3")

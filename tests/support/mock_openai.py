@@ -55,7 +55,14 @@ HANG_SECONDS = 3600.0
 IDLE_TIMEOUT = 120.0
 
 _CONTROL_PREFIX = "/_mock/"
-_BEHAVIOUR_KEYS = ("delay", "fail_status", "fail_message", "hang", "stream_chunk_delay")
+_BEHAVIOUR_KEYS = (
+    "delay",
+    "fail_status",
+    "fail_message",
+    "hang",
+    "stream_chunk_delay",
+    "reported_usage",
+)
 
 
 @dataclass
@@ -209,6 +216,7 @@ class MockOpenAI(BackgroundHTTPServer):
         self.stored_responses: dict[str, dict[str, Any]] = {}
         self.cached_tokens = 0
         self.reasoning_tokens = 0
+        self._reported_usage: dict[str, Any] | None = None
 
     def _on_stop(self) -> None:
         # Wakes calls waiting in a ``hang``.
@@ -283,6 +291,7 @@ class MockOpenAI(BackgroundHTTPServer):
                 self._stream_chunk_delay = 0.0
                 self.cached_tokens = 0
                 self.reasoning_tokens = 0
+                self._reported_usage = None
             self._changed.notify_all()
 
     # --- behaviour ----------------------------------------------------------
@@ -336,6 +345,15 @@ class MockOpenAI(BackgroundHTTPServer):
     def stream_chunk_delay(self, value: float) -> None:
         self._set("_stream_chunk_delay", float(value or 0))
 
+    @property
+    def reported_usage(self) -> dict[str, Any] | None:
+        """A misbehaving upstream: the ``usage`` it reports instead of its own count."""
+        return self._reported_usage
+
+    @reported_usage.setter
+    def reported_usage(self, value: dict[str, Any] | None) -> None:
+        self._set("_reported_usage", dict(value) if value else None)
+
     def fail_next(self, n: int = 1, status: int = 500, message: str | None = None) -> None:
         """Answer only the next ``n`` calls with ``status`` (queued after earlier ones)."""
         text = message if message is not None else "mock upstream failure"
@@ -369,6 +387,7 @@ class MockOpenAI(BackgroundHTTPServer):
                 "fail_next": len(self._fail_next),
                 "hang": self._hang,
                 "stream_chunk_delay": self._stream_chunk_delay,
+                "reported_usage": self._reported_usage,
             }
 
     # --- used by the handler ------------------------------------------------
@@ -638,6 +657,7 @@ class _Handler(TrackedHandler):
             "completion_tokens": len(words),
             "total_tokens": prompt_tokens + len(words),
         }
+        usage = self.mock.reported_usage or usage
         ident = f"chatcmpl-mock{self.mock._next_id()}"
         created = int(time.time())
         if body.get("stream") is True:

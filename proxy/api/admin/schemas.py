@@ -335,7 +335,14 @@ def _moment_text(value: str) -> str:
 MomentText = Annotated[StrictStr, StringConstraints(max_length=64), AfterValidator(_moment_text)]
 
 
+# /spend/logs answers at most this many rows per page (the default page is as large:
+# a client that reads one page, as LiteLLM's do, gets as much as it can).
+SPEND_LOGS_PAGE_SIZE = 1000
+
+
 class SpendLogsQuery(Request):
+    page: int = Field(default=1, ge=1, le=INT32_MAX)
+    page_size: int = Field(default=SPEND_LOGS_PAGE_SIZE, ge=1, le=SPEND_LOGS_PAGE_SIZE)
     api_key: Id | None = None
     user_id: Id | None = None
     end_user: Id | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import jsonify
+from typing import Any
+
+from flask import jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
 from proxy.api.admin.common import bp, parse_query
@@ -16,7 +18,10 @@ from proxy.storage.resets import current_proxy_spend
 
 @bp.get("/spend/logs")
 def spend_logs() -> ResponseReturnValue:
-    """Spend-log rows, oldest first, filtered by key, user, end user and time."""
+    """Spend-log rows, oldest first, filtered by key, user, end user and time, one
+    page at a time (``page``, ``page_size``): the body is the page's list of rows,
+    and a ``Link: <...>; rel="next"`` header gives the next page's URL, filters
+    kept, while there is one. A worker holds one page, whatever the table's size."""
     q = parse_query(SpendLogsQuery)
     start, end = q.window()
     query = SpendLog.select()
@@ -32,8 +37,20 @@ def spend_logs() -> ResponseReturnValue:
         query = query.where(SpendLog.start_time >= start)
     if end is not None:
         query = query.where(SpendLog.start_time < end)
-    rows = query.order_by(SpendLog.start_time, SpendLog.request_id)
-    return jsonify([spend_log_row(row) for row in rows])
+    ordered = query.order_by(SpendLog.start_time, SpendLog.request_id)
+    # One row more than the page tells whether there is a next page.
+    window = ordered.limit(q.page_size + 1).offset((q.page - 1) * q.page_size)
+    rows = [spend_log_row(row) for row in window.iterator()]
+    resp = jsonify(rows[: q.page_size])
+    if len(rows) > q.page_size:
+        args: dict[str, Any] = {
+            **request.args.to_dict(),
+            "page": q.page + 1,
+            "page_size": q.page_size,
+        }
+        next_url = url_for("admin.spend_logs", **args)
+        resp.headers["Link"] = f'<{next_url}>; rel="next"'
+    return resp
 
 
 @bp.get("/global/spend")
