@@ -27,7 +27,7 @@ def when_ready(server):  # type: ignore[no-untyped-def]
     trial master key listens beyond loopback."""
     from proxy.cli import warn_if_trial_key_exposed
     from proxy.config import ConfigError, load_config
-    from proxy.serving import announce_workers
+    from proxy.workers import announce_workers
 
     announce_workers(server.cfg.workers)
     try:

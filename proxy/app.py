@@ -15,7 +15,6 @@ from proxy.call.gateway import Services
 from proxy.config import Config, load_config
 from proxy.errors import ProxyError, ServiceUnavailable, error_shape
 from proxy.plugins import make_plugin_manager
-from proxy.serving import workers_per_host
 from proxy.storage.db import (
     connection_budget_warning,
     database,
@@ -25,6 +24,7 @@ from proxy.storage.db import (
 from proxy.storage.schema_gate import SchemaGate
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.deployments import ModelTable
+from proxy.workers import workers_per_host
 
 log = logging.getLogger("comptroller")
 

@@ -113,6 +113,7 @@ class GeneralSettings(_Section):
                     f'{origin!r} is not an origin: use scheme://host[:port], or "*" for any'
                 )
         return value
+
     # PostgreSQL connections per worker process (the LiteLLM setting's name).
     database_connection_pool_limit: int | None = Field(default=None, ge=1)
 

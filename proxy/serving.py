@@ -27,6 +27,8 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.gthread import ThreadWorker
 
+from proxy.workers import announce_workers
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -39,23 +41,6 @@ DEFAULT_THREADS = 16
 
 def default_workers() -> int:
     return int(os.environ.get("WEB_CONCURRENCY", str(DEFAULT_WORKERS)))
-
-
-# Set by the arbiter before it forks, so that each worker knows how many share the host.
-WORKERS_ENV = "COMPTROLLER_WORKERS"
-
-
-def workers_per_host() -> int:
-    """The gunicorn workers of this host (1 when not run by gunicorn's arbiter)."""
-    try:
-        return max(1, int(os.environ.get(WORKERS_ENV, "1")))
-    except ValueError:
-        return 1
-
-
-def announce_workers(count: int) -> None:
-    """In the arbiter, before the workers are forked: tell them how many they are."""
-    os.environ[WORKERS_ENV] = str(count)
 
 
 def default_threads() -> int:

@@ -55,7 +55,7 @@ class User(BaseModel):
     rpm_limit = peewee.BigIntegerField(null=True)
     metadata = JSONField(default=dict)
     created_at = peewee.DoubleField(default=now)
-    # Every call with one of the user's keys is refused (migration m0005).
+    # Every call with one of the user's keys is refused (migration m0004).
     blocked = peewee.BooleanField(default=False)
 
 
