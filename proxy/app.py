@@ -153,7 +153,7 @@ def create_app(
 
     from proxy.api import docs, health, llm, metrics
     from proxy.api import models as models_views
-    from proxy.api.admin import budgets, customers, keys, spend, users  # noqa: F401 (see below)
+    from proxy.api.admin import budgets, customers, keys, spend, teams, users  # noqa: F401 (see below)
     from proxy.api.admin import reports as admin_reports
     from proxy.api.admin.common import bp as admin_bp
     from proxy.ui import views as ui_views

@@ -33,13 +33,14 @@ log = logging.getLogger("comptroller.plugins")
 
 ENTRY_POINT_GROUP = "comptroller"
 
-# In the order their checks run (SPEC section 6: proxy, key, user, end user;
+# In the order their checks run (SPEC section 6: proxy, key, user, team, end user;
 # then the rate limiter). pluggy calls the last registered first, so they are
 # registered in reverse.
 BUILTIN_MODULES: dict[str, str] = {
     "proxy_budget": "plugins.budgets.proxy",
     "key_budget": "plugins.budgets.key",
     "user_budget": "plugins.budgets.user",
+    "team_budget": "plugins.budgets.team",
     "end_user_budget": "plugins.budgets.end_user",
     "default_end_user_budget": "plugins.budgets.default_end_user",
     "rate_limiter": "plugins.rate_limiter.hooks",

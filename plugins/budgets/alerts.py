@@ -35,7 +35,7 @@ THRESHOLDS = (85, 95)
 # A call names its period by the budget_reset_at it read when it started, and
 # may record its alert after that moment: longer than any call runs.
 PRUNE_AFTER_SECONDS = 3600.0
-TITLES = {"proxy": "Proxy", "key": "Key", "user": "User", "customer": "Customer"}
+TITLES = {"proxy": "Proxy", "key": "Key", "user": "User", "team": "Team", "customer": "Customer"}
 
 
 class BudgetAlertSent(BaseModel):

@@ -1,7 +1,7 @@
 """What the budget plugins share: the guarded entity and its refusal.
 
 Each budget plugin (``proxy_budget``, ``key_budget``, ``user_budget``,
-``end_user_budget``, ``default_end_user_budget``) only says which entity it
+``team_budget``, ``end_user_budget``, ``default_end_user_budget``) only says which entity it
 guards on a call, as a :class:`Guarded`; :mod:`plugins.budgets.hooks` does
 the rest the same way for all of them. This module is not a plugin.
 """
@@ -18,12 +18,18 @@ if TYPE_CHECKING:
     from proxy.call.context import CallContext
 
 # SPEC section 6: the first level that fails answers.
-CHECK_ORDER = ("proxy", "key", "user", "customer")
+CHECK_ORDER = ("proxy", "key", "user", "team", "customer")
 # The order the core's spend transaction updates these rows in (key, user,
 # team, customer, proxy). Strict reservations lock them in the same order,
 # so a reservation and a settling call never wait for each other in a cycle.
-LOCK_ORDER = ("key", "user", "customer", "proxy")
-EVENT_GROUPS = {"proxy": "proxy", "key": "key", "user": "internal_user", "customer": "customer"}
+LOCK_ORDER = ("key", "user", "team", "customer", "proxy")
+EVENT_GROUPS = {
+    "proxy": "proxy",
+    "key": "key",
+    "user": "internal_user",
+    "team": "team",
+    "customer": "customer",
+}
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class Guarded:
     0 without a ``budget_duration``) so that an alert fires once per period.
     """
 
-    kind: str  # "proxy" | "key" | "user" | "customer"
+    kind: str  # "proxy" | "key" | "user" | "team" | "customer"
     entity_id: str
     name: str  # how alerts name it: "Key=<alias>", "Customer=<id>", "" for the proxy
     spend: float

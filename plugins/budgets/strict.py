@@ -40,7 +40,7 @@ from plugins.budgets.alerts import prune_past_periods
 from plugins.budgets.common import CHECK_ORDER, LOCK_ORDER, Guarded, fmt
 from proxy.call.context import Refusal
 from proxy.storage.db import BaseModel, database, is_postgres
-from proxy.storage.models import Customer, Key, ProxySpend, User, now
+from proxy.storage.models import Customer, Key, ProxySpend, Team, User, now
 
 if TYPE_CHECKING:
     from proxy.call.context import CallContext
@@ -56,6 +56,7 @@ GC_INTERVAL_SECONDS = 60.0
 _SPEND_ROWS: dict[str, tuple[type[BaseModel], peewee.Field]] = {
     "key": (Key, Key.token),
     "user": (User, User.user_id),
+    "team": (Team, Team.team_id),
     "customer": (Customer, Customer.user_id),
     "proxy": (ProxySpend, ProxySpend.id),
 }

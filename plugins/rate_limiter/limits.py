@@ -1,6 +1,6 @@
 """Which rate limits govern a call, and for how long a parallel slot is leased.
 
-A call is limited by its key, the key's user and its end user (through the
+A call is limited by its key, the key's user, its team and its end user (through the
 end user's budget row, which may be the ``max_end_user_budget_id`` default).
 Each of them with at least one of ``rpm_limit``, ``tpm_limit`` or
 ``max_parallel_requests`` set is a :class:`Scope` with its own counters;
@@ -27,15 +27,15 @@ WINDOW_SECONDS = 60
 LEASE_MARGIN_SECONDS = 60.0
 
 # Kinds in the order a refusal names them when several are exceeded.
-KIND_ORDER = ("key", "user", "end_user")
+KIND_ORDER = ("key", "user", "team", "end_user")
 
 
 @dataclass(frozen=True)
 class Scope:
     """One entity whose limits apply to the call."""
 
-    kind: str  # "key", "user" or "end_user"
-    entity: str  # the window row's id: key hash, user id or end-user id
+    kind: str  # "key", "user", "team" or "end_user"
+    entity: str  # the window row's id: key hash, user id, team id or end-user id
     label: str  # how a refusal names it: key alias or display name, never the secret
     rpm_limit: int | None = None
     tpm_limit: int | None = None
@@ -76,6 +76,8 @@ def scopes_for(ctx: CallContext) -> list[Scope]:
         found.append(_scope("key", ctx.key.token, key_label(ctx.key), ctx.key))
     if ctx.user is not None:
         found.append(_scope("user", ctx.user.user_id, ctx.user.user_id, ctx.user))
+    if ctx.team is not None:
+        found.append(_scope("team", ctx.team.team_id, ctx.team.team_id, ctx.team))
     if ctx.end_user_id and ctx.end_user_budget is not None:
         found.append(_scope("end_user", ctx.end_user_id, ctx.end_user_id, ctx.end_user_budget))
     return [scope for scope in found if scope is not None]

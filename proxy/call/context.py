@@ -13,7 +13,7 @@ from proxy.call.auth import hash_key
 if TYPE_CHECKING:
     from proxy.call.alerts import Alert
     from proxy.config import Config
-    from proxy.storage.models import Budget, Customer, Key, ProxySpend, User
+    from proxy.storage.models import Budget, Customer, Key, ProxySpend, Team, User
     from proxy.upstream.deployments import Deployment
 
 
@@ -184,7 +184,8 @@ class Usage:
 class CallContext:
     """Everything known about one LLM call, loaded before any plugin runs.
 
-    ``key``/``user`` are ``None`` for calls made with the master key.
+    ``key``/``user`` are ``None`` for calls made with the master key; ``team``
+    is the row of ``team_id`` (the key's team, else its user's), if it exists.
     ``customer`` is ``None`` when no end user was named or the end user is
     new (it is upserted when spend is recorded). ``end_user_budget`` is the
     budget row that governs the end user: its own, else the
@@ -200,6 +201,7 @@ class CallContext:
     key: Key | None = None
     user: User | None = None
     team_id: str | None = None
+    team: Team | None = None
     end_user_id: str | None = None
     customer: Customer | None = None
     end_user_budget: Budget | None = None

@@ -15,7 +15,7 @@ from flask import Response, jsonify
 from peewee import JOIN
 
 from proxy.call import api_bounds
-from proxy.call.access import refusing_list
+from proxy.call.access import list_allows, refusing_list
 from proxy.call.auth import Caller
 from proxy.call.context import CallContext, Usage
 from proxy.call.pricing import estimate_prompt_tokens
@@ -25,7 +25,7 @@ from proxy.plugins import call_each
 from proxy.storage.db import database
 from proxy.storage.ledger import record_spend
 from proxy.storage.lookup import CallRows
-from proxy.storage.models import Budget, Customer, ProxySpend
+from proxy.storage.models import Budget, Customer, ProxySpend, Team
 from proxy.storage.resets import apply_due_resets
 from proxy.storage.responses import remember_response
 from proxy.storage.schema_gate import SchemaGate
@@ -111,6 +111,14 @@ def check_model_access(services: Services, caller: Caller, model: str) -> None:
             f"Tried to access {model}",
             param="model",
         )
+    team = caller.rows.team if caller.rows is not None else None
+    if team is not None and not list_allows(team.models, model, services.models):
+        raise AuthError(
+            f"Authentication Error, team not allowed to access model. "
+            f"This team can only access models={list(team.models)}. "
+            f"Tried to access {model}",
+            param="model",
+        )
 
 
 def _load_customer(services: Services, ctx: CallContext, rows: CallRows | None) -> None:
@@ -189,6 +197,10 @@ def build_context(
     if caller.key is not None:
         ctx.team_id = caller.key.team_id or (caller.user.team_id if caller.user else None)
     rows = caller.rows
+    if rows is not None:
+        ctx.team = rows.team
+    elif ctx.team_id:
+        ctx.team = Team.get_or_none(Team.team_id == ctx.team_id)
     _load_customer(services, ctx, rows)
     if ctx.customer is not None and ctx.customer.blocked:
         raise Forbidden(
@@ -202,6 +214,7 @@ def build_context(
     apply_due_resets(
         (ctx.key, ctx.key.budget_duration if ctx.key else None),
         (ctx.user, ctx.user.budget_duration if ctx.user else None),
+        (ctx.team, ctx.team.budget_duration if ctx.team else None),
         (ctx.customer, customer_duration),
         (ctx.proxy_spend, config.litellm_settings.budget_duration),
     )

@@ -1,6 +1,7 @@
 """Everything a call's checks read, in one query.
 
-The key (by hash) with its user, the end user (customer) with its own budget
+The key (by hash) with its user and its team (the key's, else its user's),
+the end user (customer) with its own budget
 row, the default end-user budget row (``max_end_user_budget_id``) and the
 proxy counter come back as one row of LEFT JOINs, so adding a budget level
 costs no round trip (DESIGN.md, step 2). A missing key, customer or budget
@@ -19,13 +20,14 @@ from typing import Any, cast
 import peewee
 
 from proxy.storage.db import database, is_postgres
-from proxy.storage.models import Budget, Customer, Key, ProxySpend, User
+from proxy.storage.models import Budget, Customer, Key, ProxySpend, Team, User
 from proxy.storage.prepared import Prepared
 
 # (alias, model) in the order their columns appear in the row.
 _PARTS: tuple[tuple[str, type[peewee.Model]], ...] = (
     ("k", Key),
     ("u", User),
+    ("t", Team),
     ("c", Customer),
     ("b", Budget),
     ("d", Budget),
@@ -47,6 +49,7 @@ class CallRows:
 
     key: Key | None
     user: User | None
+    team: Team | None  # the key's team, else its user's
     end_user_id: str | None
     customer: Customer | None
     customer_budget: Budget | None  # the customer's own or tier row
@@ -64,6 +67,7 @@ def _sql(param: str) -> str:
             f"SELECT {columns} FROM (SELECT 1 AS one) AS one "
             f'LEFT JOIN "key" AS k ON k."token" = {param} '
             f'LEFT JOIN "user" AS u ON u."user_id" = k."user_id" '
+            f'LEFT JOIN "team" AS t ON t."team_id" = COALESCE(k."team_id", u."team_id") '
             f'LEFT JOIN "customer" AS c ON c."user_id" = {param} '
             f'LEFT JOIN "budget" AS b ON b."budget_id" = c."budget_id" '
             f'LEFT JOIN "budget" AS d ON d."budget_id" = {param} '
@@ -103,5 +107,5 @@ def load_call_rows(
         fields = _FIELDS[model]
         objects.append(_model(model, fields, row[start : start + len(fields)]))
         start += len(fields)
-    key, user, customer, budget, default, proxy_spend = objects
-    return CallRows(key, user, end_user_id, customer, budget, default, proxy_spend)
+    key, user, team, customer, budget, default, proxy_spend = objects
+    return CallRows(key, user, team, end_user_id, customer, budget, default, proxy_spend)

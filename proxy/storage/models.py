@@ -33,10 +33,27 @@ class Budget(BaseModel):
 
 
 class Team(BaseModel):
+    """A team: its spend covers every key with its ``team_id`` (and keys of users
+    in it without one); its budget and limits are checked by ``team_budget``."""
+
     team_id = peewee.CharField(primary_key=True, max_length=255)
     team_alias = peewee.CharField(null=True, max_length=255)
     spend = peewee.DoubleField(default=0.0)
     created_at = peewee.DoubleField(default=now)
+    max_budget = peewee.DoubleField(null=True)
+    budget_duration = peewee.CharField(null=True, max_length=32)
+    budget_reset_at = peewee.DoubleField(null=True)
+    max_parallel_requests = peewee.IntegerField(null=True)
+    tpm_limit = peewee.BigIntegerField(null=True)
+    rpm_limit = peewee.BigIntegerField(null=True)
+    # Nullable (NULL reads as empty / not blocked): the spend ledger inserts a bare
+    # team row with raw SQL when a key names a team nobody created.
+    models = JSONField(null=True, default=list)
+    # LiteLLM's members_with_roles: [{"user_id": ..., "user_email": ..., "role": "admin"|"user"}]
+    members_with_roles = JSONField(null=True, default=list)
+    metadata = JSONField(null=True, default=dict)
+    blocked = peewee.BooleanField(null=True, default=False)
+    updated_at = peewee.DoubleField(null=True)  # set by /team/new and every change after
 
 
 class User(BaseModel):

@@ -148,7 +148,7 @@ def test_user_info_lists_the_users_team_and_its_keys_teams_with_their_spend(clie
     teams = {team["team_id"]: team for team in body["teams"]}
     assert set(teams) == {"platform", "research"}
     assert teams["research"]["spend"] > 0 and teams["platform"]["spend"] == 0
-    assert set(teams["research"]) == {"team_id", "team_alias", "spend", "created_at"}
+    assert {"team_id", "team_alias", "spend", "max_budget", "members"} <= set(teams["research"])
 
 
 def test_user_info_without_teams_has_an_empty_list(client):

@@ -30,6 +30,7 @@ from pydantic import (
     StrictStr,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 from proxy.durations import DurationError, parse_duration
@@ -263,6 +264,80 @@ class UserListQuery(Request):
     page: int = Field(default=1, ge=1, le=INT32_MAX)
     page_size: int = Field(default=25, ge=1, le=1000)
     team_id: Id | None = None
+
+
+# --- teams -----------------------------------------------------------------
+
+
+class TeamMember(Request):
+    """A member as LiteLLM's ``members_with_roles`` holds it: by user id and/or email."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"anyOf": [{"required": ["user_id"]}, {"required": ["user_email"]}]},
+    )
+
+    role: Literal["admin", "user"] = "user"
+    user_id: Id | None = None
+    user_email: Text | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> TeamMember:
+        if self.user_id is None and not self.user_email:
+            raise ValueError("a member needs a 'user_id' or a 'user_email'")
+        return self
+
+
+class TeamFields(Request):
+    team_alias: Text | None = None
+    models: ModelList | None = None
+    max_budget: Money = None
+    budget_duration: Duration = None
+    max_parallel_requests: Parallel = None
+    tpm_limit: Limit = None
+    rpm_limit: Limit = None
+    metadata: Metadata | None = None
+
+
+class TeamNew(TeamFields):
+    team_id: Id | None = None
+    members_with_roles: list[TeamMember] | None = None
+    blocked: StrictBool = False
+
+
+class TeamUpdate(TeamFields):
+    team_id: Id
+    blocked: StrictBool | None = None
+
+
+class TeamRef(Request):
+    team_id: Id
+
+
+class TeamIds(Request):
+    team_ids: IdList
+
+
+class TeamListQuery(Request):
+    user_id: Id | None = None
+    page: int = Field(default=1, ge=1, le=INT32_MAX)
+    page_size: int = Field(default=1000, ge=1, le=1000)
+
+
+class TeamMemberAdd(Request):
+    team_id: Id
+    member: Annotated[list[TeamMember], Field(min_length=1)] | TeamMember
+
+
+class TeamMemberDelete(Request):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"anyOf": [{"required": ["user_id"]}, {"required": ["user_email"]}]},
+    )
+
+    team_id: Id
+    user_id: Id | None = None
+    user_email: Text | None = None
 
 
 # --- customers (end users) -------------------------------------------------

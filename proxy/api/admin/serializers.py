@@ -66,11 +66,31 @@ def user_info(user: User) -> dict[str, Any]:
 
 
 def team_info(team: Team) -> dict[str, Any]:
+    """LiteLLM's team row (``LiteLLM_TeamTable``): ``admins`` and ``members`` are the
+    user ids of ``members_with_roles`` by role."""
+    members = [dict(m) for m in team.members_with_roles or []]
+    ids = {
+        role: [m.get("user_id") for m in members if m.get("role") == role]
+        for role in ("admin", "user")
+    }
     return {
         "team_id": team.team_id,
         "team_alias": team.team_alias,
-        "spend": money(team.spend),
+        "admins": ids["admin"],
+        "members": ids["user"],
+        "members_with_roles": members,
+        "metadata": dict(team.metadata or {}),
+        "models": list(team.models or []),
+        "max_budget": money(team.max_budget),
+        "spend": money(team.spend) or 0.0,
+        "budget_duration": team.budget_duration,
+        "budget_reset_at": iso_time(team.budget_reset_at),
+        "max_parallel_requests": team.max_parallel_requests,
+        "tpm_limit": team.tpm_limit,
+        "rpm_limit": team.rpm_limit,
+        "blocked": bool(team.blocked),
         "created_at": iso_time(team.created_at),
+        "updated_at": iso_time(team.updated_at),
     }
 
 

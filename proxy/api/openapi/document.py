@@ -36,6 +36,7 @@ KEYS = "key management"
 USERS = "user management"
 CUSTOMERS = "Customer Management"
 BUDGETS = "budget management"
+TEAMS = "team management"
 SPEND = "Budget & Spend Tracking"
 MODELS = "model management"
 LLM = "LLM"
@@ -48,6 +49,7 @@ END_USER_HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
 SEED_USER = "krrish3@berri.ai"
 SEED_CUSTOMER = "ishaan3"
 SEED_BUDGET = "my-free-tier"
+SEED_TEAM = "core-infra"
 
 COMPONENT_REF = "#/components/schemas/{model}"
 
@@ -289,6 +291,82 @@ def _budget_routes() -> dict[str, RouteDoc]:
     }
 
 
+def _team_routes() -> dict[str, RouteDoc]:
+    member = {"role": "user", "user_id": SEED_USER}
+    return {
+        "admin.team_new": RouteDoc(
+            "Create a team (its budget and limits cover its keys)",
+            TEAMS,
+            out.TeamInfo,
+            body=admin.TeamNew,
+            errors=(400, 409),
+            example={
+                "team_id": SEED_TEAM,
+                "team_alias": "Core infrastructure",
+                "max_budget": 100,
+                "budget_duration": "30d",
+                "rpm_limit": 100,
+                "members_with_roles": [member],
+            },
+            name="new_team",
+        ),
+        "admin.team_info_route": RouteDoc(
+            "Read a team and its keys",
+            TEAMS,
+            out.TeamInfoResponse,
+            query=admin.TeamRef,
+            errors=(400, 404),
+            example={"team_id": SEED_TEAM},
+        ),
+        "admin.team_update": RouteDoc(
+            "Update a team",
+            TEAMS,
+            out.TeamUpdateResponse,
+            body=admin.TeamUpdate,
+            errors=(400, 404),
+            example={"team_id": SEED_TEAM, "max_budget": 200, "tpm_limit": 100000},
+        ),
+        "admin.team_delete": RouteDoc(
+            "Delete teams and their keys",
+            TEAMS,
+            out.TeamDeleteResponse,
+            body=admin.TeamIds,
+            errors=(400, 404),
+        ),
+        "admin.team_list": RouteDoc(
+            "List teams", TEAMS, out.TeamList, query=admin.TeamListQuery, errors=(400,)
+        ),
+        "admin.team_member_add": RouteDoc(
+            "Add members to a team",
+            TEAMS,
+            out.TeamMemberAddResponse,
+            body=admin.TeamMemberAdd,
+            errors=(400, 404),
+            example={
+                "team_id": SEED_TEAM,
+                "member": {"role": "admin", "user_id": "ops@example.com"},
+            },
+        ),
+        "admin.team_member_delete": RouteDoc(
+            "Remove a member from a team",
+            TEAMS,
+            out.TeamInfo,
+            body=admin.TeamMemberDelete,
+            errors=(400, 404),
+        ),
+        "admin.team_block": RouteDoc(
+            "Block a team (its keys' calls get 401)",
+            TEAMS,
+            out.TeamInfo,
+            body=admin.TeamRef,
+            errors=(400, 404),
+        ),
+        "admin.team_unblock": RouteDoc(
+            "Unblock a team", TEAMS, out.TeamInfo, body=admin.TeamRef, errors=(400, 404)
+        ),
+    }
+
+
 def _spend_routes() -> dict[str, RouteDoc]:
     return {
         "admin.spend_logs": RouteDoc(
@@ -486,6 +564,7 @@ ROUTES: dict[str, RouteDoc] = {
     **_user_routes(),
     **_customer_routes(),
     **_budget_routes(),
+    **_team_routes(),
     **_spend_routes(),
     **_llm_routes(),
 }

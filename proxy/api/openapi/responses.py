@@ -126,11 +126,56 @@ class NewUser(UserInfo):
     token: str
 
 
+class TeamMemberRow(Shape):
+    user_id: str
+    user_email: str | None
+    role: str = Field(description='"admin" or "user"')
+
+
 class TeamInfo(Shape):
     team_id: str
     team_alias: str | None
+    admins: list[str | None]
+    members: list[str | None]
+    members_with_roles: list[TeamMemberRow]
+    metadata: dict[str, Any]
+    models: list[str]
+    max_budget: float | None
     spend: float
+    budget_duration: str | None
+    budget_reset_at: str | None
+    max_parallel_requests: int | None
+    tpm_limit: int | None
+    rpm_limit: int | None
+    blocked: bool
     created_at: str | None
+    updated_at: str | None = Field(description="null for a team only a key's team_id made")
+
+
+class TeamInfoResponse(Shape):
+    team_id: str
+    team_info: TeamInfo
+    keys: list[KeyInfo]
+    team_memberships: list[dict[str, Any]]
+
+
+class TeamUpdateResponse(Shape):
+    team_id: str
+    data: TeamInfo
+
+
+class TeamDeleteResponse(Shape):
+    deleted_teams: list[str]
+    deleted_keys: list[str] = Field(description="The tokens of the deleted teams' keys.")
+
+
+class TeamList(RootModel[list[TeamInfo]]):
+    pass
+
+
+class TeamMemberAddResponse(TeamInfo):
+    updated_users: list[UserInfo]
+    updated_team_memberships: list[dict[str, Any]]
 
 
 class UserInfoResponse(Shape):
