@@ -196,6 +196,8 @@ def default_model_list() -> list[dict]:
         _mock_model("azure-gpt-3.5", "gpt-3.5-turbo", 0.0000015, 0.000002, ["azure-models"]),
         _mock_model("mistral", "mistral-small", 0.000002, 0.000006, []),
         _mock_model("gpt-4o-mini", "gpt-4o-mini", 0.00000015, 0.0000006, []),
+        # For /v1/messages (Claude Code, the Anthropic SDK) before an anthropic/ upstream is set.
+        _mock_model("claude-sonnet-4-5", "claude-sonnet-4-5", 0.000003, 0.000015, []),
         _mock_model(
             "text-embedding-ada-002", "text-embedding-ada-002", 0.0000001, 0.0, ["beta-models"]
         ),

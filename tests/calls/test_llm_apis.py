@@ -27,7 +27,13 @@ from tests.support.mock_openai import DEFAULT_CONTENT, MockOpenAI
 IN_PRICE = 1e-6
 OUT_PRICE = 4e-6
 ANTHROPIC_KEY = "sk-ant-up"
-PRICES = {"input_cost_per_token": IN_PRICE, "output_cost_per_token": OUT_PRICE}
+# Cache parts at the input price: these tests check what is billed, not the discounts.
+PRICES = {
+    "input_cost_per_token": IN_PRICE,
+    "output_cost_per_token": OUT_PRICE,
+    "cache_read_input_token_cost": IN_PRICE,
+    "cache_creation_input_token_cost": IN_PRICE,
+}
 CLAUDE = "claude-test"
 USER_TURN = [{"role": "user", "content": "What is the weather in Paris today?"}]
 

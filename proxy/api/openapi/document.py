@@ -435,7 +435,7 @@ def _llm_routes() -> dict[str, RouteDoc]:
             auth="key",
             errors=upstream,
             example={
-                "model": "gpt-3.5-turbo-instruct",
+                "model": "gpt-3.5-turbo",
                 "prompt": "Say this is a test",
                 "max_tokens": 7,
             },
