@@ -60,6 +60,14 @@ class LitellmParams(_Section):
     api_version: str | None = None
     input_cost_per_token: Number | None = Field(default=None, ge=0)
     output_cost_per_token: Number | None = Field(default=None, ge=0)
+    # Prices of the other billed parts (USD per token), LiteLLM's names; each
+    # overrides the bundled price data for this deployment.
+    cache_read_input_token_cost: Number | None = Field(default=None, ge=0)
+    cache_creation_input_token_cost: Number | None = Field(default=None, ge=0)
+    input_cost_per_audio_token: Number | None = Field(default=None, ge=0)
+    output_cost_per_audio_token: Number | None = Field(default=None, ge=0)
+    input_cost_per_token_above_200k_tokens: Number | None = Field(default=None, ge=0)
+    output_cost_per_token_above_200k_tokens: Number | None = Field(default=None, ge=0)
     timeout: Number = Field(default=600.0, gt=0)
     max_tokens: Count | None = Field(default=None, gt=0)
     # Answer with this text instead of calling the upstream (as the mock provider does).
@@ -99,6 +107,9 @@ class GeneralSettings(_Section):
     alerting: list[str] = Field(default_factory=list)
     budget_enforcement: Literal["check", "strict"] = "check"
     clamp_max_tokens: bool = False
+    # Strict mode refuses calls to a model without a price (its worst case has no
+    # bound) unless this is set.
+    allow_unpriced_models: bool = False
     webhook_secret: str | None = None
     max_request_size_mb: Number = Field(default=10.0, gt=0)
     # Browser origins allowed to call (CORS), e.g. ["https://app.example.com"]; "*" is any.

@@ -12,6 +12,7 @@ from proxy.call.auth import hash_key
 
 if TYPE_CHECKING:
     from proxy.call.alerts import Alert
+    from proxy.call.bound import WorstCase
     from proxy.config import Config
     from proxy.storage.models import Budget, Customer, Key, ProxySpend, Team, User
     from proxy.upstream.deployments import Deployment
@@ -209,6 +210,8 @@ class CallContext:
     proxy_spend: ProxySpend | None = None
     request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     start_time: float = field(default_factory=time.time)
+    # The call's worst case (proxy.call.bound) and its dollars: what strict mode reserves.
+    worst_case: WorstCase | None = None
     estimated_cost: float = 0.0
     # Input the upstream adds from stored state (a Responses ``previous_response_id``'s
     # conversation): billed as input, so part of the call's worst case.

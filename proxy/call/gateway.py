@@ -17,8 +17,9 @@ from peewee import JOIN
 from proxy.call import api_bounds
 from proxy.call.access import list_allows, refusing_list
 from proxy.call.auth import Caller
+from proxy.call.bound import DEFAULT_OUTPUT_CAP, WorstCase, call_worst_case
 from proxy.call.context import CallContext, Usage
-from proxy.call.pricing import estimate_prompt_tokens
+from proxy.call.estimate import estimate_prompt_tokens
 from proxy.config import Config
 from proxy.errors import AuthError, BadRequest, Forbidden, ProxyError
 from proxy.plugins import call_each
@@ -36,7 +37,6 @@ from proxy.upstream.deployments import Deployment, ModelTable
 log = logging.getLogger("comptroller.gateway")
 
 END_USER_HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
-DEFAULT_OUTPUT_CAP = 4096
 
 
 @dataclass
@@ -152,24 +152,27 @@ def _load_customer(services: Services, ctx: CallContext, rows: CallRows | None) 
         ctx.end_user_budget_is_default = ctx.end_user_budget is not None
 
 
-def _estimate_cost(ctx: CallContext) -> float:
-    """The call's worst case: the prompt estimate plus the largest answer."""
+def _make_boundable(ctx: CallContext, bound: WorstCase) -> None:
+    """Strict mode: a call whose cost has no bound is refused before any budget is
+    touched; a call with no output limit to a model whose cap is unknown is sent
+    with Comptroller's default cap, so that the bound reserved is one the upstream keeps."""
+    config = ctx.config.general_settings
     price = ctx.deployment.price
-    if ctx.call_type in api_bounds.BOUNDED_CALL_TYPES:
-        prompt = api_bounds.input_bound(ctx.body, ctx.call_type, ctx.deployment.provider)
-        prompt += ctx.carried_input_tokens
-        per_answer = api_bounds.output_limit(ctx.body, ctx.call_type)
-        if per_answer is None:
-            per_answer = price.max_output_tokens or DEFAULT_OUTPUT_CAP
-        output = per_answer * api_bounds.completions_count(ctx.body, ctx.call_type)
-        return prompt * price.input_cost_per_token + output * price.output_cost_per_token
-    prompt = estimate_prompt_tokens(ctx.body, ctx.call_type)
-    if ctx.call_type == "embeddings":
-        return prompt * price.input_cost_per_token
-    limit = ctx.body.get("max_completion_tokens") or ctx.body.get("max_tokens")
-    if not isinstance(limit, int) or limit <= 0:
-        limit = price.max_output_tokens or DEFAULT_OUTPUT_CAP
-    return prompt * price.input_cost_per_token + limit * price.output_cost_per_token
+    if not price.known and not ctx.deployment.answers_itself and not config.allow_unpriced_models:
+        raise BadRequest(
+            f"Model {ctx.model} has no price, so strict budget enforcement cannot bound "
+            "what its calls cost: set input_cost_per_token and output_cost_per_token in "
+            "its litellm_params, or general_settings.allow_unpriced_models: true",
+            param="model",
+        )
+    if bound.unbounded is not None:
+        raise BadRequest(
+            f"Strict budget enforcement cannot bound this call's cost: {bound.unbounded}",
+            param="messages",
+        )
+    if bound.default_output_cap:
+        limit = "max_output_tokens" if ctx.call_type == "responses" else "max_tokens"
+        ctx.body[limit] = DEFAULT_OUTPUT_CAP
 
 
 def build_context(
@@ -218,7 +221,10 @@ def build_context(
         (ctx.customer, customer_duration),
         (ctx.proxy_spend, config.litellm_settings.budget_duration),
     )
-    ctx.estimated_cost = _estimate_cost(ctx)
+    ctx.worst_case = call_worst_case(ctx)
+    ctx.estimated_cost = ctx.worst_case.cost
+    if config.general_settings.budget_enforcement == "strict":
+        _make_boundable(ctx, ctx.worst_case)
     if ctx.call_type == "chat":
         ctx.request_id = f"chatcmpl-{ctx.request_id.split('-', 1)[1]}"
     return ctx

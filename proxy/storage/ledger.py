@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from proxy.call.pricing import compute_cost
+from proxy.call.cost import cost_of
 from proxy.plugins import call_each
 from proxy.storage.batching import defer_write, spend_transaction
 from proxy.storage.db import database, is_postgres
@@ -184,9 +184,7 @@ def record_spend(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, statu
     """
     if usage.flag:
         log.warning("call %s: %s (recorded as flagged)", ctx.request_id, usage.flag)
-    cost = compute_cost(
-        ctx.deployment.price, usage.prompt_tokens, usage.completion_tokens, ctx.call_type
-    )
+    cost = cost_of(ctx.deployment.price, usage, ctx.call_type, at=ctx.start_time)
     ctx.usage, ctx.cost = usage, cost
     end = time.time()
     ledger = _ledger(ctx, usage, cost, status, end)

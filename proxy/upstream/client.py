@@ -28,7 +28,7 @@ from urllib3.exceptions import (
 )
 
 from proxy.call.context import Usage
-from proxy.call.pricing import estimate_prompt_tokens
+from proxy.call.estimate import estimate_prompt_tokens
 from proxy.errors import BadRequest, ProxyError, UpstreamError
 from proxy.upstream import anthropic
 from proxy.upstream.apis import APIS

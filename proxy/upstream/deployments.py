@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from proxy.call.pricing import Price, has_price, price_for
+from proxy.call.cost import Price, PriceOverrides, has_price, resolve_price
 from proxy.config import Config, ModelEntry
 
 PROVIDERS = ("openai", "azure", "anthropic", "mock")
@@ -72,11 +72,57 @@ class Deployment:
                 "access_groups": list(self.access_groups),
                 "mode": self.mode,
                 "priced_as": self.priced_as,
-                "input_cost_per_token": self.price.input_cost_per_token,
-                "output_cost_per_token": self.price.output_cost_per_token,
-                "max_output_tokens": self.price.max_output_tokens,
+                **price_info(self.price),
             },
         }
+
+
+def price_info(price: Price) -> dict:
+    """The prices in use, in LiteLLM's field names, and where they came from."""
+    rates = price.rates
+    return {
+        "input_cost_per_token": rates.input,
+        "output_cost_per_token": rates.output,
+        "cache_read_input_token_cost": rates.cache_read,
+        "cache_creation_input_token_cost": rates.cache_write,
+        "input_cost_per_audio_token": rates.audio_input,
+        "output_cost_per_audio_token": rates.audio_output,
+        "price_tiers": [
+            {
+                "above_input_tokens": threshold,
+                "input_cost_per_token": tier.input,
+                "output_cost_per_token": tier.output,
+                "cache_read_input_token_cost": tier.cache_read,
+                "cache_creation_input_token_cost": tier.cache_write,
+            }
+            for threshold, tier in price.tiers
+        ],
+        "max_output_tokens": price.max_output_tokens,
+        "context_window": price.context_window,
+        "priced": price.known,
+        "price_source": price.source,
+    }
+
+
+def _overrides(entry: ModelEntry) -> PriceOverrides:
+    """The prices the operator set in ``litellm_params``."""
+    params, info = entry.litellm_params, entry.model_info
+
+    def number(name: str) -> float | None:
+        value = getattr(params, name)
+        return None if value is None else float(value)
+
+    return PriceOverrides(
+        input_cost_per_token=number("input_cost_per_token"),
+        output_cost_per_token=number("output_cost_per_token"),
+        cache_read_input_token_cost=number("cache_read_input_token_cost"),
+        cache_creation_input_token_cost=number("cache_creation_input_token_cost"),
+        input_cost_per_audio_token=number("input_cost_per_audio_token"),
+        output_cost_per_audio_token=number("output_cost_per_audio_token"),
+        input_cost_per_token_above_200k_tokens=number("input_cost_per_token_above_200k_tokens"),
+        output_cost_per_token_above_200k_tokens=number("output_cost_per_token_above_200k_tokens"),
+        max_output_tokens=params.max_tokens or info.max_output_tokens,
+    )
 
 
 def _priced_name(entry: ModelEntry, provider: str) -> str | None:
@@ -92,7 +138,7 @@ def _priced_name(entry: ModelEntry, provider: str) -> str | None:
         entry.model_name,
     )
     for name in candidates:
-        if name and has_price(name, provider):
+        if name and has_price(name, provider, entry.litellm_params.api_base):
             return name
     return None
 
@@ -100,10 +146,14 @@ def _priced_name(entry: ModelEntry, provider: str) -> str | None:
 def _deployment(entry: ModelEntry, created: int) -> Deployment:
     params = entry.litellm_params
     provider = params.provider
+    # Prices by the prefix as written (anthropic/, mistral/, ...): the data set knows it.
+    priced_as = _priced_name(entry, provider)
+    price = resolve_price(
+        priced_as or params.upstream_model, provider, params.api_base, _overrides(entry)
+    )
     if provider not in PROVIDERS:
         # Any other prefix is treated as an OpenAI-compatible endpoint.
         provider = "openai"
-    priced_as = _priced_name(entry, provider)
     return Deployment(
         model_name=entry.model_name,
         provider=provider,
@@ -113,13 +163,7 @@ def _deployment(entry: ModelEntry, created: int) -> Deployment:
         api_version=params.api_version,
         timeout=params.timeout,
         access_groups=tuple(entry.model_info.access_groups),
-        price=price_for(
-            priced_as or params.upstream_model,
-            provider,
-            params.input_cost_per_token,
-            params.output_cost_per_token,
-            params.max_tokens or entry.model_info.max_output_tokens,
-        ),
+        price=price,
         created=created,
         mode=entry.model_info.mode,
         priced_as=priced_as,

@@ -1,8 +1,10 @@
 """``budget_enforcement: strict`` and ``clamp_max_tokens`` in one process, on both databases.
 
-The upstream is the mock OpenAI server: "hi" is a 4-token prompt and the
-answer is 10 words (fewer when ``max_tokens`` is lower). With input at
-0.001 and output at 0.01 per token a call costs 0.004 + 0.01 per word.
+The upstream is the mock OpenAI server: it bills "hi" as a 4-token prompt and
+the answer is 10 words (fewer when ``max_tokens`` is lower). With input at
+0.001 and output at 0.01 per token a call costs 0.004 + 0.01 per word. The
+worst case reserved counts the same prompt as 22 tokens (proxy.call.bound: 8
+framing + 4 bytes of "user" + 2 of "hi" + 8 reply priming).
 The multi-process guarantees are in tests/integration/test_budget_strict_concurrency.py.
 """
 
@@ -25,11 +27,16 @@ from tests.support.budgets import chat, make_key, make_user
 from tests.support.proxy_server import wait_until
 
 IN, OUT = 0.001, 0.01
-PROMPT = 4 * IN
+PROMPT = 22 * IN  # reserved for the prompt
+BILLED_PROMPT = 4 * IN  # what the upstream bills for it
 
 
 def worst(max_tokens: int) -> float:
-    return 4 * IN + max_tokens * OUT
+    return PROMPT + max_tokens * OUT
+
+
+def billed(words: int) -> float:
+    return BILLED_PROMPT + words * OUT
 
 
 def strict_config(db_url: str, upstream: Any, mode: str = "strict", **general: Any) -> dict:
@@ -99,7 +106,7 @@ def test_a_call_in_flight_holds_its_worst_case_until_it_settles(db_url, make_app
         thread.join(timeout=10)
     assert first["resp"].status_code == 200
     assert reservations() == []
-    assert key_spend(plain) == pytest.approx(worst(10), abs=1e-12)  # 10 words came back
+    assert key_spend(plain) == pytest.approx(billed(10), abs=1e-12)  # 10 words came back
     assert call(app, plain, max_tokens=20).status_code == 200
 
 
@@ -121,7 +128,7 @@ def test_a_stream_settles_its_reservation(db_url, make_app, upstream) -> None:
     assert resp.status_code == 200
     assert b"[DONE]" in resp.get_data()
     assert reservations() == []
-    assert key_spend(plain) == pytest.approx(worst(10), abs=1e-12)
+    assert key_spend(plain) == pytest.approx(billed(10), abs=1e-12)
 
 
 def _reserve_directly(plain: str, amount: float, expires_at: float) -> None:
@@ -163,7 +170,7 @@ def test_reservation_is_all_or_nothing_across_levels(db_url, make_app, upstream)
     with database.connection_context():
         customer = Customer.get_by_id("new-customer")
         user = User.get_by_id("roomy")
-    assert customer.spend == pytest.approx(worst(10)) and user.spend == pytest.approx(worst(10))
+    assert customer.spend == pytest.approx(billed(10)) and user.spend == pytest.approx(billed(10))
 
 
 def test_strict_refusal_names_the_first_level_in_spec_order(db_url, make_app, upstream) -> None:
@@ -189,7 +196,7 @@ def test_clamp_lowers_max_tokens_to_what_the_budget_can_pay(
     assert resp.headers[CLAMP_HEADER] == "7"
     assert upstream.requests[-1].json["max_tokens"] == 7
     assert resp.get_json()["usage"]["completion_tokens"] == 7
-    assert key_spend(plain) == pytest.approx(worst(7)) and key_spend(plain) <= PROMPT + 7.5 * OUT
+    assert key_spend(plain) == pytest.approx(billed(7)) and key_spend(plain) <= PROMPT + 7.5 * OUT
     assert reservations() == []
 
 

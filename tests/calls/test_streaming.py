@@ -18,7 +18,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from proxy.call.pricing import estimate_prompt_tokens
+from proxy.call.estimate import estimate_prompt_tokens
 from proxy.storage.db import database, init_database
 from proxy.storage.migrate import migrate
 from proxy.storage.models import Customer, ProxySpend, SpendLog

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 import migrations.m0001_core_tables as m0001
-from proxy.call import pricing
+from proxy.call import cost as pricing
 from proxy.storage.db import database, init_database
 from proxy.storage.migrate import AppliedMigration, migrate
 from proxy.storage.models import ProxySpend, SpendLog, UnpricedModel

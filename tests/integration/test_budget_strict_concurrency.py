@@ -2,8 +2,9 @@
 PostgreSQL database, 200 concurrent calls against a key with room for exactly 50.
 
 Prices are powers of two, so every sum of call costs is exact in floating point,
-and ``max_tokens`` (5) is below the mock's answer length, so a call's real cost
-equals its worst case: "as many successes as fit" is exactly 50. The same run in
+and the upstream bills the most the documented worst case allows
+(tests/support/billing.py, its own count), so a call's real cost equals what
+strict mode reserves: "as many successes as fit" is exactly 50. The same run in
 ``check`` mode documents the overshoot that strict mode prevents.
 """
 
@@ -23,6 +24,7 @@ from proxy.call.auth import hash_key
 from proxy.storage.db import database, init_database
 from proxy.storage.models import Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import base_config, openai_model
+from tests.support.billing import AdversarialBilling
 from tests.support.budgets import make_key, make_user
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import ProxyServer
@@ -30,7 +32,9 @@ from tests.support.proxy_server import ProxyServer
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 IN, OUT = 2.0**-20, 2.0**-18
-CALL_COST = 4 * IN + 5 * OUT  # "hi" is 4 prompt tokens; max_tokens=5 gets 5 words
+BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+BILL = AdversarialBilling().chat_usage(BODY, answer_words=5)  # 22 prompt, 5 completion tokens
+CALL_COST = BILL["prompt_tokens"] * IN + BILL["completion_tokens"] * OUT
 ROOM = 50
 CALLS = 200
 
@@ -45,11 +49,7 @@ def run_concurrently(
         session = getattr(local, "session", None)
         if session is None:
             session = local.session = requests.Session()
-        body: dict[str, Any] = {
-            "model": "gpt-4o",
-            "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 5,
-        }
+        body: dict[str, Any] = dict(BODY)
         if customers:
             body["user"] = customers[i % len(customers)]
         resp = session.post(
@@ -78,6 +78,7 @@ def two_hosts_config(pg_url: str, upstream: MockOpenAI, mode: str, **litellm: An
 
 def run_mode(mode: str, pg_url: str, upstream: MockOpenAI, tmp_path: Path) -> dict[str, Any]:
     config = two_hosts_config(pg_url, upstream, mode)
+    upstream.billing = AdversarialBilling()
     upstream.delay = 0.1  # calls overlap: spend lands well after the checks
     a = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-a")
     b = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-b")
@@ -127,6 +128,7 @@ def test_strict_mode_holds_every_level_at_once_without_deadlocks(
     config = two_hosts_config(
         pg_url, upstream, "strict", max_budget=50 * CALL_COST, max_user_budget=15 * CALL_COST
     )
+    upstream.billing = AdversarialBilling()
     upstream.delay = 0.05
     customers = [f"customer-{n}" for n in range(5)]
     a = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-a")

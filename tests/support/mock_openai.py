@@ -216,6 +216,10 @@ class MockOpenAI(BackgroundHTTPServer):
         self.stored_responses: dict[str, dict[str, Any]] = {}
         self.cached_tokens = 0
         self.reasoning_tokens = 0
+        # How calls are billed: None for the estimate described above, or an object
+        # with ``chat_usage(body, answer_words)`` / ``embedding_usage(body)`` returning
+        # the usage dict (tests/support/billing.py: tokenizer-like, adversarial, over).
+        self.billing: Any = None
         self._reported_usage: dict[str, Any] | None = None
 
     def _on_stop(self) -> None:
@@ -291,6 +295,7 @@ class MockOpenAI(BackgroundHTTPServer):
                 self._stream_chunk_delay = 0.0
                 self.cached_tokens = 0
                 self.reasoning_tokens = 0
+                self.billing = None
                 self._reported_usage = None
             self._changed.notify_all()
 
@@ -652,11 +657,13 @@ class _Handler(TrackedHandler):
         content, finish = self._answer_text(body)
         prompt_tokens = chat_prompt_tokens(messages)
         words = content.split()
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(words),
             "total_tokens": prompt_tokens + len(words),
         }
+        if self.mock.billing is not None:
+            usage = self.mock.billing.chat_usage(body, len(words))
         usage = self.mock.reported_usage or usage
         ident = f"chatcmpl-mock{self.mock._next_id()}"
         created = int(time.time())
@@ -706,7 +713,7 @@ class _Handler(TrackedHandler):
         model: str,
         words: list[str],
         finish: str,
-        usage: dict[str, int] | None,
+        usage: dict[str, Any] | None,
     ) -> None:
         """Server-sent events, one chunk per word, each written and flushed on its own."""
         mock = self.mock
@@ -779,14 +786,12 @@ class _Handler(TrackedHandler):
                 embedding = base64.b64encode(packed).decode()
             data.append({"object": "embedding", "index": i, "embedding": embedding})
         tokens = max(1, sum(_input_tokens(item) for item in items))
+        usage: dict[str, Any] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        if self.mock.billing is not None:
+            usage = self.mock.billing.embedding_usage(body)
         self._send_json(
             200,
-            {
-                "object": "list",
-                "data": data,
-                "model": model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            },
+            {"object": "list", "data": data, "model": model, "usage": usage},
         )
 
     def _models(self, body: Any, deployment: str | None) -> None:

@@ -459,7 +459,7 @@ def test_cost_uses_the_shipped_price_table(client: FlaskClient, upstream: MockOp
         usage["prompt_tokens"],
         usage["completion_tokens"],
     )
-    # gpt-4o-mini in proxy/data/prices.json: $0.15 / $0.60 per million tokens.
+    # gpt-4o-mini, published: $0.15 / $0.60 per million tokens.
     expected = usage["prompt_tokens"] * 0.15e-6 + usage["completion_tokens"] * 0.6e-6
     assert row.spend == pytest.approx(expected, rel=1e-12)
     assert Key.get_by_id(hash_key(VIRTUAL_KEY)).spend == pytest.approx(expected, rel=1e-12)

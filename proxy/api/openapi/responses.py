@@ -337,13 +337,35 @@ class DeploymentParams(Shape):
     timeout: float | None
 
 
+class PriceTier(Shape):
+    """Prices for every token of a call whose prompt is above ``above_input_tokens``."""
+
+    above_input_tokens: int
+    input_cost_per_token: float
+    output_cost_per_token: float
+    cache_read_input_token_cost: float | None
+    cache_creation_input_token_cost: float | None
+
+
 class DeploymentInfo(Shape):
+    """The prices in use (USD per token; a null part costs the input or output price)
+    and where they came from (``price_source``: the bundled price data set and its
+    version, ``litellm_params``, or ``unpriced``)."""
+
     access_groups: list[str]
     mode: str | None
     priced_as: str | None
     input_cost_per_token: float | None
     output_cost_per_token: float | None
+    cache_read_input_token_cost: float | None
+    cache_creation_input_token_cost: float | None
+    input_cost_per_audio_token: float | None
+    output_cost_per_audio_token: float | None
+    price_tiers: list[PriceTier]
     max_output_tokens: int | None
+    context_window: int | None
+    priced: bool
+    price_source: str
 
 
 class ModelDeployment(Shape):
