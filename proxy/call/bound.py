@@ -46,13 +46,23 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy.call import api_bounds
 from proxy.call.cost import EMBEDDING_CALL_TYPES, Price
 
 if TYPE_CHECKING:
-    from proxy.call.context import CallContext
+    from proxy.upstream.deployments import Deployment
+
+
+class Call(Protocol):
+    """What :func:`call_worst_case` reads of a call (a ``CallContext``)."""
+
+    deployment: Deployment
+    body: dict[str, Any]
+    call_type: str
+    carried_input_tokens: int
+
 
 MESSAGE_OVERHEAD = 8
 PART_OVERHEAD = 1
@@ -349,7 +359,7 @@ def worst_case(
     )
 
 
-def call_worst_case(ctx: CallContext) -> WorstCase:
+def call_worst_case(ctx: Call) -> WorstCase:
     """:func:`worst_case` of one call: what strict mode reserves and the clamp lowers."""
     return worst_case(
         ctx.deployment.price,

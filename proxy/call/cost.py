@@ -29,7 +29,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from proxy.call.context import Usage
+    from proxy.call.usage import Usage
 
 log = logging.getLogger("comptroller.pricing")
 
