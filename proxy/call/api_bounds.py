@@ -25,6 +25,7 @@ mode by :func:`unbounded_part` rather than guessed.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # Anthropic documents up to ~1,600 tokens per image (1.15 megapixels at most); OpenAI's
@@ -96,6 +97,28 @@ def input_bound(body: dict[str, Any], call_type: str, provider: str) -> int:
     if body.get("tools"):
         total += TOOLS_OVERHEAD_TOKENS
     return total
+
+
+def input_estimate(body: dict[str, Any], call_type: str) -> int:
+    """About 4 characters a token over the billed fields' text: what a call whose
+    upstream reported no usage (a stream left mid-way) is charged as input."""
+    if call_type == "completions":
+        prompts = _prompt_list(body.get("prompt"))
+        return max(
+            1, sum(len(p) if isinstance(p, list) else math.ceil(len(p) / 4) for p in prompts)
+        )
+    billed = [body[name] for name in _INPUT_FIELDS[call_type] if body.get(name) is not None]
+    return max(1, math.ceil(sum(len(text) for text in _texts(billed)) / 4))
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts(v)]
+    return []
 
 
 def completions_count(body: dict[str, Any], call_type: str) -> int:

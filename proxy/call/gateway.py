@@ -331,9 +331,15 @@ def handle_call(
     return _with_headers(resp, ctx)
 
 
+def _prompt_estimate(ctx: CallContext) -> int:
+    if ctx.call_type in api_bounds.BOUNDED_CALL_TYPES:
+        return api_bounds.input_estimate(ctx.body, ctx.call_type) + ctx.carried_input_tokens
+    return estimate_prompt_tokens(ctx.body, ctx.call_type)
+
+
 def _fallback_usage(ctx: CallContext, output_chars: int) -> Usage:
     """An upstream that reports no usage is charged from an estimate."""
-    return Usage(estimate_prompt_tokens(ctx.body, ctx.call_type), (output_chars + 3) // 4)
+    return Usage(_prompt_estimate(ctx), (output_chars + 3) // 4)
 
 
 def stream_response(services: Services, ctx: CallContext, relay: StreamRelay) -> Response:
@@ -364,7 +370,7 @@ def settle_stream(services: Services, ctx: CallContext, relay: StreamRelay, outc
         usage = relay.usage
         relayed_tokens = (relay.text_chars + 3) // 4
         if usage is None and relay.text_chars > 0:
-            usage = Usage(estimate_prompt_tokens(ctx.body, ctx.call_type), relayed_tokens)
+            usage = Usage(_prompt_estimate(ctx), relayed_tokens)
         elif usage is not None and not relay.meter.complete:
             # The input side came first (Anthropic's message_start): the output so far
             # is at least what was relayed.

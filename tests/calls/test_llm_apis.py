@@ -541,3 +541,132 @@ def test_strict_reservation_stops_the_call_that_would_overshoot(
     assert resp.status_code == 401
     assert "strict budget" in resp.get_json()["error"]["message"]
     assert Key.get().spend == 0
+
+
+# --- the README's examples, on the built-in mock models ---------------------------------
+
+
+def test_readme_examples_answer_on_the_built_in_models(
+    make_app: Callable[..., Flask], db_url: str
+) -> None:
+    client = make_app(base_config(db_url)).test_client()
+    anthropic_headers = {"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"}
+    calls = [
+        (
+            "/v1/responses",
+            {"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "Tell me a joke"},
+            MASTER,
+            "response",
+        ),
+        (
+            "/v1/completions",
+            {"model": "gpt-3.5-turbo", "prompt": "Say this is a test", "max_tokens": 7},
+            MASTER,
+            "text_completion",
+        ),
+        (
+            "/v1/messages",
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 1024,
+                "messages": [{"role": "user", "content": "Hello, Claude"}],
+            },
+            anthropic_headers,
+            None,
+        ),
+    ]
+    for path, body, headers, kind in calls:
+        resp = client.post(path, json=body, headers=headers)
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        answer = resp.get_json()
+        assert answer.get("object", answer.get("type")) == (kind or "message")
+        streamed = client.post(path, json={**body, "stream": True}, headers=headers)
+        assert streamed.status_code == 200 and sse_events(streamed.data)
+    rows = list(SpendLog.select())
+    assert sorted(r.call_type for r in rows) == sorted(["responses", "completions", "messages"] * 2)
+    assert all(r.spend > 0 for r in rows)
+
+
+# --- streams the client leaves ---------------------------------------------------------
+
+
+def read_until(resp: Any, marker: bytes, count: int) -> bytes:
+    got = b""
+    for piece in resp.response:
+        got += piece if isinstance(piece, bytes) else piece.encode()
+        if got.count(marker) >= count:
+            break
+    resp.close()  # what the WSGI server does when the client goes away
+    return got
+
+
+def test_a_message_stream_left_mid_way_is_charged_its_input_and_what_was_relayed(
+    client: FlaskClient,
+) -> None:
+    resp = client.post(
+        "/v1/messages", json=claude_body(stream=True), headers=MASTER, buffered=False
+    )
+    got = read_until(resp, b"text_delta", 3)
+    events = sse_events(got)
+    start_usage = events[0][1]["message"]["usage"]
+    relayed = "".join(
+        d["delta"]["text"] for n, d in events if n == "content_block_delta" and "text" in d["delta"]
+    )
+    row = only_row()
+    assert row.status == "disconnected"
+    assert row.prompt_tokens == start_usage["input_tokens"]  # from message_start
+    assert row.completion_tokens == (len(relayed) + 3) // 4 < len(DEFAULT_CONTENT.split())
+
+
+def test_a_response_stream_left_mid_way_is_charged_what_was_relayed(
+    client: FlaskClient,
+) -> None:
+    body = {"model": "gpt-4o", "input": "Tell me a story", "stream": True}
+    resp = client.post("/v1/responses", json=body, headers=MASTER, buffered=False)
+    got = read_until(resp, b"response.output_text.delta", 4)
+    relayed = "".join(d["delta"] for n, d in sse_events(got) if n == "response.output_text.delta")
+    row = only_row()
+    assert (row.status, row.call_type) == ("disconnected", "responses")
+    assert row.completion_tokens == (len(relayed) + 3) // 4
+    assert row.prompt_tokens == 4  # "Tell me a story": 15 characters, about 4 a token
+
+
+# --- webhooks -------------------------------------------------------------------------
+
+
+def test_end_user_spend_on_the_new_routes_raises_spend_tracked_alerts(
+    make_app: Callable[..., Flask],
+    db_url: str,
+    upstream: MockOpenAI,
+    claude: MockAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import plugins.webhook_alerter.hooks as webhook_alerter
+    from plugins.webhook_alerter.outbox import OutboxAlert
+
+    monkeypatch.setenv("WEBHOOK_URL", "http://127.0.0.1:9/hook")  # nobody listens: kept
+    config = base_config(
+        db_url,
+        model_list=model_list(upstream.base_url, claude.base_url),
+        general_settings={"alerting": ["webhook"]},
+    )
+    client = make_app(config).test_client()
+    try:
+        metadata = {"user_id": "dev-alice"}
+        calls = [
+            ("/v1/messages", claude_body(metadata=metadata)),
+            ("/v1/responses", {"model": "gpt-4o", "input": "hi", "user": "dev-alice"}),
+            ("/v1/completions", {"model": "gpt-4o", "prompt": "hi", "user": "dev-alice"}),
+        ]
+        for path, body in calls:
+            assert client.post(path, json=body, headers=MASTER).status_code == 200
+        alerts = [
+            json.loads(row.payload)
+            for row in OutboxAlert.select()
+            .where(OutboxAlert.event == "spend_tracked")
+            .order_by(OutboxAlert.created_at)
+        ]
+        assert [a["customer_id"] for a in alerts] == ["dev-alice"] * 3
+        assert alerts[-1]["spend"] == pytest.approx(sum(r.spend for r in SpendLog.select()))
+    finally:
+        webhook_alerter.shutdown()
