@@ -28,10 +28,6 @@ import json
 import math
 from typing import Any
 
-# Anthropic documents up to ~1,600 tokens per image (1.15 megapixels at most); OpenAI's
-# largest per-image charge (gpt-4o-mini, high detail, 8 tiles) is 2,833 + 8 x 5,667.
-IMAGE_TOKENS = {"anthropic": 2_000}
-DEFAULT_IMAGE_TOKENS = 48_200
 # The system prompt a provider adds for tool use (Anthropic documents 346 tokens plus up
 # to ~700 per built-in client tool; OpenAI does not publish its own but it is smaller).
 TOOLS_OVERHEAD_TOKENS = 2_000
@@ -79,8 +75,9 @@ def _prompt_list(prompt: Any) -> list[Any]:
     return list(prompt) if isinstance(prompt, list) else []
 
 
-def input_bound(body: dict[str, Any], call_type: str, provider: str) -> int:
-    """An upper bound of the input tokens ``body`` can be billed for."""
+def input_bound(body: dict[str, Any], call_type: str, image_tokens: int) -> int:
+    """An upper bound of the input tokens ``body`` can be billed for; ``image_tokens``
+    is the model's largest per-image charge (:func:`proxy.call.bound.image_tokens`)."""
     if call_type == "completions":
         total = 0
         for prompt in _prompt_list(body.get("prompt")):
@@ -93,7 +90,7 @@ def input_bound(body: dict[str, Any], call_type: str, provider: str) -> int:
         return max(1, total)
     billed = {name: body[name] for name in _INPUT_FIELDS[call_type] if body.get(name) is not None}
     total = _json_bytes(billed) + FORMAT_OVERHEAD_TOKENS
-    total += _count_images(billed) * IMAGE_TOKENS.get(provider, DEFAULT_IMAGE_TOKENS)
+    total += _count_images(billed) * image_tokens
     if body.get("tools"):
         total += TOOLS_OVERHEAD_TOKENS
     return total

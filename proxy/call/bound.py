@@ -324,7 +324,6 @@ def worst_case(
     model: str = "",
     output_tokens: int | None = None,
     *,
-    provider: str = "",
     carried_input_tokens: int = 0,
 ) -> WorstCase:
     """The call's worst case; ``output_tokens`` replaces its per-answer limit (the clamp).
@@ -337,7 +336,8 @@ def worst_case(
     """
     limit: int | None
     if call_type in api_bounds.BOUNDED_CALL_TYPES:
-        prompt = api_bounds.input_bound(body, call_type, provider) + carried_input_tokens
+        images = image_tokens(model or price.family)
+        prompt = api_bounds.input_bound(body, call_type, images) + carried_input_tokens
         unbounded = None  # refused before, by api_bounds.unbounded_part
         n = api_bounds.completions_count(body, call_type)
         limit, predicted = api_bounds.output_limit(body, call_type), 0
@@ -365,6 +365,5 @@ def call_worst_case(ctx: Call) -> WorstCase:
         ctx.deployment.price,
         ctx.body,
         ctx.call_type,
-        provider=ctx.deployment.provider,
         carried_input_tokens=ctx.carried_input_tokens,
     )

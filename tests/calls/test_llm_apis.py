@@ -670,3 +670,49 @@ def test_end_user_spend_on_the_new_routes_raises_spend_tracked_alerts(
         assert alerts[-1]["spend"] == pytest.approx(sum(r.spend for r in SpendLog.select()))
     finally:
         webhook_alerter.shutdown()
+
+
+# --- each usage part at its own price ---------------------------------------------------
+
+
+def test_cache_and_reasoning_parts_are_priced_at_their_rates(
+    make_app: Callable[..., Flask], db_url: str, upstream: MockOpenAI, claude: MockAnthropic
+) -> None:
+    read, write = IN_PRICE / 10, IN_PRICE * 1.25
+    entries = model_list(upstream.base_url, claude.base_url)
+    for entry in entries:
+        entry["litellm_params"].update(
+            cache_read_input_token_cost=read, cache_creation_input_token_cost=write
+        )
+    client = make_app(base_config(db_url, model_list=entries)).test_client()
+    upstream.cached_tokens = 6
+    upstream.reasoning_tokens = 5
+    answer = client.post(
+        "/v1/responses", json={"model": "gpt-4o", "input": "hello there " * 5}, headers=MASTER
+    ).get_json()
+    usage = answer["usage"]
+    cached = usage["input_tokens_details"]["cached_tokens"]
+    assert cached == 6
+    # Reasoning is output; cached input at the cache-read rate, the rest at the input rate.
+    expected = (usage["input_tokens"] - cached) * IN_PRICE + cached * read
+    expected += usage["output_tokens"] * OUT_PRICE
+    row = only_row()
+    assert row.spend == pytest.approx(expected, rel=1e-9)
+    SpendLog.delete().execute()
+    system = [{"type": "text", "text": "Rules. " * 50, "cache_control": {"type": "ephemeral"}}]
+    usages = [
+        client.post("/v1/messages", json=claude_body(system=system), headers=MASTER).get_json()[
+            "usage"
+        ]
+        for _ in range(2)
+    ]
+    assert usages[0]["cache_creation_input_tokens"] > 0 and usages[1]["cache_read_input_tokens"] > 0
+    rows = sorted(SpendLog.select(), key=lambda r: r.start_time)
+    for row, usage in zip(rows, usages, strict=True):
+        expected = (
+            usage["input_tokens"] * IN_PRICE
+            + usage["cache_creation_input_tokens"] * write
+            + usage["cache_read_input_tokens"] * read
+            + usage["output_tokens"] * OUT_PRICE
+        )
+        assert row.spend == pytest.approx(expected, rel=1e-9)
