@@ -716,3 +716,61 @@ def test_cache_and_reasoning_parts_are_priced_at_their_rates(
             + usage["output_tokens"] * OUT_PRICE
         )
         assert row.spend == pytest.approx(expected, rel=1e-9)
+
+
+# --- the other budget levels -------------------------------------------------------------
+
+
+def test_end_user_team_user_and_proxy_budgets_refuse_the_new_routes(
+    make_app: Callable[..., Flask], db_url: str, upstream: MockOpenAI, claude: MockAnthropic
+) -> None:
+    config = base_config(
+        db_url,
+        model_list=model_list(upstream.base_url, claude.base_url),
+        litellm_settings={"max_user_budget": 0},
+    )
+    client = make_app(config).test_client()
+    # An end user (Claude Code's metadata.user_id) held to max_user_budget 0.
+    resp = client.post(
+        "/v1/messages", json=claude_body(metadata={"user_id": "dev-bob"}), headers=MASTER
+    )
+    assert resp.status_code == 401
+    assert resp.get_json()["error"]["message"].startswith(
+        "Authentication Error, ExceededBudget: User dev-bob has exceeded their budget."
+    )
+    post_ok(client, "/team/new", {"team_id": "t-0", "max_budget": 0})
+    post_ok(client, "/user/new", {"user_id": "u-0", "max_budget": 0})
+    for fields, wording in (
+        ({"team_id": "t-0"}, "Current Team Spend: 0.0; Max Budget for Team: 0.0"),
+        ({"user_id": "u-0"}, "ExceededBudget: User u-0 has exceeded their budget"),
+    ):
+        key = new_key(client, **fields)
+        for path, body in (
+            ("/v1/responses", {"model": "gpt-4o", "input": "hi"}),
+            ("/v1/completions", {"model": "gpt-4o", "prompt": "hi"}),
+        ):
+            resp = client.post(path, json=body, headers=bearer(key))
+            assert resp.status_code == 401, (path, fields)
+            assert wording in resp.get_json()["error"]["message"], (path, fields)
+        resp = client.post("/v1/messages", json=claude_body(), headers={"x-api-key": key})
+        assert resp.status_code == 401 and wording in resp.get_json()["error"]["message"]
+    assert SpendLog.select().count() == 0 and upstream.requests == [] and claude.requests == []
+
+
+def test_proxy_budget_refuses_the_new_routes(
+    make_app: Callable[..., Flask], db_url: str, upstream: MockOpenAI, claude: MockAnthropic
+) -> None:
+    config = base_config(
+        db_url,
+        model_list=model_list(upstream.base_url, claude.base_url),
+        litellm_settings={"max_budget": 0},
+    )
+    client = make_app(config).test_client()
+    for path, body in (
+        ("/v1/responses", {"model": "gpt-4o", "input": "hi"}),
+        ("/v1/completions", {"model": "gpt-4o", "prompt": "hi"}),
+        ("/v1/messages", claude_body()),
+    ):
+        resp = client.post(path, json=body, headers=MASTER)
+        assert resp.status_code == 401, path
+        assert "ExceededBudget: Proxy has exceeded its budget" in resp.get_data(as_text=True)
