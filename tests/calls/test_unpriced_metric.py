@@ -85,6 +85,8 @@ def test_unpriced_calls_are_free_and_counted_with_their_tokens(make_app, db_url,
     assert samples(text) == {
         series("comptroller_unpriced_calls_total", UNPRICED): 3,
         series("comptroller_unpriced_tokens_total", UNPRICED): tokens,
+        "comptroller_cost_overrun_calls_total": 0,
+        "comptroller_cost_overrun_usd_total": 0.0,
         "comptroller_proxy_spend_usd": 0.0,
     }
 
@@ -108,6 +110,8 @@ def test_a_priced_call_leaves_no_row_and_an_unpriced_model_shows_zero(make_app, 
     assert found == {
         series("comptroller_unpriced_calls_total", UNPRICED): 0,
         series("comptroller_unpriced_tokens_total", UNPRICED): 0,
+        "comptroller_cost_overrun_calls_total": 0,
+        "comptroller_cost_overrun_usd_total": 0.0,
         "comptroller_proxy_spend_usd": pytest.approx(spend),
     }
 

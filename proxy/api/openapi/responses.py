@@ -319,11 +319,19 @@ class UnpricedModelCount(Shape):
     last_seen: str | None
 
 
+class CostOverruns(Shape):
+    """Calls an upstream billed more than their worst case, over every worker and host."""
+
+    calls: int
+    usd: float = Field(description="US dollars billed beyond those calls' worst cases.")
+
+
 class Metrics(Shape):
     """``/metrics`` with ``Accept: application/json``; otherwise the same numbers come in
     the Prometheus text format."""
 
     unpriced_models: list[UnpricedModelCount]
+    cost_overruns: CostOverruns
     proxy_spend: float = Field(description="The proxy-wide spend counter, in US dollars.")
 
 
