@@ -8,7 +8,7 @@ import pytest
 
 from migrations import m0001_core_tables as m0001
 from migrations import m0002_unpriced_model as m0002
-from proxy.call.context import MAX_RECORDED_TOKENS
+from proxy.call.usage import MAX_RECORDED_TOKENS
 from proxy.storage.db import database, init_database
 from proxy.storage.migrate import AppliedMigration, migrate
 from proxy.storage.models import Key, SpendLog
