@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from plugins.rate_limiter import store
 from plugins.rate_limiter.limits import (
@@ -31,7 +31,6 @@ from plugins.rate_limiter.limits import (
     scopes_for,
 )
 from plugins.rate_limiter.report import rate_limit_headers, refusal, refused_by_parallel_only
-from plugins.rate_limiter.tables import TABLES
 from proxy.hookspecs import hookimpl
 from proxy.storage.db import database
 
@@ -57,8 +56,8 @@ class Taken:
 
 
 @hookimpl
-def plugin_tables() -> list[Any]:
-    return list(TABLES)
+def plugin_migrations() -> tuple[str, str]:
+    return ("rate_limiter", "plugins.rate_limiter.migrations")
 
 
 @hookimpl

@@ -20,7 +20,6 @@ import atexit
 import logging
 import threading
 import time
-from typing import Any
 
 from flask import Flask
 
@@ -60,8 +59,8 @@ atexit.register(shutdown)
 
 
 @hookimpl
-def plugin_tables() -> list[Any]:
-    return [outbox.OutboxAlert, outbox.AlertOnce]
+def plugin_migrations() -> tuple[str, str]:
+    return ("webhook_alerter", "plugins.webhook_alerter.migrations")
 
 
 @hookimpl

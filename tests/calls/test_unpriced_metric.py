@@ -14,7 +14,7 @@ import requests
 import migrations.m0001_core_tables as m0001
 from proxy.call import cost as pricing
 from proxy.storage.db import database, init_database
-from proxy.storage.migrate import AppliedMigration, migrate
+from proxy.storage.migrate import AppliedMigration, migrate, run_migration
 from proxy.storage.models import ProxySpend, SpendLog, UnpricedModel
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.assertions import assert_error
@@ -179,7 +179,7 @@ def test_a_database_at_m0001_gets_the_table(backend, tmp_path):
         init_database(url)
         with database.connection_context():
             database.create_tables([AppliedMigration])
-            m0001.apply(database)
+            run_migration(m0001)
             AppliedMigration.create(name="m0001_core_tables")
             assert "unpriced_model" not in database.get_tables()
         applied = migrate()
