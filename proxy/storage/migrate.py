@@ -61,8 +61,10 @@ def migration_names(package: ModuleType = migrations) -> list[str]:
 def run_migration(module: ModuleType) -> None:
     """Run one migration module's statements for this backend, then its ``apply``."""
     backend = "POSTGRES" if is_postgres() else "SQLITE"
-    statements = getattr(module, backend, None)
-    for statement in statements if statements is not None else module.STATEMENTS:
+    statements: Any = getattr(module, backend, None)
+    if statements is None:
+        statements = getattr(module, "STATEMENTS", ())
+    for statement in statements:
         database.execute_sql(statement)
     apply = getattr(module, "apply", None)
     if apply is not None:
