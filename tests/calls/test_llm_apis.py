@@ -373,8 +373,9 @@ def test_messages_errors_come_in_anthropic_shape(client: FlaskClient) -> None:
     assert no_max.status_code == 400
     assert no_max.get_json()["error"]["type"] == "invalid_request_error"
     assert "'max_tokens'" in no_max.get_json()["error"]["message"]
-    gpt = client.post("/v1/messages", json=claude_body(model="gpt-4o"), headers=MASTER)
-    assert gpt.status_code == 400 and gpt.get_json()["type"] == "error"
+    unknown = client.post("/v1/messages", json=claude_body(model="gpt-17"), headers=MASTER)
+    assert unknown.status_code == 400 and unknown.get_json()["type"] == "error"
+    assert "Invalid model name passed in model=gpt-17" in unknown.get_json()["error"]["message"]
 
 
 def test_budget_refusals_keep_the_seed_wording_in_each_routes_shape(
@@ -504,6 +505,70 @@ def test_chat_stream_to_claude_is_translated_to_chunks_and_billed(client: FlaskC
         usage["prompt_tokens"],
         usage["completion_tokens"],
     )
+
+
+# --- /v1/messages to an OpenAI-compatible model -----------------------------------------
+
+
+def test_message_to_an_openai_model_is_translated_both_ways(
+    client: FlaskClient, upstream: MockOpenAI
+) -> None:
+    body = claude_body(
+        model="gpt-4o",
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        tools=[
+            {
+                "name": "get_weather",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+            }
+        ],
+        metadata={"user_id": "dev-carol"},
+        stop_sequences=["END"],
+    )
+    resp = client.post("/v1/messages", json=body, headers={"x-api-key": MASTER_KEY})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    message = resp.get_json()
+    assert message["type"] == "message" and message["stop_reason"] == "end_turn"
+    assert message["content"] == [{"type": "text", "text": DEFAULT_CONTENT}]
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.json["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert sent.json["tools"][0]["function"]["name"] == "get_weather"
+    assert (sent.json["max_tokens"], sent.json["stop"], sent.json["user"]) == (
+        300,
+        ["END"],
+        "dev-carol",
+    )
+    row = only_row()
+    assert row.call_type == "messages" and row.end_user == "dev-carol"
+    assert row.prompt_tokens == message["usage"]["input_tokens"]
+    assert row.completion_tokens == message["usage"]["output_tokens"]
+
+
+def test_message_stream_to_an_openai_model_becomes_anthropic_events(
+    client: FlaskClient, upstream: MockOpenAI
+) -> None:
+    body = claude_body(model="gpt-4o", stream=True)
+    resp = client.post("/v1/messages", json=body, headers={"x-api-key": MASTER_KEY})
+    events = sse_events(resp.data)
+    names = [name for name, _ in events]
+    assert names[:2] == ["message_start", "content_block_start"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert text == DEFAULT_CONTENT
+    assert upstream.requests[-1].json["stream_options"] == {"include_usage": True}
+    usage = events[-2][1]["usage"]
+    row = only_row()
+    assert (row.prompt_tokens, row.completion_tokens) == (
+        usage["input_tokens"],
+        usage["output_tokens"],
+    )
+    count = client.post(
+        "/v1/messages/count_tokens",
+        json={"model": "gpt-4o", "messages": USER_TURN},
+        headers=MASTER,
+    )
+    assert count.status_code == 200 and count.get_json()["input_tokens"] > 0
 
 
 # --- strict budgets ------------------------------------------------------------------
