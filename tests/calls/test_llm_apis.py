@@ -839,3 +839,22 @@ def test_proxy_budget_refuses_the_new_routes(
         resp = client.post(path, json=body, headers=MASTER)
         assert resp.status_code == 401, path
         assert "ExceededBudget: Proxy has exceeded its budget" in resp.get_data(as_text=True)
+
+
+def test_an_anthropic_upstream_error_keeps_its_status_in_each_routes_shape(
+    client: FlaskClient, claude: MockAnthropic
+) -> None:
+    claude.fail_next(529, "overloaded_error", "Overloaded")
+    resp = client.post("/v1/messages", json=claude_body(), headers=MASTER)
+    assert resp.status_code == 529
+    assert resp.get_json() == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+    }
+    claude.fail_next(529, "overloaded_error", "Overloaded")
+    chat = {"model": CLAUDE, "messages": USER_TURN, "stream": True}
+    resp = client.post("/chat/completions", json=chat, headers=MASTER)
+    assert resp.status_code == 529
+    assert resp.get_json()["error"]["message"] == "Overloaded"
+    assert resp.get_json()["error"]["type"] == "overloaded_error"
+    assert SpendLog.select().count() == 0
