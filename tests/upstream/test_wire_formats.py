@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from proxy.call import api_bounds
 from proxy.call.context import Usage
 from proxy.errors import AuthError, ProxyError, RateLimited
 from proxy.upstream import anthropic
@@ -316,3 +317,31 @@ def test_messages_request_becomes_a_chat_request() -> None:
         {"type": "tool_use", "id": "t2", "name": "w", "input": {"city": "Rome"}}
     ]
     assert message["stop_reason"] == "tool_use" and message["usage"]["input_tokens"] == 5
+
+
+def test_every_field_but_the_parameters_counts_as_input_of_the_new_apis() -> None:
+    base = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    plain = api_bounds.input_bound(base, "messages", image_tokens=100)
+    unknown = api_bounds.input_bound({**base, "future_context": "x" * 1000}, "messages", 100)
+    assert unknown >= plain + 1000
+    same = api_bounds.input_bound({**base, "temperature": 0.5, "thinking": {}}, "messages", 100)
+    assert same == plain
+    image = {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}
+    with_image = {**base, "messages": [{"role": "user", "content": [image]}]}
+    assert api_bounds.input_bound(with_image, "messages", 100) >= plain + 100
+    chinese = {"model": "m", "input": "三" * 100}
+    assert api_bounds.input_bound(chinese, "responses", 100) >= 300  # 3 UTF-8 bytes each
+
+
+def test_strict_mode_names_what_cannot_be_bounded() -> None:
+    assert api_bounds.unbounded_part({"prompt": {"id": "pmpt_1"}}, "responses") == (
+        "prompt",
+        "'prompt' adds stored input the request does not bound",
+    )
+    assert api_bounds.unbounded_part({"prompt": "Say this"}, "completions") is None
+    tools = {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}
+    assert api_bounds.unbounded_part(tools, "messages") is not None
+    assert (
+        api_bounds.unbounded_part({"tools": [{"name": "Bash", "input_schema": {}}]}, "messages")
+        is None
+    )
