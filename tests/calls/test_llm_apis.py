@@ -858,3 +858,30 @@ def test_an_anthropic_upstream_error_keeps_its_status_in_each_routes_shape(
     assert resp.get_json()["error"]["message"] == "Overloaded"
     assert resp.get_json()["error"]["type"] == "overloaded_error"
     assert SpendLog.select().count() == 0
+
+
+def test_azure_deployments_answer_responses_and_completions(
+    make_app: Callable[..., Flask], db_url: str, upstream: MockOpenAI
+) -> None:
+    entry = {
+        "model_name": "azure-gpt",
+        "litellm_params": {
+            "model": "azure/my-gpt-deployment",
+            "api_base": upstream.root_url,
+            "api_key": "azure-key",
+            "api_version": "2025-03-01-preview",
+            **PRICES,
+        },
+    }
+    client = make_app(base_config(db_url, model_list=[entry])).test_client()
+    resp = client.post("/v1/responses", json={"model": "azure-gpt", "input": "hi"}, headers=MASTER)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    sent = upstream.requests[-1]
+    assert sent.path == "/openai/responses" and sent.query["api-version"] == "2025-03-01-preview"
+    assert sent.json["model"] == "my-gpt-deployment" and sent.headers["api-key"] == "azure-key"
+    resp = client.post(
+        "/v1/completions", json={"model": "azure-gpt", "prompt": "hi"}, headers=MASTER
+    )
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert upstream.requests[-1].path == "/openai/deployments/my-gpt-deployment/completions"
+    assert sorted(r.call_type for r in SpendLog.select()) == ["completions", "responses"]
