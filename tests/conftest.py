@@ -3,9 +3,8 @@
 Test tiers. Two markers sort every test (``pyproject.toml``):
 
 - ``postgres``: needs the PostgreSQL server. Given automatically to the
-  PostgreSQL half of every ``db_url`` test (any parameter whose value is
-  ``"postgres"``) and to every test that takes a PostgreSQL fixture
-  (``pg_database``, ``pg_url``, ``database_url``).
+  PostgreSQL half of every ``db_url`` test and to every test that takes a
+  PostgreSQL fixture (``pg_database``, ``pg_url``, ``database_url``).
 - ``slow``: starts a process (gunicorn, the CLI, a fork). Set by hand on the
   test or module (``pytestmark = pytest.mark.slow``).
 
@@ -32,9 +31,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-import plugins.rate_limiter.hooks as rate_limiter
 from proxy.app import create_app
 from proxy.config import build_config
+from proxy.storage.clock import database_clock
 from proxy.storage.db import database
 from tests.support.databases import (
     PG_ADMIN_URL,
@@ -60,9 +59,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``postgres`` every test that takes a PostgreSQL database."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        # The PostgreSQL case of a backend parameter (db_url's, or a test's own "backend").
-        params = callspec.params.values() if callspec is not None else ()
-        on_postgres = any(isinstance(v, str) and v == "postgres" for v in params)
+        on_postgres = callspec is not None and callspec.params.get("db_url") == "postgres"
         if on_postgres or POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)
 
@@ -259,9 +256,10 @@ def recorder() -> OutcomeRecorder:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
-    """The rate limiter's clock, frozen at the current time: ``clock.advance(59)``."""
+    """The database's clock (proxy.storage.clock), frozen at the current time:
+    ``clock.advance(59)``."""
     from tests.support.rate_limits import FrozenClock  # it imports this module
 
     frozen = FrozenClock(time.time())
-    monkeypatch.setattr(rate_limiter, "time", frozen)
+    monkeypatch.setattr(database_clock, "now", frozen.time)
     return frozen

@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import logging
 import operator
-import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -127,7 +126,7 @@ def _lock_spend(guarded: Guarded) -> float:
     pk_value: Any = int(guarded.entity_id) if guarded.kind == "proxy" else guarded.entity_id
     if guarded.kind == "customer":
         # A new end user has no row to lock yet: make it (spend 0) so there is.
-        new_row = Customer.insert(user_id=pk_value, spend=0.0, created_at=time.time())
+        new_row = Customer.insert(user_id=pk_value, spend=0.0, created_at=now())
         new_row.on_conflict_ignore().execute()
     query = model.select(model.spend).where(pk == pk_value)  # type: ignore[attr-defined]
     if is_postgres():
@@ -183,7 +182,7 @@ def _collect_expired(moment: float) -> None:
 
 def reserve(ctx: CallContext, claims: list[Guarded]) -> Refusal | None:
     """Reserve the call's worst case against every claimed entity, or nothing."""
-    moment = time.time()
+    moment = ctx.now()
     by_kind = {g.kind: g for g in claims}
     ordered = [by_kind[kind] for kind in LOCK_ORDER if kind in by_kind]
     with database.atomic() as txn:
@@ -263,4 +262,4 @@ def release(ctx: CallContext) -> None:
     if state is not None and state.reserved and not state.released:
         state.released = True
         BudgetReservation.delete().where(BudgetReservation.request_id == ctx.request_id).execute()
-    housekeeping(time.time())
+    housekeeping(ctx.now())

@@ -18,9 +18,8 @@ deployment's timeout plus 60 s).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from plugins.rate_limiter import store
 from plugins.rate_limiter.limits import (
@@ -31,6 +30,7 @@ from plugins.rate_limiter.limits import (
     scopes_for,
 )
 from plugins.rate_limiter.report import rate_limit_headers, refusal, refused_by_parallel_only
+from plugins.rate_limiter.tables import TABLES
 from proxy.hookspecs import hookimpl
 from proxy.storage.db import database
 
@@ -56,8 +56,8 @@ class Taken:
 
 
 @hookimpl
-def plugin_migrations() -> tuple[str, str]:
-    return ("rate_limiter", "plugins.rate_limiter.migrations")
+def plugin_tables() -> list[Any]:
+    return list(TABLES)
 
 
 @hookimpl
@@ -70,7 +70,7 @@ def pre_request_check(ctx: CallContext) -> Refusal | None:
     scopes = scopes_for(ctx)
     if not scopes:
         return None
-    now = time.time()
+    now = ctx.now()
     lease_until = now + lease_seconds(ctx)
     admission = store.admit(scopes, ctx.request_id, now, lease_until)
     if not admission.admitted and refused_by_parallel_only(admission):
@@ -90,7 +90,7 @@ def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
     if taken is None:
         return
     metered = [scope for scope in taken.scopes if scope.tpm_limit is not None]
-    store.settle(metered, usage.total_tokens, taken.leased, ctx.request_id, time.time())
+    store.settle(metered, usage.total_tokens, taken.leased, ctx.request_id, ctx.now())
     if taken.leased:
         # Only if the spend commits; a rolled-back one leaves it to call_finished.
         database.after_commit(taken.mark_released)
@@ -102,7 +102,7 @@ def call_finished(ctx: CallContext, outcome: str) -> None:
     if taken is None:
         return
     if taken.leased and not taken.released:
-        store.release(ctx.request_id, time.time())
+        store.release(ctx.request_id, ctx.now())
     if outcome == "refused":
         # A later check refused it: it never went upstream, so it does not count.
         store.uncount_requests(taken.states)

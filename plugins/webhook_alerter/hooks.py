@@ -19,7 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-import time
+from typing import Any
 
 from flask import Flask
 
@@ -59,8 +59,8 @@ atexit.register(shutdown)
 
 
 @hookimpl
-def plugin_migrations() -> tuple[str, str]:
-    return ("webhook_alerter", "plugins.webhook_alerter.migrations")
+def plugin_tables() -> list[Any]:
+    return [outbox.OutboxAlert, outbox.AlertOnce]
 
 
 @hookimpl
@@ -92,7 +92,7 @@ def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
         tracked = events.spend_tracked(ctx)
         if tracked is not None:
             ctx.alerts.append(tracked)
-        ctx.alerts.extend(events.projected_limit_alerts(ctx, time.time()))
+        ctx.alerts.extend(events.projected_limit_alerts(ctx, ctx.now()))
     except Exception:
         log.exception("building webhook alerts for call %s failed", ctx.request_id)
 

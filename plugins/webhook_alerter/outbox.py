@@ -13,13 +13,13 @@ expired cannot mark someone else's attempt.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 
 import peewee
 
 from proxy.call.alerts import Alert
+from proxy.storage import clock
 from proxy.storage.batching import defer_write
 from proxy.storage.db import BaseModel, database, is_postgres
 
@@ -91,14 +91,14 @@ def enqueue(alert: Alert, now: float | None = None) -> None:
     Nothing reads the statement's answer, so in the spend transaction on
     PostgreSQL it travels with the COMMIT (no round trip of its own).
     """
-    moment = time.time() if now is None else now
+    moment = clock.now() if now is None else now
     params = [alert.alert_id, alert.event, json.dumps(alert.payload()), moment, moment]
     defer_write(_ENQUEUE.format(p=database.param), params)
 
 
 def first_time(key: str, now: float | None = None) -> bool:
     """True exactly once per ``key``, however many workers ask at once."""
-    moment = time.time() if now is None else now
+    moment = clock.now() if now is None else now
     inserted = AlertOnce.insert(key=key, created_at=moment).on_conflict_ignore()
     return bool(inserted.as_rowcount().execute())
 
@@ -109,7 +109,7 @@ def _due(now: float) -> peewee.Expression:
 
 
 def any_due(now: float | None = None) -> bool:
-    moment = time.time() if now is None else now
+    moment = clock.now() if now is None else now
     return OutboxAlert.select(OutboxAlert.id).where(_due(moment)).exists()
 
 
@@ -117,7 +117,7 @@ def claim_due(
     limit: int, claim_seconds: float, now: float | None = None
 ) -> tuple[str, list[ClaimedAlert]]:
     """Claim up to ``limit`` due alerts, oldest first; returns (claim token, rows)."""
-    moment = time.time() if now is None else now
+    moment = clock.now() if now is None else now
     token = uuid.uuid4().hex
     if is_postgres() and not database.in_transaction():
         return token, _claim_due_postgres(limit, moment + claim_seconds, token, moment)
@@ -180,7 +180,7 @@ def mark_all_sent(alert_ids: list[str], token: str, now: float | None = None) ->
     """:func:`mark_sent` for several alerts of one claim, in one statement."""
     if not alert_ids:
         return 0
-    moment = time.time() if now is None else now
+    moment = clock.now() if now is None else now
     return (
         OutboxAlert.update(
             sent_at=moment,
@@ -237,7 +237,7 @@ def delete_ended_once_marks(now: float | None = None) -> int:
     period, so nobody asks for the old key again. A key that does not end
     with ``:<number>`` is never deleted.
     """
-    cutoff = (time.time() if now is None else now) - ONCE_MARK_GRACE_SECONDS
+    cutoff = (clock.now() if now is None else now) - ONCE_MARK_GRACE_SECONDS
     key = AlertOnce.key
     head = peewee.fn.RTRIM(key, _PERIOD_END_CHARS)  # the key without its period end
     ends_with_period = head.endswith(":") & (peewee.fn.LENGTH(head) < peewee.fn.LENGTH(key))

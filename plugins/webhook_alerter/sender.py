@@ -39,6 +39,7 @@ import urllib3
 from plugins.webhook_alerter import outbox
 from plugins.webhook_alerter.settings import WebhookSettings
 from plugins.webhook_alerter.signing import sign
+from proxy.storage import clock
 from proxy.storage.db import database
 
 log = logging.getLogger("comptroller.webhooks")
@@ -187,11 +188,12 @@ class WebhookSender:
 
     def deliver_once(self, probe_allowed: bool = True) -> bool:
         """One round: claim, POST, record. True when it did any work."""
-        now = time.time()
         with self._health.lock:
             failing = self._health.failures > 0
-            if failing and (now < self._health.paused_until or not probe_allowed):
+            if failing and (time.time() < self._health.paused_until or not probe_allowed):
                 return False
+        # Due times and claims are shared with other hosts: the database's clock.
+        now = clock.now()
         limit = 1 if failing else self.settings.batch_size
         database.connect(reuse_if_open=True)
         if not outbox.any_due(now):  # a plain read: idle polls take no write lock
@@ -212,7 +214,7 @@ class WebhookSender:
                     sent.append(alert.id)
                     self._record_success()
                     continue
-                retry_at = time.time() + self._jittered(self.settings.backoff(alert.attempts + 1))
+                retry_at = clock.now() + self._jittered(self.settings.backoff(alert.attempts + 1))
                 outbox.mark_failed(alert.id, token, attempt.error, retry_at)
                 self._record_failure(attempt.error)
                 outbox.release([a.id for a in claimed[position + 1 :]], token)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from flask import current_app, has_app_context
 from peewee import JOIN
 
 from proxy.errors import AuthError, Forbidden
+from proxy.storage import clock
 from proxy.storage.lookup import CallRows, load_call_rows
 from proxy.storage.models import Key, User
 
@@ -110,7 +110,7 @@ def authenticate(
     key = rows.key
     if key is None:
         raise AuthError("Authentication Error, Invalid proxy server token passed.")
-    if key.expires is not None and key.expires <= time.time():
+    if key.expires is not None and key.expires <= clock.now():
         raise AuthError("Authentication Error - Expired Key")
     if key.blocked:
         raise AuthError(

@@ -4,13 +4,13 @@ re-exported from :mod:`proxy.call.usage`)."""
 from __future__ import annotations
 
 import functools
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxy.call.auth import hash_key
 from proxy.call.usage import Usage
+from proxy.storage import clock
 
 __all__ = ["CallContext", "Refusal", "Usage"]
 
@@ -66,7 +66,8 @@ class CallContext:
     end_user_budget_is_default: bool = False
     proxy_spend: ProxySpend | None = None
     request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
-    start_time: float = field(default_factory=time.time)
+    # The database's clock (proxy.storage.clock), as every time that several hosts compare.
+    start_time: float = field(default_factory=clock.now)
     # The call's worst case (proxy.call.bound) and its dollars: what strict mode reserves.
     worst_case: WorstCase | None = None
     estimated_cost: float = 0.0
@@ -86,6 +87,11 @@ class CallContext:
     @property
     def model(self) -> str:
         return self.deployment.model_name
+
+    def now(self) -> float:
+        """The time now by the database's clock, the one clock every host shares: for
+        plugins deciding windows, expiries and periods (no round trip of its own)."""
+        return clock.now()
 
     @property
     def key_hash(self) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import peewee
 
+from proxy.storage import clock
 from proxy.storage.db import database, is_postgres
 from proxy.storage.models import Budget, Customer, Key, ProxySpend, Team, User
 from proxy.storage.prepared import Prepared
@@ -63,6 +64,9 @@ def _sql(param: str) -> str:
         columns = ", ".join(
             f'{alias}."{field.column_name}"' for alias, model in _PARTS for field in _FIELDS[model]
         )
+        if param == "%s":
+            # PostgreSQL: the server's time too, for the database clock (no round trip of its own).
+            columns += f", {clock.POSTGRES_NOW}"
         sql = (
             f"SELECT {columns} FROM (SELECT 1 AS one) AS one "
             f'LEFT JOIN "key" AS k ON k."token" = {param} '
@@ -98,9 +102,10 @@ def load_call_rows(
     params = (token_hash, end_user_id, default_budget_id)
     if is_postgres():
         cursor = Prepared.of(_sql("%s")).run(params)
+        row = cursor.fetchone()
+        clock.observe(row[-1])
     else:
-        cursor = database.execute_sql(_sql(database.param), params)
-    row = cursor.fetchone()
+        row = database.execute_sql(_sql(database.param), params).fetchone()
     objects: list[Any] = []
     start = 0
     for _, model in _PARTS:

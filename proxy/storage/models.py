@@ -7,15 +7,15 @@ US dollars as a double.
 
 from __future__ import annotations
 
-import time
-
 import peewee
 
+from proxy.storage import clock
 from proxy.storage.db import BaseModel, JSONField
 
 
 def now() -> float:
-    return time.time()
+    """Creation and update times come from the database's clock (see proxy.storage.clock)."""
+    return clock.now()
 
 
 class Budget(BaseModel):
@@ -141,9 +141,6 @@ class SpendLog(BaseModel):
     end_time = peewee.DoubleField()
     status = peewee.CharField(max_length=32, default="success")
     metadata = JSONField(default=dict)
-    # USD the upstream billed beyond the call's worst case (migration m0007): 0 when the
-    # bound held. Indexed for /metrics, which sums the few rows above 0.
-    overrun = peewee.DoubleField(default=0.0, index=True)
 
 
 class UnpricedModel(BaseModel):

@@ -11,12 +11,12 @@ admin update) restarts the schedule from creation without a reset:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import peewee
 
 from proxy.durations import first_reset, next_reset_after
+from proxy.storage import clock
 from proxy.storage.models import ProxySpend
 
 # Rows rescheduled per UPDATE: three bound values each, within the 999 of old SQLite.
@@ -64,7 +64,7 @@ def _reset_one(row: Any, pk_field: peewee.Field, duration: str | None, now: floa
 
 def apply_due_resets(*entities: tuple[Any, str | None], now: float | None = None) -> None:
     """Reset every ``(row, budget_duration)`` pair whose period has ended."""
-    moment = time.time() if now is None else now
+    moment = clock.now() if now is None else now
     for row, duration in entities:
         if row is not None:
             _reset_one(row, type(row)._meta.primary_key, duration, moment)

@@ -11,11 +11,11 @@ response's conversation holds, which a continuation is billed as input.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import peewee
 
+from proxy.storage import clock
 from proxy.storage.db import BaseModel, database
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def remember_response(ctx: CallContext, response_id: object, usage: Usage) -> No
             key_hash=ctx.key_hash,
             model_group=ctx.deployment.model_name,
             context_tokens=usage.total_tokens,
-            created_at=time.time(),
+            created_at=clock.now(),
         ).on_conflict_ignore().execute()
     except peewee.PeeweeException:
         log.warning("could not record the owner of response %s", response_id, exc_info=True)

@@ -33,10 +33,8 @@ class SchemaGate:
         self,
         plugin_tables: Iterable[type[BaseModel]],
         on_ready: Callable[[], Any] | None = None,
-        plugin_migrations: Iterable[Any] = (),
     ) -> None:
         self._tables = list(plugin_tables)
-        self._migrations = list(plugin_migrations)
         self._on_ready = on_ready
         self._attempt_lock = threading.Lock()
         self._wake = threading.Event()
@@ -56,7 +54,7 @@ class SchemaGate:
             if self.ready:
                 return True
             try:
-                migrate(self._tables, self._migrations)
+                migrate(self._tables)
             except Exception as err:
                 if raise_unexpected and not is_unreachable(err):
                     raise

@@ -90,7 +90,7 @@ def test_team_new_takes_over_a_team_a_key_named_keeping_its_spend(client):
     ("body", "param"),
     [
         ({"max_budget": "lots"}, "max_budget"),
-        ({"rpm_limit": "4"}, "rpm_limit"),
+        ({"rpm_limit": "four"}, "rpm_limit"),
         ({"budget_duration": "fortnight"}, "budget_duration"),
         ({"members_with_roles": [{"role": "owner", "user_id": "x"}]}, "members_with_roles"),
         ({"members_with_roles": [{"role": "user"}]}, "members_with_roles"),

@@ -1,7 +1,7 @@
 """Rows, calls and time for the rate limiter tests.
 
-Time is what ``plugins.rate_limiter.hooks`` reads from its ``time`` module: the
-:func:`frozen_clock` fixture of a test stands in for it, so a test moves time
+Time is the database's clock (``proxy.storage.clock``), which the rate limiter
+reads through ``ctx.now()``: the ``clock`` fixture of a test stands in for it, so a test moves time
 on exactly as far as it says (``clock.advance(59)``) however long the test
 itself takes. A test that needs real time to pass (a client that waits for a
 window to open) moves the window instead (:func:`end_windows_in`).
@@ -70,7 +70,7 @@ def window(kind: str, entity: str) -> RateLimitWindow:
 
 
 class FrozenClock:
-    """Stands in for the ``time`` module of ``plugins.rate_limiter.hooks``: its ``time()``
+    """Stands in for the database's clock (``database_clock.now``): its ``time()``
     moves only when the test says so."""
 
     def __init__(self, now: float) -> None:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import peewee
@@ -16,7 +15,7 @@ from proxy.api.admin.schemas import BUDGET_FIELDS, BudgetDelete, BudgetInfo, Bud
 from proxy.api.admin.serializers import budget_row
 from proxy.api.common import services
 from proxy.errors import Conflict, NotFound
-from proxy.storage import customer_budgets
+from proxy.storage import clock, customer_budgets
 from proxy.storage.db import database
 from proxy.storage.models import Budget
 
@@ -30,7 +29,7 @@ def budget_new() -> ResponseReturnValue:
     req = parse_body(BudgetNew)
     budget_id = req.budget_id or str(uuid.uuid4())
     customer_budgets.refuse_reserved_id(budget_id)
-    now = time.time()
+    now = clock.now()
     values = {name: getattr(req, name) for name in BUDGET_FIELDS}
     try:
         with database.atomic():
@@ -61,7 +60,7 @@ def budget_update() -> ResponseReturnValue:
     req = parse_body(BudgetUpdate)
     budget = find_row(Budget, req.budget_id, "budget_id")
     changes = req.given("budget_id")
-    now = time.time()
+    now = clock.now()
     with database.atomic():
         Budget.update(updated_at=now, **changes).where(
             Budget.budget_id == budget.budget_id

@@ -6,8 +6,6 @@ update moves it are the rules of :mod:`proxy.storage.customer_budgets`.
 
 from __future__ import annotations
 
-import time
-
 import peewee
 from flask import jsonify
 from flask.typing import ResponseReturnValue
@@ -30,7 +28,7 @@ from proxy.api.admin.schemas import (
 from proxy.api.admin.serializers import customer_info
 from proxy.api.common import services
 from proxy.errors import BadRequest, Conflict, NotFound
-from proxy.storage import customer_budgets
+from proxy.storage import clock, customer_budgets
 from proxy.storage.db import database
 from proxy.storage.models import Budget, Customer
 from proxy.storage.resets import scheduled_reset
@@ -71,7 +69,7 @@ def customer_new() -> ResponseReturnValue:
     tier = customer_budgets.shared_budget(req.budget_id, req.user_id) if req.budget_id else None
     _check_default_model(req.default_model)
     default = _default_budget()
-    now = time.time()
+    now = clock.now()
     try:
         with database.atomic():
             budget = customer_budgets.create_own_budget(own, now) if own else tier
@@ -115,7 +113,7 @@ def customer_update() -> ResponseReturnValue:
     if given.get("budget_id"):
         customer_budgets.shared_budget(given["budget_id"], customer.user_id)
     _check_default_model(given.get("default_model"))
-    now = time.time()
+    now = clock.now()
     default = _default_budget()
     old_budget = customer_budgets.budget_of(customer)
     old_period = customer_budgets.period(customer.budget_id, old_budget, default)
@@ -163,7 +161,7 @@ def customer_block() -> ResponseReturnValue:
     """Block end users, creating the unknown ones: an operator can block an id
     before it ever calls."""
     ids = list(dict.fromkeys(parse_body(UserIds).user_ids))
-    now = time.time()
+    now = clock.now()
     with database.atomic():
         rows = [{"user_id": user_id, "blocked": True, "created_at": now} for user_id in ids]
         Customer.insert_many(rows).on_conflict(

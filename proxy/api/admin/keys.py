@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hmac
 import re
-import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -42,6 +41,7 @@ from proxy.call.alerts import Alert
 from proxy.call.auth import display_name, generate_key, hash_key
 from proxy.durations import first_reset
 from proxy.errors import BadRequest, Conflict, Forbidden, NotFound
+from proxy.storage import clock
 from proxy.storage.db import database
 from proxy.storage.ledger import dispatch_alerts
 from proxy.storage.models import Key, SpendLog
@@ -125,7 +125,7 @@ def create_key(plain: str, now: float, columns: dict[str, Any], expires: float |
 @bp.post("/key/generate")
 def key_generate() -> ResponseReturnValue:
     req = parse_body(KeyGenerate)
-    now = time.time()
+    now = clock.now()
     expires = expiry(req.duration, req.expires, now)
     user_id = req.user_id or str(uuid.uuid4())
     columns = column_values({**req.model_dump(), "user_id": user_id}, KEY_COLUMNS)
@@ -168,7 +168,7 @@ def key_update() -> ResponseReturnValue:
     req = parse_body(KeyUpdate)
     key = _find_key(req.key)
     given = req.given()
-    now = time.time()
+    now = clock.now()
     changes = column_values(given, (*KEY_COLUMNS, "blocked"))
     if "duration" in given or "expires" in given:
         changes["expires"] = expiry(req.duration, req.expires, now)

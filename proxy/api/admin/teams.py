@@ -15,7 +15,6 @@ stays). A team made by ``/team/new`` carries ``updated_at``: a second
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
@@ -36,6 +35,7 @@ from proxy.api.admin.schemas import (
 )
 from proxy.api.admin.serializers import key_info, team_info, user_info
 from proxy.errors import BadRequest, Conflict, NotFound
+from proxy.storage import clock
 from proxy.storage.db import database, is_postgres
 from proxy.storage.models import Key, Team, User
 from proxy.storage.resets import apply_due_resets, scheduled_reset
@@ -116,7 +116,7 @@ def team_new() -> ResponseReturnValue:
     req = parse_body(TeamNew)
     team_id = req.team_id or str(uuid.uuid4())
     values = _columns({name: getattr(req, name) for name in TEAM_COLUMNS})
-    now = time.time()
+    now = clock.now()
     try:
         with database.atomic():
             bare = Team.get_or_none(Team.team_id == team_id)
@@ -163,7 +163,7 @@ def team_info_route() -> ResponseReturnValue:
 def team_update() -> ResponseReturnValue:
     req = parse_body(TeamUpdate)
     changes = _columns(req.given("team_id"))
-    now = time.time()
+    now = clock.now()
     with database.atomic():
         team = _locked_team(req.team_id)
         if "budget_duration" in changes and changes["budget_duration"] != team.budget_duration:
@@ -209,7 +209,7 @@ def team_list() -> ResponseReturnValue:
 def team_member_add() -> ResponseReturnValue:
     req = parse_body(TeamMemberAdd)
     members = req.member if isinstance(req.member, list) else [req.member]
-    now = time.time()
+    now = clock.now()
     with database.atomic():
         added = _add_members(_locked_team(req.team_id), members, now)
     users = User.select().where(User.user_id.in_(added)).order_by(User.user_id)
@@ -227,7 +227,7 @@ def team_member_delete() -> ResponseReturnValue:
     req = parse_body(TeamMemberDelete)
     if req.user_id is None and not req.user_email:
         raise BadRequest("'user_id' or 'user_email' is required", param="user_id")
-    now = time.time()
+    now = clock.now()
     with database.atomic():
         team = _locked_team(req.team_id)
         members = [dict(m) for m in team.members_with_roles or []]
@@ -257,7 +257,7 @@ def _set_blocked(blocked: bool) -> ResponseReturnValue:
     team_id = parse_body(TeamRef).team_id
     with database.atomic():
         _locked_team(team_id)
-        Team.update(blocked=blocked, updated_at=time.time()).where(
+        Team.update(blocked=blocked, updated_at=clock.now()).where(
             Team.team_id == team_id
         ).execute()
     return jsonify(team_info(_fresh(Team.get_by_id(team_id))))

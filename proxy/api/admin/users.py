@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import peewee
@@ -26,6 +25,7 @@ from proxy.api.admin.schemas import UserIds, UserInfoQuery, UserListQuery, UserN
 from proxy.api.admin.serializers import iso_time, key_info, team_info, user_info
 from proxy.call.auth import generate_key
 from proxy.errors import Conflict, NotFound
+from proxy.storage import clock
 from proxy.storage.db import database
 from proxy.storage.models import Key, Team, User
 from proxy.storage.resets import scheduled_reset
@@ -47,7 +47,7 @@ USER_COLUMNS = (
 @bp.post("/user/new")
 def user_new() -> ResponseReturnValue:
     req = parse_body(UserNew)
-    now = time.time()
+    now = clock.now()
     user_id = req.user_id or str(uuid.uuid4())
     columns = column_values(req.model_dump(), USER_COLUMNS)
     expires = expiry(req.duration, None, now)
@@ -99,7 +99,7 @@ def user_update() -> ResponseReturnValue:
     req = parse_body(UserUpdate)
     user = find_row(User, req.user_id, "user_id")
     changes = column_values(req.given(), USER_COLUMNS)
-    now = time.time()
+    now = clock.now()
     if "budget_duration" in changes:
         changes["budget_reset_at"] = scheduled_reset(
             user.created_at, changes["budget_duration"], now

@@ -1,1 +1,0 @@
-"""Migrations of the budgets plugin's tables (``plugin_migrations``, proxy/hookspecs.py)."""

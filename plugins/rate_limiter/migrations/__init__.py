@@ -1,1 +1,0 @@
-"""Migrations of the rate_limiter plugin's tables (``plugin_migrations``, proxy/hookspecs.py)."""
