@@ -1,5 +1,6 @@
 """Rows and calls for the budget tests: entities made with the Peewee models (as the
-admin API would), chat calls to a priced model of the built-in mock provider."""
+admin API would), chat calls to a priced model served by a mock OpenAI server over
+real HTTP, which counts usage its own way (never with the proxy's estimator)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,38 @@ from proxy.call.auth import display_name, generate_key, hash_key
 from proxy.storage.db import database
 from proxy.storage.models import Budget, Customer, Key, ProxySpend, SpendLog, User
 from tests.conftest import MASTER_KEY, base_config
+from tests.support.mock_openai import MockOpenAI
 
-# The built-in mock provider answers "This is a mock response from Comptroller,
-# the metered LLM gateway." (11 tokens); "hi" is a 4-token prompt.
-PRICED = {
-    "model_name": "priced",
-    "litellm_params": {
-        "model": "mock/priced",
-        "input_cost_per_token": 0.001,
-        "output_cost_per_token": 0.002,
-    },
-}
-CALL_COST = 4 * 0.001 + 11 * 0.002
+# The mock server answers "This is a mock response from the Comptroller test
+# upstream." (10 words, 10 tokens) and bills "hi" as a 4-token prompt.
+CALL_COST = 4 * 0.001 + 10 * 0.002
+_upstream: MockOpenAI | None = None
+
+
+def budget_upstream() -> MockOpenAI:
+    """The budget tests' upstream: one mock server for the whole test process."""
+    global _upstream
+    if _upstream is None:
+        _upstream = MockOpenAI()
+        _upstream.start()
+    return _upstream
+
+
+def priced_model() -> dict[str, Any]:
+    return {
+        "model_name": "priced",
+        "litellm_params": {
+            "model": "openai/priced",
+            "api_base": budget_upstream().base_url,
+            "api_key": "sk-up",
+            "input_cost_per_token": 0.001,
+            "output_cost_per_token": 0.002,
+        },
+    }
 
 
 def budget_config(db_url: str, **sections: Any) -> dict[str, Any]:
-    return base_config(db_url, model_list=[PRICED], **sections)
+    return base_config(db_url, model_list=[priced_model()], **sections)
 
 
 def make_key(**fields: Any) -> str:
