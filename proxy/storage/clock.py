@@ -27,6 +27,8 @@ POSTGRES_NOW = "date_part('epoch', statement_timestamp())"
 SELECT_NOW = f"SELECT {POSTGRES_NOW}"
 # After this long without reading the server's time, read it again (its clock may be stepped).
 RESYNC_SECONDS = 60.0
+# After a failed read, the last reading serves this long before the next try.
+RETRY_SECONDS = 5.0
 
 
 class DatabaseClock:
@@ -36,6 +38,7 @@ class DatabaseClock:
         self._lock = threading.Lock()
         # (server time, this process's monotonic time when it was read)
         self._reading: tuple[float, float] | None = None
+        self._retry_at = 0.0  # after a failed read of the server's time
 
     def observe(self, server_time: float) -> None:
         """A query has just read the server's time."""
@@ -52,28 +55,38 @@ class DatabaseClock:
         return server_time + (time.monotonic() - read_at)
 
     def _resync(self, stale: tuple[float, float] | None) -> tuple[float, float]:
-        with self._lock:
+        # One thread asks the server; the others go on with the reading they have
+        # (a server that does not answer must not hold up every caller).
+        if not self._lock.acquire(blocking=stale is None):
+            return stale if stale is not None else (time.time(), time.monotonic())
+        try:
             reading = self._reading
             if reading is not stale and reading is not None:
                 return reading  # another thread has just read it
-            opened = database.is_closed()
-            try:
-                if opened:
-                    database.connect()
-                # In the caller's connection (and transaction) when it has one.
-                self.observe(database.execute_sql(SELECT_NOW).fetchone()[0])
-            except Exception:
-                # Never fail a caller for want of the server's time (the database
-                # may be down: a call being journaled still needs a time).
-                log.warning("reading the database's clock failed", exc_info=True)
-                if stale is not None:
-                    return stale
-                return (time.time(), time.monotonic())
-            finally:
-                if opened and not database.is_closed():
-                    database.close()
-            assert self._reading is not None
-            return self._reading
+            if stale is not None and time.monotonic() < self._retry_at:
+                return stale
+            return self._ask_server(stale)
+        finally:
+            self._lock.release()
+
+    def _ask_server(self, stale: tuple[float, float] | None) -> tuple[float, float]:
+        opened = database.is_closed()
+        try:
+            if opened:
+                database.connect()
+            # In the caller's connection (and transaction) when it has one.
+            self.observe(database.execute_sql(SELECT_NOW).fetchone()[0])
+        except Exception:
+            # Never fail a caller for want of the server's time (the database may
+            # be down: a call being journaled still needs a time); ask again later.
+            log.warning("reading the database's clock failed", exc_info=True)
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            return stale if stale is not None else (time.time(), time.monotonic())
+        finally:
+            if opened and not database.is_closed():
+                database.close()
+        assert self._reading is not None
+        return self._reading
 
 
 database_clock = DatabaseClock()
