@@ -109,3 +109,20 @@ def test_old_sent_alerts_are_deleted_and_unsent_ones_kept(db):
     outbox.mark_sent(sent_id, token, now=now - 10 * 86400)
     assert outbox.delete_sent_before(now - 7 * 86400) == 1
     assert [row.id for row in OutboxAlert.select()] == [waiting_id]
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite's clock is the host's
+def test_a_sender_whose_clock_is_off_queues_and_claims_by_the_databases_clock(
+    db, monkeypatch: pytest.MonkeyPatch
+):
+    """Another host's sender must not take a claim early (or late): every host times
+    claims and due times with the database's clock, whatever its own says."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 30)  # this host is 30 s behind
+    outbox.enqueue(Alert(event="spend_tracked", event_group="customer", event_message="m"))
+    token, claimed = outbox.claim_due(1, CLAIM)
+    assert len(claimed) == 1  # due at once, not in 30 s
+    (row,) = OutboxAlert.select()
+    assert row.created_at == pytest.approx(real(), abs=2)
+    assert row.claimed_until == pytest.approx(real() + CLAIM, abs=2)
+    assert row.claim_token == token
