@@ -36,7 +36,15 @@ bp = Blueprint(
     static_url_path="/static",
 )
 
-TABS = (("budgets", "Budgets"), ("customers", "Customers"), ("keys", "Keys"), ("spend", "Spend"))
+TABS = (
+    ("budgets", "Budgets"),
+    ("customers", "Customers"),
+    ("keys", "Keys"),
+    ("users", "Users"),
+    ("teams", "Teams"),
+    ("spend", "Spend"),
+    ("logs", "Logs"),
+)
 _PUBLIC_ENDPOINTS = {"ui.login", "ui.static", "ui.favicon"}
 _CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

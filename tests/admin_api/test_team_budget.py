@@ -276,3 +276,13 @@ def test_team_crossing_its_budget_raises_team_alerts_once(make_app, db_url):
     )
     with database.connection_context():
         assert Key.get_by_id(hash_key(key)).team_id == "alerted"
+
+
+@pytest.mark.parametrize("field", ["rpm_limit", "tpm_limit", "max_parallel_requests"])
+def test_update_with_null_clears_a_limit_of_a_team_key_and_budget(client, field):
+    new_team(client, team_id="t", **{field: 5})
+    assert post_ok(client, "/team/update", {"team_id": "t", field: None})["data"][field] is None
+    key = post_ok(client, "/key/generate", {field: 5})["key"]
+    assert post_ok(client, "/key/update", {"key": key, field: None})[field] is None
+    post_ok(client, "/budget/new", {"budget_id": "b", field: 5})
+    assert post_ok(client, "/budget/update", {"budget_id": "b", field: None})[field] is None

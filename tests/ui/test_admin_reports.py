@@ -102,6 +102,7 @@ def test_top_keys_name_live_keys_and_keep_deleted_ones(client: FlaskClient) -> N
     assert top == [
         {
             "token": gone,
+            "is_master_key": False,
             "key_name": None,
             "key_alias": None,
             "user_id": None,
@@ -110,6 +111,7 @@ def test_top_keys_name_live_keys_and_keep_deleted_ones(client: FlaskClient) -> N
         },
         {
             "token": live,
+            "is_master_key": False,
             "key_name": "sk-...live",
             "key_alias": "billing",
             "user_id": "alice",

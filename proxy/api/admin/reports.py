@@ -15,9 +15,9 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from peewee import Cast, fn
 
-from proxy.api.admin.schemas import ReportWindow, TopQuery, parse
+from proxy.api.admin.schemas import ReportWindow, SpendReportQuery, TopQuery, parse
 from proxy.api.common import services
-from proxy.call.auth import require_master
+from proxy.call.auth import hash_key, require_master
 from proxy.storage.db import is_postgres
 from proxy.storage.models import Key, SpendLog, now
 
@@ -124,7 +124,8 @@ def top_customers() -> ResponseReturnValue:
 @bp.get("/global/spend/top_keys")
 def top_keys() -> ResponseReturnValue:
     """Virtual keys by spend in the window, most first. A deleted key keeps its
-    spend under its token, with ``key_name: null``."""
+    spend under its token, with ``key_name: null``; the master key's calls are
+    the entry with ``is_master_key: true``."""
     rows = _top_spenders(SpendLog.api_key, parse(TopQuery, request.args.to_dict()))
     keys = {k.token: k for k in Key.select().where(Key.token.in_([r["api_key"] for r in rows]))}
     return jsonify([_key_entry(row, keys.get(row["api_key"])) for row in rows])
@@ -133,9 +134,75 @@ def top_keys() -> ResponseReturnValue:
 def _key_entry(row: dict[str, Any], key: Key | None) -> dict[str, Any]:
     return {
         "token": row["api_key"],
+        "is_master_key": row["api_key"] == hash_key(services().config.master_key),
         "key_name": key.key_name if key else None,
         "key_alias": key.key_alias if key else None,
         "user_id": key.user_id if key else None,
         "spend": float(row["spend"]),
         "requests": int(row["requests"]),
     }
+
+
+# The spend-log column each ``group_by`` sums over, and LiteLLM's names for the
+# list of groups of a day and for a group's id in it.
+_REPORT_GROUPS: dict[str, tuple[Any, str, str]] = {
+    "team": (SpendLog.team_id, "teams", "team_name"),
+    "customer": (SpendLog.end_user, "customers", "customer"),
+    "api_key": (SpendLog.api_key, "api_keys", "api_key"),
+    "user": (SpendLog.user_id, "users", "user"),
+    "model": (SpendLog.model_group, "models", "model"),
+}
+
+
+@bp.get("/global/spend/report")
+def spend_report() -> ResponseReturnValue:
+    """Spend per UTC day and ``group_by`` value (team, customer, api_key, user or
+    model), each with its per-model breakdown, LiteLLM's report shape:
+    ``[{"group_by_day", "<groups>": [{"<id>", "total_spend", "total_tokens",
+    "requests", "metadata": [{"model", "spend", "total_tokens", "requests"}]}]}]``,
+    days with spend only, oldest first, groups by spend (most first). Rows with
+    no value (no team, no end user) are one group named ``null``."""
+    q = parse(SpendReportQuery, request.args.to_dict())
+    first, last = q.days(datetime.fromtimestamp(now(), tz=timezone.utc).date())
+    start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc).timestamp()
+    end = start + ((last - first).days + 1) * DAY
+    column, groups_name, id_name = _REPORT_GROUPS[q.group_by]
+    day = _day_number()
+    rows = _rows(
+        SpendLog.select(
+            day.alias("day"),
+            column.alias("group_id"),
+            SpendLog.model_group.alias("model"),
+            fn.SUM(SpendLog.spend).alias("spend"),
+            fn.SUM(SpendLog.total_tokens).alias("tokens"),
+            fn.COUNT(SpendLog.request_id).alias("requests"),
+        )
+        .where((SpendLog.start_time >= start) & (SpendLog.start_time < end))
+        .group_by(day, column, SpendLog.model_group)
+    )
+    days: dict[int, dict[Any, dict[str, Any]]] = {}
+    for row in rows:
+        group = days.setdefault(int(row["day"]), {}).setdefault(
+            row["group_id"],
+            {id_name: row["group_id"], "total_spend": 0.0, "total_tokens": 0, "requests": 0,
+             "metadata": []},
+        )  # fmt: skip
+        spend, tokens, requests = (
+            float(row["spend"] or 0),
+            int(row["tokens"] or 0),
+            int(row["requests"]),
+        )
+        group["total_spend"] += spend
+        group["total_tokens"] += tokens
+        group["requests"] += requests
+        group["metadata"].append(
+            {"model": row["model"], "spend": spend, "total_tokens": tokens, "requests": requests}
+        )
+    report = []
+    for number in sorted(days):
+        groups = sorted(days[number].values(), key=lambda g: (-g["total_spend"], str(g[id_name])))
+        for group in groups:
+            group["metadata"].sort(key=lambda m: (-m["spend"], m["model"]))
+        stamp = datetime.fromtimestamp(number * DAY, tz=timezone.utc).isoformat()
+        report.append({"group_by_day": stamp, groups_name: groups})
+    return jsonify(report)

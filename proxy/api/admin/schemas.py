@@ -124,8 +124,9 @@ Id = Annotated[
 ]
 Text = Annotated[StrictStr, StringConstraints(max_length=255), AfterValidator(_no_nul)]
 Money = Annotated[float | None, BeforeValidator(_money)]
-Limit = Annotated[int | None, BeforeValidator(_count), Field(ge=0, le=INT64_MAX)]
-Parallel = Annotated[int | None, BeforeValidator(_count), Field(ge=0, le=INT32_MAX)]
+# The bounds apply to a number only: ``null`` (no limit, or "clear it" in an update) passes.
+Limit = Annotated[Annotated[int, Field(ge=0, le=INT64_MAX)] | None, BeforeValidator(_count)]
+Parallel = Annotated[Annotated[int, Field(ge=0, le=INT32_MAX)] | None, BeforeValidator(_count)]
 Duration = Annotated[StrictStr | None, Field(max_length=32), AfterValidator(_duration)]
 ModelList = list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]]
 Metadata = dict[str, Any]
@@ -422,8 +423,13 @@ class SpendLogsQuery(Request):
     user_id: Id | None = None
     end_user: Id | None = None
     request_id: Id | None = None
+    team_id: Id | None = None
+    model: Id | None = None
+    status: Id | None = None
     start_date: MomentText | None = None
     end_date: MomentText | None = None
+    # Oldest first by default (LiteLLM's order); the admin UI asks for the newest first.
+    order: Literal["asc", "desc"] = "asc"
 
     def window(self) -> tuple[float | None, float | None]:
         """``[start, end)`` in epoch seconds: a date-only ``end_date`` covers its
@@ -449,6 +455,40 @@ class ReportWindow(Request):
 
 class TopQuery(ReportWindow):
     limit: int = Field(default=10, ge=1, le=100)
+
+
+def _day(value: str) -> str:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+    return value
+
+
+DateText = Annotated[
+    StrictStr, StringConstraints(strip_whitespace=True, max_length=10), AfterValidator(_day)
+]
+
+
+class SpendReportQuery(Request):
+    """``/global/spend/report``: whole UTC days from ``start_date`` to ``end_date``
+    (both included; default the last 30 days), per day and ``group_by`` value."""
+
+    start_date: DateText | None = None
+    end_date: DateText | None = None
+    group_by: Literal["team", "customer", "api_key", "user", "model"] = "team"
+
+    def days(self, today: date) -> tuple[date, date]:
+        end = date.fromisoformat(self.end_date) if self.end_date else today
+        if self.start_date:
+            start = date.fromisoformat(self.start_date)
+        else:
+            start = end - timedelta(29) if end > date.min + timedelta(29) else date.min
+        if start > end:
+            raise BadRequest("'start_date' must not be after 'end_date'", param="start_date")
+        if (end - start).days >= 366:
+            raise BadRequest("A report covers at most 366 days", param="start_date")
+        return start, end
 
 
 # --- parsing ---------------------------------------------------------------

@@ -377,6 +377,25 @@ def _spend_routes() -> dict[str, RouteDoc]:
             errors=(400,),
             example={"end_user": SEED_CUSTOMER, "start_date": "2024-01-01"},
         ),
+        "admin.spend_logs_csv": RouteDoc(
+            "Spend-log rows as one CSV download (streamed)",
+            SPEND,
+            out.SpendLogCsv,
+            query=admin.SpendLogsQuery,
+            errors=(400,),
+            description="The rows `/spend/logs` pages through with the same filters "
+            "(`page` and `page_size` are ignored), all of them, streamed in chunks.",
+            text_media_type="text/csv",
+            text_example="request_id,startTime,endTime,duration_seconds,status,model,...\r\n",
+        ),
+        "admin_reports.spend_report": RouteDoc(
+            "Spend per day and team, customer, key, user or model",
+            SPEND,
+            out.SpendReport,
+            query=admin.SpendReportQuery,
+            errors=(400,),
+            example={"start_date": "2024-04-01", "end_date": "2024-06-30", "group_by": "team"},
+        ),
         "admin.global_spend": RouteDoc("Proxy-wide spend and budget", SPEND, out.GlobalSpend),
         "admin_reports.spend_per_day": RouteDoc(
             "Spend per UTC day", SPEND, out.DailySpend, query=admin.ReportWindow, errors=(400,)

@@ -297,6 +297,7 @@ class TopCustomers(RootModel[list[CustomerSpend]]):
 
 class KeySpend(Shape):
     token: str
+    is_master_key: bool = Field(description="The master key's calls (it has no key row).")
     key_name: str | None
     key_alias: str | None
     user_id: str | None
@@ -306,6 +307,38 @@ class KeySpend(Shape):
 
 class TopKeys(RootModel[list[KeySpend]]):
     pass
+
+
+class ModelSpend(Shape):
+    model: str
+    spend: float
+    total_tokens: int
+    requests: int
+
+
+class ReportGroup(Shape):
+    """One group of a day: its id field is named after ``group_by`` (``team_name``,
+    ``customer``, ``api_key``, ``user`` or ``model``), null for rows without one."""
+
+    total_spend: float
+    total_tokens: int
+    requests: int
+    metadata: list[ModelSpend] = Field(description="The group's spend per model.")
+
+
+class ReportDay(Shape):
+    """One UTC day; its groups are under ``teams``, ``customers``, ``api_keys``,
+    ``users`` or ``models`` (after ``group_by``)."""
+
+    group_by_day: str
+
+
+class SpendReport(RootModel[list[ReportDay]]):
+    pass
+
+
+class SpendLogCsv(Shape):
+    """Never JSON: the answer is ``text/csv``."""
 
 
 class UnpricedModelCount(Shape):

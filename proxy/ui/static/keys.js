@@ -21,18 +21,6 @@
     return key.key_alias ? `${key.key_alias} (${key.key_name})` : key.key_name;
   }
 
-  function limitsText(key) {
-    const parts = [];
-    if (key.rpm_limit !== null) parts.push(`${UI.count(key.rpm_limit)} rpm`);
-    if (key.tpm_limit !== null) parts.push(`${UI.count(key.tpm_limit)} tpm`);
-    if (key.max_parallel_requests !== null) parts.push(`${UI.count(key.max_parallel_requests)} parallel`);
-    return parts.length ? parts.map((part) => UI.el("span", { className: "limit" }, part)) : "—";
-  }
-
-  function button(label, onclick, danger = false) {
-    return UI.el("button", { type: "button", className: danger ? "small danger" : "small", textContent: label, onclick });
-  }
-
   function row(key) {
     const blocked = key.blocked;
     return UI.el("tr", { dataset: { token: key.token } }, [
@@ -42,14 +30,14 @@
       UI.el("td", { className: "mono" }, key.team_id || ""),
       UI.el("td", { className: "num" }, UI.money(key.spend)),
       UI.el("td", { className: "num" }, UI.money(key.max_budget, "unlimited")),
-      UI.el("td", { className: "limits" }, limitsText(key)),
+      UI.limits(key),
       UI.el("td", { className: "nowrap" }, UI.day(key.expires)),
-      UI.el("td", {}, UI.el("span", { className: blocked ? "badge blocked" : "badge" }, blocked ? "Blocked" : "Active")),
+      UI.el("td", {}, UI.badge(blocked)),
       UI.el("td", { className: "row-actions" }, [
-        button("Edit", () => edit(key)),
-        button(blocked ? "Unblock" : "Block", () => setBlocked(key, !blocked), !blocked),
-        button("Regenerate", () => regenerate(key)),
-        button("Delete", () => remove(key), true),
+        UI.button("Edit", () => edit(key)),
+        UI.button(blocked ? "Unblock" : "Block", () => setBlocked(key, !blocked), !blocked),
+        UI.button("Regenerate", () => regenerate(key)),
+        UI.button("Delete", () => remove(key), true),
       ]),
     ]);
   }

@@ -137,12 +137,12 @@ const UI = (() => {
   }
 
   /* Send a form's body to the API; on an error show it in the form and return null. */
-  async function submit(form, path, body) {
+  async function submit(form, path, body, method = "POST") {
     clearErrors(form);
     const buttons = form.querySelectorAll("button");
     buttons.forEach((b) => (b.disabled = true));
     try {
-      return await api("POST", path, body);
+      return await api(method, path, body);
     } catch (err) {
       showError(form, err);
       return null;
@@ -151,15 +151,29 @@ const UI = (() => {
     }
   }
 
+  /* A success notice goes away by itself after a while; an error stays until the
+   * next action. Either is cleared when a new action starts (clearNotice). */
+  const NOTICE_SECONDS = 8;
+  let noticeTimer = null;
+
+  function clearNotice() {
+    clearTimeout(noticeTimer);
+    const box = document.getElementById("notice");
+    if (box) box.hidden = true;
+  }
+
   function notice(message, kind = "ok") {
+    clearTimeout(noticeTimer);
     const box = document.getElementById("notice");
     box.textContent = message;
     box.className = kind === "error" ? "notice error" : "notice";
     box.setAttribute("role", kind === "error" ? "alert" : "status");
     box.hidden = false;
+    if (kind !== "error") noticeTimer = setTimeout(clearNotice, NOTICE_SECONDS * 1000);
   }
 
   function openDialog(dialog, form) {
+    clearNotice();
     form.reset();
     clearErrors(form);
     dialog.showModal();
@@ -187,6 +201,32 @@ const UI = (() => {
     return iso ? iso.slice(0, 10) : none;
   }
 
+  /* "9 rpm / 20,000 tpm / 2 parallel" as one line each, or a dash. */
+  function limits(row) {
+    const parts = [];
+    if (row.rpm_limit !== null && row.rpm_limit !== undefined) parts.push(`${count(row.rpm_limit)} rpm`);
+    if (row.tpm_limit !== null && row.tpm_limit !== undefined) parts.push(`${count(row.tpm_limit)} tpm`);
+    if (row.max_parallel_requests !== null && row.max_parallel_requests !== undefined) {
+      parts.push(`${count(row.max_parallel_requests)} parallel`);
+    }
+    const cell = el("td", { className: "limits" });
+    cell.append(...(parts.length ? parts.map((part) => el("span", { className: "limit" }, part)) : ["—"]));
+    return cell;
+  }
+
+  /* "$1.20 of $10.00", or the spend alone without a budget. */
+  function spendOf(spend, maxBudget) {
+    return maxBudget === null || maxBudget === undefined ? money(spend) : `${money(spend)} of ${money(maxBudget)}`;
+  }
+
+  function badge(blocked) {
+    return el("span", { className: blocked ? "badge blocked" : "badge" }, blocked ? "Blocked" : "Active");
+  }
+
+  function button(label, onclick, danger = false) {
+    return el("button", { type: "button", className: danger ? "small danger" : "small", textContent: label, onclick });
+  }
+
   /* A customer's own budget row (made by /customer/new with budget values), not a shared tier. */
   function isOwnBudget(budgetId) {
     return Boolean(ownBudgetPrefix) && String(budgetId).startsWith(ownBudgetPrefix);
@@ -199,5 +239,8 @@ const UI = (() => {
     if (empty && empty.classList.contains("empty")) empty.hidden = rows.length > 0;
   }
 
-  return { api, ApiError, el, formValues, fillForm, clearErrors, showError, submit, notice, openDialog, money, count, day, fillTable, isOwnBudget };
+  return {
+    csrfToken, api, ApiError, el, formValues, fillForm, clearErrors, showError, submit, notice, openDialog,
+    money, count, day, fillTable, isOwnBudget, limits, spendOf, badge, button,
+  };
 })();
