@@ -8,6 +8,7 @@
   const filters = document.getElementById("log-filters");
   const pager = document.querySelector(".pager");
   let page = 1;
+  let latest = 0; // only the answer to the latest request is shown
 
   function query(extra = {}) {
     const params = new URLSearchParams({ ...UI.formValues(filters), order: "desc", ...extra });
@@ -35,6 +36,7 @@
   }
 
   async function load() {
+    const mine = ++latest;
     UI.clearErrors(filters);
     let rows;
     let hasNext;
@@ -48,9 +50,10 @@
       rows = data;
       hasNext = response.headers.has("Link");
     } catch (err) {
-      UI.showError(filters, err);
+      if (mine === latest) UI.showError(filters, err);
       return;
     }
+    if (mine !== latest) return;
     UI.fillTable(table, rows.map(row));
     pager.hidden = page === 1 && !hasNext;
     pager.querySelector(".pager-status").textContent = `Page ${page}`;
