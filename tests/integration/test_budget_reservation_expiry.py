@@ -21,6 +21,7 @@ from proxy.call.auth import hash_key
 from proxy.storage.db import database, init_database
 from proxy.storage.models import Key
 from tests.conftest import base_config, openai_model
+from tests.support.billing import AdversarialBilling
 from tests.support.budgets import make_key
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import ProxyServer, wait_until
@@ -28,7 +29,7 @@ from tests.support.proxy_server import ProxyServer, wait_until
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 IN, OUT = 0.001, 0.01
-WORST = 4 * IN + 5 * OUT
+WORST = 22 * IN + 5 * OUT  # the bound of "hi": 8 framing + 4 "user" + 2 "hi" + 8 priming
 TIMEOUT = 2.0
 
 
@@ -57,6 +58,7 @@ def test_a_dead_workers_reservation_expires_and_frees_the_budget(
         body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
         headers = {"Authorization": f"Bearer {plain}"}
 
+        upstream.billing = AdversarialBilling()  # bills a call exactly its worst case
         upstream.hang = True
 
         def doomed_call() -> None:
