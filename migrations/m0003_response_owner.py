@@ -1,7 +1,5 @@
 """The ``response_owner`` table: which key created which Responses API response id."""
 
-from peewee import Database
-
 # Frozen DDL of this migration's time (valid on SQLite and PostgreSQL).
 STATEMENTS = (
     "CREATE TABLE IF NOT EXISTS response_owner ("
@@ -12,8 +10,3 @@ STATEMENTS = (
     " created_at DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS response_owner_key_hash ON response_owner (key_hash)",
 )
-
-
-def apply(db: Database) -> None:
-    for statement in STATEMENTS:
-        db.execute_sql(statement)

@@ -1,38 +1,34 @@
 """Teams get a budget, limits, models and members (``/team/new`` with LiteLLM's fields).
 
-A database made before this migration has a ``team`` table with only its id,
-alias, spend and creation time; a new one already has every column (m0001
-creates the current tables), so only the missing columns are added.
+The release's ``team`` table has only its id, alias, spend and creation time;
+this adds the rest, each nullable (the spend ledger inserts a bare team row
+with raw SQL when a key names a team nobody created). A database made while
+m0001 still created tables from the models already has some of them: only
+the missing columns are added.
 """
 
-from peewee import Database
-from playhouse.migrate import SchemaMigrator, migrate
+from peewee import Database, PostgresqlDatabase
 
-from proxy.storage.models import Team
-
-NEW_COLUMNS = (
-    "max_budget",
-    "budget_duration",
-    "budget_reset_at",
-    "max_parallel_requests",
-    "tpm_limit",
-    "rpm_limit",
-    "models",
-    "members_with_roles",
-    "metadata",
-    "blocked",
-    "updated_at",
-)
+# Frozen column types of this migration's time: (SQLite, PostgreSQL).
+NEW_COLUMNS = {
+    "max_budget": ("REAL", "DOUBLE PRECISION"),
+    "budget_duration": ("VARCHAR(32)", "VARCHAR(32)"),
+    "budget_reset_at": ("REAL", "DOUBLE PRECISION"),
+    "max_parallel_requests": ("INTEGER", "INTEGER"),
+    "tpm_limit": ("INTEGER", "BIGINT"),
+    "rpm_limit": ("INTEGER", "BIGINT"),
+    "models": ("TEXT", "TEXT"),
+    "members_with_roles": ("TEXT", "TEXT"),
+    "metadata": ("TEXT", "TEXT"),
+    "blocked": ("INTEGER", "BOOLEAN"),
+    "updated_at": ("REAL", "DOUBLE PRECISION"),
+}
 
 
 def apply(db: Database) -> None:
+    postgres = isinstance(getattr(db, "obj", db), PostgresqlDatabase)
     have = {column.name for column in db.get_columns("team")}
-    migrator = SchemaMigrator.from_database(db)
-    fields = Team._meta.fields
-    operations = [
-        migrator.add_column("team", fields[name].column_name, fields[name])
-        for name in NEW_COLUMNS
-        if fields[name].column_name not in have
-    ]
-    if operations:
-        migrate(*operations)
+    for name, (sqlite_type, postgres_type) in NEW_COLUMNS.items():
+        if name not in have:
+            kind = postgres_type if postgres else sqlite_type
+            db.execute_sql(f'ALTER TABLE "team" ADD COLUMN "{name}" {kind}')

@@ -21,6 +21,7 @@ from proxy.storage.db import (
     init_database,
     unavailable_reason,
 )
+from proxy.storage.migrate import plugin_schema
 from proxy.storage.schema_gate import SchemaGate
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.deployments import ModelTable
@@ -121,8 +122,10 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     init_database(config.database_url, config.general_settings.database_connection_pool_limit)
     pm = make_plugin_manager(config, extra_plugins)
-    tables = [model for models in pm.hook.plugin_tables() for model in models or []]
-    schema = SchemaGate(tables, on_ready=_warn_if_pools_exceed_the_server)
+    tables, plugin_migrations = plugin_schema(pm)
+    schema = SchemaGate(
+        tables, plugin_migrations=plugin_migrations, on_ready=_warn_if_pools_exceed_the_server
+    )
     # A database that cannot be reached is waited for; any other failure (a broken
     # migration) stops start-up as before.
     if not schema.attempt(raise_unexpected=True):

@@ -104,12 +104,12 @@ def _apply_migrations(config: Config) -> list[str]:
     """Core and plugin tables, then every connection closed (nothing shared across a fork)."""
     from proxy.plugins import make_plugin_manager
     from proxy.storage.db import database, init_database
-    from proxy.storage.migrate import migrate
+    from proxy.storage.migrate import migrate, plugin_schema
 
     init_database(config.database_url)
     pm = make_plugin_manager(config)
     try:
-        return migrate([m for models in pm.hook.plugin_tables() for m in models or []])
+        return migrate(*plugin_schema(pm))
     finally:
         close_all = getattr(database.obj, "close_all", None)
         if close_all is not None:

@@ -24,10 +24,30 @@ hookimpl = pluggy.HookimplMarker("comptroller")
 
 @hookspec
 def plugin_tables() -> list[Any] | None:
-    """Return the Peewee models this plugin owns.
+    """Return the Peewee models this plugin owns, for tables without migrations.
 
     Called at start-up; missing tables are created (``CREATE TABLE IF NOT
-    EXISTS``) after the core migrations have run.
+    EXISTS``) after every migration has run. An existing table is never
+    altered: a plugin whose tables will change declares migrations instead
+    (:func:`plugin_migrations`).
+    """
+
+
+@hookspec
+def plugin_migrations() -> tuple[str, Any] | None:
+    """Return ``(namespace, package)``: the schema migrations of this plugin's tables.
+
+    ``package`` is a Python package (or its dotted name) of modules
+    ``mNNNN_<what>.py``, each frozen DDL of its own time: ``SQLITE`` and
+    ``POSTGRES`` tuples of statements (or ``STATEMENTS`` for both), and
+    optionally ``apply(db)`` for a step that needs Python. At start-up (and
+    ``comptroller migrate``), after the core's migrations and in the same
+    transaction (under the PostgreSQL advisory lock), each module not yet
+    applied runs once, in name order, and is recorded in
+    ``comptroller_migration`` as ``<namespace>:<module>``. Never edit an
+    applied migration: add the next one. Plugins sharing tables return the
+    same pair (the budget plugins do); the first migration of tables that
+    already exist uses ``CREATE TABLE IF NOT EXISTS``.
     """
 
 

@@ -3,8 +3,9 @@
 Test tiers. Two markers sort every test (``pyproject.toml``):
 
 - ``postgres``: needs the PostgreSQL server. Given automatically to the
-  PostgreSQL half of every ``db_url`` test and to every test that takes a
-  PostgreSQL fixture (``pg_database``, ``pg_url``, ``database_url``).
+  PostgreSQL half of every ``db_url`` test (any parameter whose value is
+  ``"postgres"``) and to every test that takes a PostgreSQL fixture
+  (``pg_database``, ``pg_url``, ``database_url``).
 - ``slow``: starts a process (gunicorn, the CLI, a fork). Set by hand on the
   test or module (``pytestmark = pytest.mark.slow``).
 
@@ -59,7 +60,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``postgres`` every test that takes a PostgreSQL database."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        on_postgres = callspec is not None and callspec.params.get("db_url") == "postgres"
+        # The PostgreSQL case of a backend parameter (db_url's, or a test's own "backend").
+        params = callspec.params.values() if callspec is not None else ()
+        on_postgres = any(isinstance(v, str) and v == "postgres" for v in params)
         if on_postgres or POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from plugins.budgets import clamp
 from plugins.budgets import strict as reservations
-from plugins.budgets.alerts import BudgetAlertSent, raise_crossing_alerts
+from plugins.budgets.alerts import raise_crossing_alerts
 from plugins.budgets.common import Guarded, exceeded, is_strict
 from proxy.call.context import Refusal, Usage
 from proxy.hookspecs import hookimpl
@@ -21,9 +21,8 @@ if TYPE_CHECKING:
     from proxy.call.context import CallContext
 
 
-def budget_tables() -> list[Any]:
-    """The tables the budget plugins share (created if any of them is enabled)."""
-    return [reservations.BudgetReservation, BudgetAlertSent]
+# The tables the budget plugins share (created if any of them is enabled).
+BUDGET_MIGRATIONS = ("budgets", "plugins.budgets.migrations")
 
 
 def check_budget(ctx: CallContext, guarded: Guarded | None) -> Refusal | None:
@@ -70,8 +69,8 @@ class BudgetPlugin:
         self.guarded = guarded
 
     @hookimpl
-    def plugin_tables(self) -> list[Any]:
-        return budget_tables()
+    def plugin_migrations(self) -> tuple[str, str]:
+        return BUDGET_MIGRATIONS
 
     @hookimpl
     def pre_request_check(self, ctx: CallContext) -> Refusal | None:

@@ -19,7 +19,7 @@ deployment's timeout plus 60 s).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from plugins.rate_limiter import store
 from plugins.rate_limiter.limits import (
@@ -30,7 +30,6 @@ from plugins.rate_limiter.limits import (
     scopes_for,
 )
 from plugins.rate_limiter.report import rate_limit_headers, refusal, refused_by_parallel_only
-from plugins.rate_limiter.tables import TABLES
 from proxy.hookspecs import hookimpl
 from proxy.storage.db import database
 
@@ -56,8 +55,8 @@ class Taken:
 
 
 @hookimpl
-def plugin_tables() -> list[Any]:
-    return list(TABLES)
+def plugin_migrations() -> tuple[str, str]:
+    return ("rate_limiter", "plugins.rate_limiter.migrations")
 
 
 @hookimpl

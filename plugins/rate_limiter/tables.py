@@ -1,4 +1,4 @@
-"""The rate limiter's own tables, created at start-up through ``plugin_tables``."""
+"""The rate limiter's own tables (made by its migrations, plugins/rate_limiter/migrations)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from typing import Any
 
 from flask import Flask
 
@@ -59,8 +58,8 @@ atexit.register(shutdown)
 
 
 @hookimpl
-def plugin_tables() -> list[Any]:
-    return [outbox.OutboxAlert, outbox.AlertOnce]
+def plugin_migrations() -> tuple[str, str]:
+    return ("webhook_alerter", "plugins.webhook_alerter.migrations")
 
 
 @hookimpl

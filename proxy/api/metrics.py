@@ -2,7 +2,8 @@
 
 Every number comes from the database, so any worker of any host answers the
 same: the calls charged 0 because their model has no price, with their tokens
-(the ``unpriced_model`` rows the spend ledger writes), and the proxy-wide
+(the ``unpriced_model`` rows the spend ledger writes), the calls an upstream
+billed beyond their worst case (``spend_log.overrun``), and the proxy-wide
 spend counter. The answer is the Prometheus text exposition format (0.0.4);
 a client that asks for ``application/json`` gets the same numbers as JSON.
 """
@@ -19,6 +20,7 @@ from proxy.api.admin.serializers import iso_time
 from proxy.api.common import services
 from proxy.call.auth import require_master
 from proxy.storage.models import UnpricedModel
+from proxy.storage.overruns import Overruns, cost_overruns
 from proxy.storage.resets import current_proxy_spend
 
 bp = Blueprint("metrics", __name__)
@@ -74,8 +76,11 @@ def unpriced_rows() -> list[UnpricedModel]:
     return [rows[name] for name in sorted(rows)]
 
 
-def exposition(rows: list[UnpricedModel], proxy_spend: float) -> str:
-    """The Prometheus text format of the unpriced counts and the proxy counter."""
+def exposition(
+    rows: list[UnpricedModel], proxy_spend: float, overruns: Overruns | None = None
+) -> str:
+    """The Prometheus text format of the unpriced counts, the overruns and the proxy
+    counter."""
     labels = [{"model": r.model_group, "upstream_model": r.upstream_model} for r in rows]
     lines = _family(
         "comptroller_unpriced_calls_total",
@@ -90,6 +95,21 @@ def exposition(rows: list[UnpricedModel], proxy_spend: float) -> str:
         "Tokens (prompt + completion) of the calls charged 0 for want of a price.",
         zip(labels, (r.tokens for r in rows), strict=True),
     )
+    overruns = overruns or Overruns(0, 0.0)
+    lines += _family(
+        "comptroller_cost_overrun_calls_total",
+        "counter",
+        "Calls an upstream billed more than their worst case (charged in full; each "
+        "raised a cost_overrun alert).",
+        [({}, overruns.calls)],
+    )
+    lines += _family(
+        "comptroller_cost_overrun_usd_total",
+        "counter",
+        "US dollars billed beyond the worst case of those calls: by how much a strict "
+        "budget may have been exceeded.",
+        [({}, overruns.usd)],
+    )
     lines += _family(
         "comptroller_proxy_spend_usd",
         "gauge",
@@ -102,6 +122,7 @@ def exposition(rows: list[UnpricedModel], proxy_spend: float) -> str:
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
     rows = unpriced_rows()
+    overruns = cost_overruns()
     spend = current_proxy_spend(services().config.litellm_settings.budget_duration)
     wanted = request.accept_mimetypes.best_match(
         ["text/plain", "application/json"], default="text/plain"
@@ -120,7 +141,8 @@ def metrics() -> ResponseReturnValue:
                     }
                     for r in rows
                 ],
+                "cost_overruns": {"calls": overruns.calls, "usd": overruns.usd},
                 "proxy_spend": spend,
             }
         )
-    return Response(exposition(rows, spend), content_type=PROMETHEUS_TEXT)
+    return Response(exposition(rows, spend, overruns), content_type=PROMETHEUS_TEXT)

@@ -13,6 +13,7 @@ EVENTS = (
     "soft_budget_crossed",
     "projected_limit_exceeded",
     "key_created",
+    "cost_overrun",
 )
 EVENT_GROUPS = ("customer", "internal_user", "key", "team", "proxy")
 

@@ -35,10 +35,57 @@ TOOLS_OVERHEAD_TOKENS = 2_000
 FORMAT_OVERHEAD_TOKENS = 32
 
 BOUNDED_CALL_TYPES = frozenset({"responses", "completions", "messages"})
-_INPUT_FIELDS = {
-    "responses": ("input", "instructions", "tools", "tool_choice", "text", "prompt"),
-    "messages": ("system", "messages", "tools", "tool_choice", "output_format"),
+# Fields that are parameters, never prompt text; every other field is counted as input,
+# so a field Comptroller does not know yet can only make the bound larger.
+_PARAMETERS = {
+    "responses": frozenset(
+        {
+            "model",
+            "max_output_tokens",
+            "stream",
+            "stream_options",
+            "temperature",
+            "top_p",
+            "top_logprobs",
+            "store",
+            "user",
+            "metadata",
+            "previous_response_id",
+            "parallel_tool_calls",
+            "reasoning",
+            "truncation",
+            "service_tier",
+            "include",
+            "background",
+            "safety_identifier",
+            "prompt_cache_key",
+            "max_tool_calls",
+            "mock_response",
+        }
+    ),
+    "messages": frozenset(
+        {
+            "model",
+            "max_tokens",
+            "stream",
+            "temperature",
+            "top_p",
+            "top_k",
+            "metadata",
+            "thinking",
+            "service_tier",
+            "stop_sequences",
+            "mock_response",
+        }
+    ),
 }
+
+
+def _billed(body: dict[str, Any], call_type: str) -> dict[str, Any]:
+    skip = _PARAMETERS[call_type]
+    return {name: value for name, value in body.items() if name not in skip and value is not None}
+
+
 _IMAGE_TYPES = frozenset({"image", "image_url", "input_image"})
 # Hosted tools whose retrieved content or per-call fees no request field bounds.
 _HOSTED_TOOL_PREFIXES = (
@@ -88,7 +135,7 @@ def input_bound(body: dict[str, Any], call_type: str, image_tokens: int) -> int:
         if isinstance(body.get("suffix"), str):
             total += len(body["suffix"].encode("utf-8"))
         return max(1, total)
-    billed = {name: body[name] for name in _INPUT_FIELDS[call_type] if body.get(name) is not None}
+    billed = _billed(body, call_type)
     total = _json_bytes(billed) + FORMAT_OVERHEAD_TOKENS
     total += _count_images(billed) * image_tokens
     if body.get("tools"):
@@ -104,7 +151,7 @@ def input_estimate(body: dict[str, Any], call_type: str) -> int:
         return max(
             1, sum(len(p) if isinstance(p, list) else math.ceil(len(p) / 4) for p in prompts)
         )
-    billed = [body[name] for name in _INPUT_FIELDS[call_type] if body.get(name) is not None]
+    billed = [body.get(name) for name in ("system", "messages", "input", "instructions")]
     return max(1, math.ceil(sum(len(text) for text in _texts(billed)) / 4))
 
 
@@ -144,7 +191,9 @@ def unbounded_part(body: dict[str, Any], call_type: str) -> tuple[str, str] | No
         kind = tool.get("type") if isinstance(tool, dict) else None
         if isinstance(kind, str) and kind.startswith(_HOSTED_TOOL_PREFIXES):
             return "tools", f"hosted tool {kind!r} adds input or fees the request does not bound"
-    for name in ("conversation", "mcp_servers", "container"):
+    # A Responses ``prompt`` is a stored template (by id); on completions it is the prompt.
+    stored = ("conversation", "mcp_servers", "container")
+    for name in stored + (("prompt",) if call_type == "responses" else ()):
         if body.get(name):
             return name, f"'{name}' adds stored input the request does not bound"
     if _references_file(body.get("input" if call_type == "responses" else "messages")):

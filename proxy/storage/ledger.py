@@ -60,9 +60,9 @@ def dispatch_alerts(pm: pluggy.PluginManager, alerts: list[Alert]) -> None:
 _LOG_COLUMNS = (
     "request_id, call_type, api_key, user_id, team_id, end_user, model, model_group, "
     "prompt_tokens, completion_tokens, total_tokens, spend, start_time, end_time, status, "
-    "metadata"
+    "metadata, overrun"
 )
-_LOG_INSERT = f"INSERT INTO spend_log ({_LOG_COLUMNS}) VALUES ({', '.join(['%s'] * 16)})"
+_LOG_INSERT = f"INSERT INTO spend_log ({_LOG_COLUMNS}) VALUES ({', '.join(['%s'] * 17)})"
 # Increments in the order they lock their rows (the order of strict
 # reservations too, plugins.budgets.common.LOCK_ORDER).
 _INCREMENTS = {
@@ -132,12 +132,14 @@ def _ledger_statement(kinds: tuple[str, ...]) -> str:
     return sql
 
 
-def _ledger(ctx: CallContext, usage: Usage, cost: float, status: str, end: float) -> _Ledger:
+def _ledger(
+    ctx: CallContext, usage: Usage, cost: float, status: str, end: float, overrun: float
+) -> _Ledger:
     log_params: list[Any] = [
         ctx.request_id, ctx.call_type, ctx.key_hash, ctx.user_id, ctx.team_id,
         ctx.end_user_id, ctx.deployment.upstream_model, ctx.deployment.model_name,
         usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, cost,
-        ctx.start_time, end, status, json.dumps(_log_metadata(usage)),
+        ctx.start_time, end, status, json.dumps(_log_metadata(usage)), overrun,
     ]  # fmt: skip
     increments: list[tuple[str, list[Any]]] = []
     if ctx.key is not None:
@@ -154,6 +156,49 @@ def _ledger(ctx: CallContext, usage: Usage, cost: float, status: str, end: float
 
 def _log_metadata(usage: Usage) -> dict[str, Any]:
     return {"usage_flag": usage.flag} if usage.flag else {}
+
+
+def overrun_of(ctx: CallContext, cost: float) -> float:
+    """How much ``cost`` exceeds the call's worst case (0 when the bound held).
+
+    The call is charged in full either way; a positive overrun is recorded on its
+    spend-log row, counted by ``/metrics`` and raised as a ``cost_overrun`` alert,
+    since it means a budget may have been overshot by that much.
+    """
+    if ctx.worst_case is None:
+        return 0.0
+    reserved = ctx.estimated_cost
+    # Float noise of equal amounts is no overrun.
+    if cost <= reserved + max(1e-12, reserved * 1e-9):
+        return 0.0
+    log.warning(
+        "call %s to %s was billed %r, more than its worst case %r",
+        ctx.request_id,
+        ctx.deployment.model_name,
+        cost,
+        reserved,
+    )
+    return cost - reserved
+
+
+def overrun_alert(ctx: CallContext, cost: float, overrun: float) -> Alert:
+    from proxy.call.alerts import Alert
+
+    return Alert(
+        spend=cost,
+        token=ctx.key_hash,
+        customer_id=ctx.end_user_id,
+        user_id=ctx.user_id,
+        team_id=ctx.team_id,
+        key_alias=ctx.key.key_alias if ctx.key is not None else None,
+        event="cost_overrun",
+        event_group="proxy",
+        event_message=(
+            f"Call {ctx.request_id} to model {ctx.deployment.model_name} was billed "
+            f"{cost!r}, {overrun!r} more than its worst case {ctx.estimated_cost!r}: "
+            "charged in full; a budget may have been exceeded by the difference"
+        ),
+    )
 
 
 def _fresh_connection() -> None:
@@ -187,7 +232,10 @@ def record_spend(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, statu
     cost = cost_of(ctx.deployment.price, usage, ctx.call_type, at=ctx.start_time)
     ctx.usage, ctx.cost = usage, cost
     end = clock.now()
-    ledger = _ledger(ctx, usage, cost, status, end)
+    overrun = overrun_of(ctx, cost)
+    if overrun:
+        ctx.alerts.append(overrun_alert(ctx, cost, overrun))
+    ledger = _ledger(ctx, usage, cost, status, end, overrun)
     unpriced = None
     if not ctx.deployment.price.known:
         dep = ctx.deployment

@@ -33,8 +33,10 @@ class SchemaGate:
         self,
         plugin_tables: Iterable[type[BaseModel]],
         on_ready: Callable[[], Any] | None = None,
+        plugin_migrations: Iterable[Any] = (),
     ) -> None:
         self._tables = list(plugin_tables)
+        self._migrations = list(plugin_migrations)
         self._on_ready = on_ready
         self._attempt_lock = threading.Lock()
         self._wake = threading.Event()
@@ -54,7 +56,7 @@ class SchemaGate:
             if self.ready:
                 return True
             try:
-                migrate(self._tables)
+                migrate(self._tables, self._migrations)
             except Exception as err:
                 if raise_unexpected and not is_unreachable(err):
                     raise

@@ -389,3 +389,288 @@ class ChatStreamTranslator:
                 }
             )
         return out + b"data: [DONE]\n\n"
+
+
+# --- messages -> chat completions (an Anthropic client on an OpenAI-compatible model) ---
+
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def _chat_content(blocks: Any) -> str | list[dict[str, Any]]:
+    """Anthropic text and image blocks as OpenAI content (a string when text only)."""
+    if isinstance(blocks, str):
+        return blocks
+    parts: list[dict[str, Any]] = []
+    for block in blocks if isinstance(blocks, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            parts.append({"type": "text", "text": str(block.get("text", ""))})
+        elif block.get("type") == "image":
+            source = block.get("source") or {}
+            if source.get("type") == "base64":
+                url = (
+                    f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+                )
+            else:
+                url = str(source.get("url", ""))
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def _tool_result_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return _text_of(content)
+
+
+def messages_to_chat(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
+    """An Anthropic Messages body as a chat completions body."""
+    messages: list[dict[str, Any]] = []
+    system = body.get("system")
+    if system:
+        messages.append({"role": "system", "content": _chat_content(system)})
+    for message in body.get("messages") or []:
+        role, content = message.get("role"), message.get("content")
+        if isinstance(content, str):
+            messages.append({"role": role, "content": content})
+            continue
+        blocks = [b for b in content or [] if isinstance(b, dict)]
+        if role == "assistant":
+            calls = [
+                {
+                    "id": b.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": b.get("name"),
+                        "arguments": json.dumps(b.get("input") or {}),
+                    },
+                }
+                for b in blocks
+                if b.get("type") == "tool_use"
+            ]
+            text = "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
+            turn: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if calls:
+                turn["tool_calls"] = calls
+            messages.append(turn)
+            continue
+        for block in blocks:
+            if block.get("type") == "tool_result":
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": block.get("tool_use_id"),
+                        "content": _tool_result_text(block.get("content")),
+                    }
+                )
+        rest = [b for b in blocks if b.get("type") != "tool_result"]
+        if rest:
+            messages.append({"role": "user", "content": _chat_content(rest)})
+    out: dict[str, Any] = {
+        "model": upstream_model,
+        "messages": messages,
+        "max_tokens": body.get("max_tokens"),
+    }
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    if body.get("stop_sequences"):
+        out["stop"] = body["stop_sequences"]
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "input_schema" in t]
+    if tools:
+        out["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.get("name"),
+                    "description": t.get("description", ""),
+                    "parameters": t.get("input_schema"),
+                },
+            }
+            for t in tools
+        ]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "any":
+            out["tool_choice"] = "required"
+        elif kind == "none":
+            out["tool_choice"] = "none"
+        elif kind == "tool":
+            out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        out["user"] = metadata["user_id"]
+    if body.get("stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def anthropic_usage(usage: Any) -> dict[str, int]:
+    """OpenAI usage in Anthropic's convention: ``input_tokens`` without the cached part."""
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    cached = cached if isinstance(cached, int) else 0
+    prompt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
+    output = usage.get("completion_tokens")
+    return {
+        "input_tokens": max(0, prompt - cached),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "output_tokens": output if isinstance(output, int) else 0,
+    }
+
+
+def chat_to_message(answer: dict[str, Any], model_name: str) -> dict[str, Any]:
+    """A ``chat.completion`` as an Anthropic message."""
+    choices = answer.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if isinstance(message.get("content"), str) and message["content"]:
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": _tool_input_lenient(function.get("arguments")),
+            }
+        )
+    return {
+        "id": f"msg_{answer.get('id', '')}",
+        "type": "message",
+        "role": "assistant",
+        "model": model_name,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
+        "stop_sequence": None,
+        "usage": anthropic_usage(answer.get("usage")),
+    }
+
+
+def _tool_input_lenient(arguments: Any) -> Any:
+    try:
+        return _tool_input(arguments)
+    except BadRequest:
+        return {"arguments": arguments}
+
+
+def _event(kind: str, payload: dict[str, Any]) -> bytes:
+    return (
+        f"event: {kind}\n".encode()
+        + b"data: "
+        + json.dumps({"type": kind, **payload}).encode()
+        + b"\n\n"
+    )
+
+
+class MessagesStreamTranslator:
+    """``chat.completion.chunk`` events in, Anthropic's stream events out.
+
+    ``message_delta`` (with the usage) and ``message_stop`` wait for the end of
+    the upstream stream, because OpenAI sends the usage chunk after the one that
+    carries the finish reason.
+    """
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self._started = False
+        self._block: int | None = None
+        self._block_kind: str | None = None
+        self._blocks = 0
+        self._tools: dict[int, int] = {}
+        self._stop = "end_turn"
+        self._usage: dict[str, Any] = {}
+
+    def _start(self, chunk: dict[str, Any]) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        message: dict[str, Any] = {
+            "id": f"msg_{chunk.get('id', '')}",
+            "type": "message",
+            "role": "assistant",
+            "model": self.model_name,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return _event("message_start", {"message": message})
+
+    def _close_block(self) -> bytes:
+        if self._block is None:
+            return b""
+        index, self._block, self._block_kind = self._block, None, None
+        return _event("content_block_stop", {"index": index})
+
+    def _open_block(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self._block, self._block_kind = self._blocks, kind
+        self._blocks += 1
+        return out + _event("content_block_start", {"index": self._block, "content_block": block})
+
+    def __call__(self, event: str | None, data: dict[str, Any]) -> bytes:
+        if "error" in data:
+            error = data.get("error") or {}
+            return _event(
+                "error", {"error": {"type": "api_error", "message": str(error.get("message"))}}
+            )
+        out = self._start(data)
+        if isinstance(data.get("usage"), dict):
+            self._usage = data["usage"]
+        for choice in data.get("choices") or []:
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                if self._block_kind != "text":
+                    out += self._open_block("text", {"type": "text", "text": ""})
+                out += _event(
+                    "content_block_delta",
+                    {"index": self._block, "delta": {"type": "text_delta", "text": text}},
+                )
+            for call in delta.get("tool_calls") or []:
+                position = call.get("index", 0)
+                function = call.get("function") or {}
+                if position not in self._tools:
+                    block = {
+                        "type": "tool_use",
+                        "id": call.get("id"),
+                        "name": function.get("name"),
+                        "input": {},
+                    }
+                    out += self._open_block("tool_use", block)
+                    self._tools[position] = self._block if self._block is not None else 0
+                arguments = function.get("arguments")
+                if isinstance(arguments, str) and arguments:
+                    out += _event(
+                        "content_block_delta",
+                        {
+                            "index": self._tools[position],
+                            "delta": {"type": "input_json_delta", "partial_json": arguments},
+                        },
+                    )
+            if choice.get("finish_reason"):
+                self._stop = STOP_REASONS.get(str(choice["finish_reason"]), "end_turn")
+        return out
+
+    def end(self) -> bytes:
+        out = self._start({}) + self._close_block()
+        usage = anthropic_usage(self._usage)
+        delta = {"delta": {"stop_reason": self._stop, "stop_sequence": None}, "usage": usage}
+        return out + _event("message_delta", delta) + _event("message_stop", {})

@@ -31,7 +31,7 @@ from proxy.call.context import Usage
 from proxy.call.estimate import estimate_prompt_tokens
 from proxy.errors import BadRequest, ProxyError, UpstreamError
 from proxy.upstream import anthropic
-from proxy.upstream.apis import APIS
+from proxy.upstream.apis import APIS, CHAT
 from proxy.upstream.deployments import Deployment
 from proxy.upstream.meters import AnthropicEventMeter, ChatChunkMeter, StreamMeter
 from proxy.upstream.mock_apis import mock_api_answer, mock_api_stream, mock_forward
@@ -315,9 +315,12 @@ class UpstreamClient:
         serialising them again."""
         if dep.answers_itself:
             return mock_answer(dep, call_type, body), None
-        translated = dep.provider == "anthropic" and call_type == "chat"
-        if translated:
+        to_claude = dep.provider == "anthropic" and call_type == "chat"
+        from_claude = dep.provider != "anthropic" and call_type == "messages"
+        if to_claude:
             body = anthropic.chat_to_messages(body, dep.upstream_model, dep.price.max_output_tokens)
+        elif from_claude:
+            body = anthropic.messages_to_chat(body, dep.upstream_model)
         resp = self._request(dep, upstream_path(dep, call_type), body, False, client_headers)
         if resp.status >= 400:
             raise _error_from_upstream(resp.status, resp.data, dep.api_key)
@@ -327,8 +330,10 @@ class UpstreamClient:
             raise UpstreamError(f"Upstream sent invalid JSON for model {dep.model_name}") from None
         if not isinstance(answer, dict):
             raise UpstreamError(f"Upstream sent an unexpected answer for model {dep.model_name}")
-        if translated:
+        if to_claude:
             return anthropic.message_to_chat(answer, dep.model_name), None
+        if from_claude:
+            return anthropic.chat_to_message(answer, dep.model_name), None
         return answer, resp.data
 
     def stream(
@@ -351,12 +356,19 @@ class UpstreamClient:
                 else mock_api_stream(dep, call_type, body)
             )
             return StreamRelay(iter(events), meter=api.make_meter(relay_usage))
-        translator: anthropic.ChatStreamTranslator | None = None
+        translator: anthropic.ChatStreamTranslator | anthropic.MessagesStreamTranslator | None
+        translator = None
         meter = api.make_meter(relay_usage)
         if dep.provider == "anthropic" and call_type == "chat":
             translator = anthropic.ChatStreamTranslator(dep.model_name, relay_usage)
             body = anthropic.chat_to_messages(body, dep.upstream_model, dep.price.max_output_tokens)
             meter = AnthropicEventMeter()
+        elif call_type == "messages" and dep.provider != "anthropic":
+            translator = anthropic.MessagesStreamTranslator(dep.model_name)
+            body = anthropic.messages_to_chat(body, dep.upstream_model)
+            meter = ChatChunkMeter()
+            if not accepts_stream_options(dep):
+                body = _without_injected_usage(body)  # metered from the text relayed
         elif not relay_usage and not accepts_stream_options(dep):
             # Metered from the text relayed instead (see gateway.settle_stream).
             body = _without_injected_usage(body)
@@ -426,10 +438,7 @@ def upstream_path(dep: Deployment, call_type: str) -> str:
             )
         return "messages"
     if call_type == "messages":
-        raise BadRequest(
-            f"model {dep.model_name} is not an anthropic/ model: /v1/messages needs one",
-            param="model",
-        )
+        return CHAT.path  # translated (proxy.upstream.anthropic.messages_to_chat)
     return APIS[call_type].path
 
 

@@ -373,8 +373,9 @@ def test_messages_errors_come_in_anthropic_shape(client: FlaskClient) -> None:
     assert no_max.status_code == 400
     assert no_max.get_json()["error"]["type"] == "invalid_request_error"
     assert "'max_tokens'" in no_max.get_json()["error"]["message"]
-    gpt = client.post("/v1/messages", json=claude_body(model="gpt-4o"), headers=MASTER)
-    assert gpt.status_code == 400 and gpt.get_json()["type"] == "error"
+    unknown = client.post("/v1/messages", json=claude_body(model="gpt-17"), headers=MASTER)
+    assert unknown.status_code == 400 and unknown.get_json()["type"] == "error"
+    assert "Invalid model name passed in model=gpt-17" in unknown.get_json()["error"]["message"]
 
 
 def test_budget_refusals_keep_the_seed_wording_in_each_routes_shape(
@@ -504,6 +505,70 @@ def test_chat_stream_to_claude_is_translated_to_chunks_and_billed(client: FlaskC
         usage["prompt_tokens"],
         usage["completion_tokens"],
     )
+
+
+# --- /v1/messages to an OpenAI-compatible model -----------------------------------------
+
+
+def test_message_to_an_openai_model_is_translated_both_ways(
+    client: FlaskClient, upstream: MockOpenAI
+) -> None:
+    body = claude_body(
+        model="gpt-4o",
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        tools=[
+            {
+                "name": "get_weather",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+            }
+        ],
+        metadata={"user_id": "dev-carol"},
+        stop_sequences=["END"],
+    )
+    resp = client.post("/v1/messages", json=body, headers={"x-api-key": MASTER_KEY})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    message = resp.get_json()
+    assert message["type"] == "message" and message["stop_reason"] == "end_turn"
+    assert message["content"] == [{"type": "text", "text": DEFAULT_CONTENT}]
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.json["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert sent.json["tools"][0]["function"]["name"] == "get_weather"
+    assert (sent.json["max_tokens"], sent.json["stop"], sent.json["user"]) == (
+        300,
+        ["END"],
+        "dev-carol",
+    )
+    row = only_row()
+    assert row.call_type == "messages" and row.end_user == "dev-carol"
+    assert row.prompt_tokens == message["usage"]["input_tokens"]
+    assert row.completion_tokens == message["usage"]["output_tokens"]
+
+
+def test_message_stream_to_an_openai_model_becomes_anthropic_events(
+    client: FlaskClient, upstream: MockOpenAI
+) -> None:
+    body = claude_body(model="gpt-4o", stream=True)
+    resp = client.post("/v1/messages", json=body, headers={"x-api-key": MASTER_KEY})
+    events = sse_events(resp.data)
+    names = [name for name, _ in events]
+    assert names[:2] == ["message_start", "content_block_start"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert text == DEFAULT_CONTENT
+    assert upstream.requests[-1].json["stream_options"] == {"include_usage": True}
+    usage = events[-2][1]["usage"]
+    row = only_row()
+    assert (row.prompt_tokens, row.completion_tokens) == (
+        usage["input_tokens"],
+        usage["output_tokens"],
+    )
+    count = client.post(
+        "/v1/messages/count_tokens",
+        json={"model": "gpt-4o", "messages": USER_TURN},
+        headers=MASTER,
+    )
+    assert count.status_code == 200 and count.get_json()["input_tokens"] > 0
 
 
 # --- strict budgets ------------------------------------------------------------------
@@ -716,3 +781,107 @@ def test_cache_and_reasoning_parts_are_priced_at_their_rates(
             + usage["output_tokens"] * OUT_PRICE
         )
         assert row.spend == pytest.approx(expected, rel=1e-9)
+
+
+# --- the other budget levels -------------------------------------------------------------
+
+
+def test_end_user_team_user_and_proxy_budgets_refuse_the_new_routes(
+    make_app: Callable[..., Flask], db_url: str, upstream: MockOpenAI, claude: MockAnthropic
+) -> None:
+    config = base_config(
+        db_url,
+        model_list=model_list(upstream.base_url, claude.base_url),
+        litellm_settings={"max_user_budget": 0},
+    )
+    client = make_app(config).test_client()
+    # An end user (Claude Code's metadata.user_id) held to max_user_budget 0.
+    resp = client.post(
+        "/v1/messages", json=claude_body(metadata={"user_id": "dev-bob"}), headers=MASTER
+    )
+    assert resp.status_code == 401
+    assert resp.get_json()["error"]["message"].startswith(
+        "Authentication Error, ExceededBudget: User dev-bob has exceeded their budget."
+    )
+    post_ok(client, "/team/new", {"team_id": "t-0", "max_budget": 0})
+    post_ok(client, "/user/new", {"user_id": "u-0", "max_budget": 0})
+    for fields, wording in (
+        ({"team_id": "t-0"}, "Current Team Spend: 0.0; Max Budget for Team: 0.0"),
+        ({"user_id": "u-0"}, "ExceededBudget: User u-0 has exceeded their budget"),
+    ):
+        key = new_key(client, **fields)
+        for path, body in (
+            ("/v1/responses", {"model": "gpt-4o", "input": "hi"}),
+            ("/v1/completions", {"model": "gpt-4o", "prompt": "hi"}),
+        ):
+            resp = client.post(path, json=body, headers=bearer(key))
+            assert resp.status_code == 401, (path, fields)
+            assert wording in resp.get_json()["error"]["message"], (path, fields)
+        resp = client.post("/v1/messages", json=claude_body(), headers={"x-api-key": key})
+        assert resp.status_code == 401 and wording in resp.get_json()["error"]["message"]
+    assert SpendLog.select().count() == 0 and upstream.requests == [] and claude.requests == []
+
+
+def test_proxy_budget_refuses_the_new_routes(
+    make_app: Callable[..., Flask], db_url: str, upstream: MockOpenAI, claude: MockAnthropic
+) -> None:
+    config = base_config(
+        db_url,
+        model_list=model_list(upstream.base_url, claude.base_url),
+        litellm_settings={"max_budget": 0},
+    )
+    client = make_app(config).test_client()
+    for path, body in (
+        ("/v1/responses", {"model": "gpt-4o", "input": "hi"}),
+        ("/v1/completions", {"model": "gpt-4o", "prompt": "hi"}),
+        ("/v1/messages", claude_body()),
+    ):
+        resp = client.post(path, json=body, headers=MASTER)
+        assert resp.status_code == 401, path
+        assert "ExceededBudget: Proxy has exceeded its budget" in resp.get_data(as_text=True)
+
+
+def test_an_anthropic_upstream_error_keeps_its_status_in_each_routes_shape(
+    client: FlaskClient, claude: MockAnthropic
+) -> None:
+    claude.fail_next(529, "overloaded_error", "Overloaded")
+    resp = client.post("/v1/messages", json=claude_body(), headers=MASTER)
+    assert resp.status_code == 529
+    assert resp.get_json() == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+    }
+    claude.fail_next(529, "overloaded_error", "Overloaded")
+    chat = {"model": CLAUDE, "messages": USER_TURN, "stream": True}
+    resp = client.post("/chat/completions", json=chat, headers=MASTER)
+    assert resp.status_code == 529
+    assert resp.get_json()["error"]["message"] == "Overloaded"
+    assert resp.get_json()["error"]["type"] == "overloaded_error"
+    assert SpendLog.select().count() == 0
+
+
+def test_azure_deployments_answer_responses_and_completions(
+    make_app: Callable[..., Flask], db_url: str, upstream: MockOpenAI
+) -> None:
+    entry = {
+        "model_name": "azure-gpt",
+        "litellm_params": {
+            "model": "azure/my-gpt-deployment",
+            "api_base": upstream.root_url,
+            "api_key": "azure-key",
+            "api_version": "2025-03-01-preview",
+            **PRICES,
+        },
+    }
+    client = make_app(base_config(db_url, model_list=[entry])).test_client()
+    resp = client.post("/v1/responses", json={"model": "azure-gpt", "input": "hi"}, headers=MASTER)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    sent = upstream.requests[-1]
+    assert sent.path == "/openai/responses" and sent.query["api-version"] == "2025-03-01-preview"
+    assert sent.json["model"] == "my-gpt-deployment" and sent.headers["api-key"] == "azure-key"
+    resp = client.post(
+        "/v1/completions", json={"model": "azure-gpt", "prompt": "hi"}, headers=MASTER
+    )
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert upstream.requests[-1].path == "/openai/deployments/my-gpt-deployment/completions"
+    assert sorted(r.call_type for r in SpendLog.select()) == ["completions", "responses"]

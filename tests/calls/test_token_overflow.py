@@ -8,9 +8,9 @@ import pytest
 
 from migrations import m0001_core_tables as m0001
 from migrations import m0002_unpriced_model as m0002
-from proxy.call.context import MAX_RECORDED_TOKENS
+from proxy.call.usage import MAX_RECORDED_TOKENS
 from proxy.storage.db import database, init_database
-from proxy.storage.migrate import AppliedMigration, migrate
+from proxy.storage.migrate import AppliedMigration, migrate, run_migration
 from proxy.storage.models import Key, SpendLog
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.databases import create_pg_database, drop_pg_database
@@ -77,8 +77,8 @@ def test_a_database_with_32_bit_token_columns_is_migrated_to_64_bits() -> None:
         init_database(url)
         with database.connection_context():
             database.create_tables([AppliedMigration])
-            m0001.apply(database)
-            m0002.apply(database)
+            run_migration(m0001)
+            run_migration(m0002)
             database.execute_sql(
                 "ALTER TABLE spend_log ALTER COLUMN prompt_tokens TYPE INTEGER, "
                 "ALTER COLUMN completion_tokens TYPE INTEGER, "

@@ -14,7 +14,7 @@ import requests
 import migrations.m0001_core_tables as m0001
 from proxy.call import cost as pricing
 from proxy.storage.db import database, init_database
-from proxy.storage.migrate import AppliedMigration, migrate
+from proxy.storage.migrate import AppliedMigration, migrate, run_migration
 from proxy.storage.models import ProxySpend, SpendLog, UnpricedModel
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.assertions import assert_error
@@ -85,6 +85,8 @@ def test_unpriced_calls_are_free_and_counted_with_their_tokens(make_app, db_url,
     assert samples(text) == {
         series("comptroller_unpriced_calls_total", UNPRICED): 3,
         series("comptroller_unpriced_tokens_total", UNPRICED): tokens,
+        "comptroller_cost_overrun_calls_total": 0,
+        "comptroller_cost_overrun_usd_total": 0.0,
         "comptroller_proxy_spend_usd": 0.0,
     }
 
@@ -108,6 +110,8 @@ def test_a_priced_call_leaves_no_row_and_an_unpriced_model_shows_zero(make_app, 
     assert found == {
         series("comptroller_unpriced_calls_total", UNPRICED): 0,
         series("comptroller_unpriced_tokens_total", UNPRICED): 0,
+        "comptroller_cost_overrun_calls_total": 0,
+        "comptroller_cost_overrun_usd_total": 0.0,
         "comptroller_proxy_spend_usd": pytest.approx(spend),
     }
 
@@ -175,7 +179,7 @@ def test_a_database_at_m0001_gets_the_table(backend, tmp_path):
         init_database(url)
         with database.connection_context():
             database.create_tables([AppliedMigration])
-            m0001.apply(database)
+            run_migration(m0001)
             AppliedMigration.create(name="m0001_core_tables")
             assert "unpriced_model" not in database.get_tables()
         applied = migrate()

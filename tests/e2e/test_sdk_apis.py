@@ -250,6 +250,25 @@ def test_anthropic_sdk_create_stream_and_tool_use(
     assert_billed_once(key, usages, "messages")
 
 
+def test_anthropic_sdk_on_an_openai_model_is_translated(
+    proxy: ProxyServer, upstream: MockOpenAI
+) -> None:
+    key = new_key(proxy)
+    client = anthropic_client(proxy, key)
+    message = client.messages.create(model="gpt-4o-mini", max_tokens=256, messages=ASK)
+    assert message.content[0].type == "text" and message.content[0].text == DEFAULT_CONTENT
+    with client.messages.stream(model="gpt-4o-mini", max_tokens=256, messages=ASK) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == DEFAULT_CONTENT and final.stop_reason == "end_turn"
+    assert upstream.requests[-1].path == "/v1/chat/completions"
+    usages = [
+        (message.usage.input_tokens, message.usage.output_tokens),
+        (final.usage.input_tokens, final.usage.output_tokens),
+    ]
+    assert_billed_once(key, usages, "messages")
+
+
 def test_openai_sdk_chat_to_claude_is_translated(proxy: ProxyServer, claude: MockAnthropic) -> None:
     key = new_key(proxy)
     client = openai.OpenAI(api_key=key, base_url=proxy.url, max_retries=0, timeout=20)

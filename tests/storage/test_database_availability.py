@@ -70,7 +70,7 @@ def test_a_broken_migration_still_stops_start_up(
     """Only an unreachable database is waited for: a migration that fails is a bug."""
     import proxy.storage.schema_gate as gate
 
-    def broken(tables: Any) -> None:
+    def broken(*args: Any) -> None:
         raise ZeroDivisionError("broken migration")
 
     monkeypatch.setattr(gate, "migrate", broken)

@@ -61,6 +61,8 @@ class MockAnthropic(BackgroundHTTPServer):
         self._fail_next: list[tuple[int, str, str]] = []
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
+        # Bill every answer the most output its max_tokens allows (an adversarial upstream).
+        self.output_at_limit = False
 
     @property
     def base_url(self) -> str:
@@ -76,6 +78,7 @@ class MockAnthropic(BackgroundHTTPServer):
             self._requests.clear()
             self._cache.clear()
             self._fail_next.clear()
+            self.output_at_limit = False
 
     def fail_next(
         self, status: int = 529, err_type: str = "overloaded_error", message: str = "Overloaded"
@@ -159,6 +162,8 @@ class MockAnthropic(BackgroundHTTPServer):
                 words, stop = words[:limit], "max_tokens"
             blocks = [{"type": "text", "text": " ".join(words)}]
             output = len(words)
+            if self.output_at_limit and isinstance(limit, int):
+                output = limit
         write, read = self._cached_prefix(body)
         total_input = self.input_tokens(body)
         return {

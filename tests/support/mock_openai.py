@@ -593,7 +593,8 @@ class _Handler(TrackedHandler):
         deployment: str | None = None
         if len(parts) >= 4 and parts[:2] == ["openai", "deployments"]:
             deployment, parts = parts[2], parts[3:]
-        elif parts[0] == "v1":
+        elif parts[0] == "v1" or parts[:2] == ["openai", "responses"]:
+            # Azure's Responses API (/openai/responses) names the deployment in the body.
             parts = parts[1:]
         name = "/".join(parts)
         routes: dict[str, tuple[str, Callable[[Any, str | None], None]]] = {

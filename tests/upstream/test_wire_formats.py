@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from proxy.call import api_bounds
 from proxy.call.context import Usage
 from proxy.errors import AuthError, ProxyError, RateLimited
 from proxy.upstream import anthropic
@@ -181,4 +182,166 @@ def test_errors_in_anthropic_shape_keep_the_message() -> None:
     assert (
         ProxyError("x", status=502, type="api_error").anthropic_body()["error"]["type"]
         == "api_error"
+    )
+
+
+def test_chat_chunks_become_anthropic_events_with_tool_use() -> None:
+    translate = anthropic.MessagesStreamTranslator("gpt-4o")
+    base = {"id": "c1", "object": "chat.completion.chunk"}
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]},
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "function": {"name": "f", "arguments": '{"a"'},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+                }
+            ],
+        },
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {
+            **base,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 9,
+                "completion_tokens": 4,
+                "prompt_tokens_details": {"cached_tokens": 2},
+            },
+        },
+    ]
+    raw = b"".join(translate(None, chunk) for chunk in chunks) + translate.end()
+    events = [
+        json.loads(line[5:]) for line in raw.decode().splitlines() if line.startswith("data:")
+    ]
+    kinds = [e["type"] for e in events]
+    assert kinds == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert events[4]["content_block"] == {
+        "type": "tool_use",
+        "id": "call_1",
+        "name": "f",
+        "input": {},
+    }
+    arguments = "".join(e["delta"].get("partial_json", "") for e in events[5:7])
+    assert json.loads(arguments) == {"a": 1}
+    assert events[8]["delta"]["stop_reason"] == "tool_use"
+    assert events[8]["usage"] == {
+        "input_tokens": 7,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 2,
+        "output_tokens": 4,
+    }
+
+
+def test_messages_request_becomes_a_chat_request() -> None:
+    body = {
+        "model": "gpt-4o",
+        "max_tokens": 100,
+        "system": "Be brief.",
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "t1", "name": "w", "input": {"city": "Paris"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [{"type": "text", "text": "Sunny"}],
+                    },
+                    {"type": "text", "text": "thanks"},
+                ],
+            },
+        ],
+        "tool_choice": {"type": "tool", "name": "w"},
+    }
+    chat = anthropic.messages_to_chat(body, "gpt-4o-2024-08-06")
+    assert chat["model"] == "gpt-4o-2024-08-06" and chat["max_tokens"] == 100
+    system, user, assistant, tool, after = chat["messages"]
+    assert system == {"role": "system", "content": "Be brief."}
+    assert assistant["tool_calls"][0]["function"] == {"name": "w", "arguments": '{"city": "Paris"}'}
+    assert tool == {"role": "tool", "tool_call_id": "t1", "content": "Sunny"}
+    assert after == {"role": "user", "content": "thanks"}
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "w"}}
+    answer = {
+        "id": "x",
+        "choices": [
+            {
+                "message": {
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "t2", "function": {"name": "w", "arguments": '{"city": "Rome"}'}}
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3},
+    }
+    message = anthropic.chat_to_message(answer, "gpt-4o")
+    assert message["content"] == [
+        {"type": "tool_use", "id": "t2", "name": "w", "input": {"city": "Rome"}}
+    ]
+    assert message["stop_reason"] == "tool_use" and message["usage"]["input_tokens"] == 5
+
+
+def test_every_field_but_the_parameters_counts_as_input_of_the_new_apis() -> None:
+    base = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    plain = api_bounds.input_bound(base, "messages", image_tokens=100)
+    unknown = api_bounds.input_bound({**base, "future_context": "x" * 1000}, "messages", 100)
+    assert unknown >= plain + 1000
+    same = api_bounds.input_bound({**base, "temperature": 0.5, "thinking": {}}, "messages", 100)
+    assert same == plain
+    image = {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}
+    with_image = {**base, "messages": [{"role": "user", "content": [image]}]}
+    assert api_bounds.input_bound(with_image, "messages", 100) >= plain + 100
+    chinese = {"model": "m", "input": "三" * 100}
+    assert api_bounds.input_bound(chinese, "responses", 100) >= 300  # 3 UTF-8 bytes each
+
+
+def test_strict_mode_names_what_cannot_be_bounded() -> None:
+    assert api_bounds.unbounded_part({"prompt": {"id": "pmpt_1"}}, "responses") == (
+        "prompt",
+        "'prompt' adds stored input the request does not bound",
+    )
+    assert api_bounds.unbounded_part({"prompt": "Say this"}, "completions") is None
+    tools = {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}
+    assert api_bounds.unbounded_part(tools, "messages") is not None
+    assert (
+        api_bounds.unbounded_part({"tools": [{"name": "Bash", "input_schema": {}}]}, "messages")
+        is None
     )

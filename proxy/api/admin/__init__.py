@@ -1,1 +1,1 @@
-"""The admin API (master key): keys, users, customers, budgets, spend."""
+"""The admin API (master key): keys, users, teams, customers, budgets, spend, reports."""

@@ -3,9 +3,12 @@
 The answers themselves are built by :mod:`proxy.api.admin.serializers` (admin), the
 views and the upstream (LLM); these models describe them field by field so
 that ``/openapi.json`` states each success shape and the one error shape.
-schemathesis checks every answer of a live proxy against them, so a field
-added to a serializer without its line here fails CI, not a client. Extra
-fields are allowed: an answer may grow, never lose or retype a field.
+schemathesis checks every answer of a live proxy against them (a missing or
+retyped field fails it). Extra fields are allowed here, so that a client may
+rely only on what the document names; that a field added to an admin
+serializer without its line here fails CI is the job of
+``tests/admin_api/test_answers_documented.py``, which walks every admin
+answer against these models.
 """
 
 from __future__ import annotations
@@ -352,11 +355,19 @@ class UnpricedModelCount(Shape):
     last_seen: str | None
 
 
+class CostOverruns(Shape):
+    """Calls an upstream billed more than their worst case, over every worker and host."""
+
+    calls: int
+    usd: float = Field(description="US dollars billed beyond those calls' worst cases.")
+
+
 class Metrics(Shape):
     """``/metrics`` with ``Accept: application/json``; otherwise the same numbers come in
     the Prometheus text format."""
 
     unpriced_models: list[UnpricedModelCount]
+    cost_overruns: CostOverruns
     proxy_spend: float = Field(description="The proxy-wide spend counter, in US dollars.")
 
 

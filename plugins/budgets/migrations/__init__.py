@@ -1,0 +1,1 @@
+"""Migrations of the budgets plugin's tables (``plugin_migrations``, proxy/hookspecs.py)."""

@@ -1,0 +1,1 @@
+"""Migrations of the rate_limiter plugin's tables (``plugin_migrations``, proxy/hookspecs.py)."""

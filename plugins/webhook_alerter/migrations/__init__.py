@@ -1,0 +1,1 @@
+"""Migrations of the webhook_alerter plugin's tables (``plugin_migrations``, proxy/hookspecs.py)."""
