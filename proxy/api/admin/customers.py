@@ -18,9 +18,11 @@ from proxy.api.admin.common import (
     parse_body,
     parse_query,
 )
+from proxy.api.admin.listing import apply_listing
 from proxy.api.admin.schemas import (
     BUDGET_FIELDS,
     CustomerInfoQuery,
+    CustomerListQuery,
     CustomerNew,
     CustomerUpdate,
     UserIds,
@@ -183,11 +185,36 @@ def customer_unblock() -> ResponseReturnValue:
 @bp.get("/customer/list")
 @bp.get("/end_user/list")
 def customer_list() -> ResponseReturnValue:
-    budgets = {b.budget_id: b for b in Budget.select()}
+    """Every customer, oldest first (LiteLLM's answer); with ``page_size``, one page
+    of them and their number in ``x-total-count``; ``search``, ``sort``, ``order``
+    as the other lists."""
+    q = parse_query(CustomerListQuery)
+    query = apply_listing(
+        Customer.select(),
+        q,
+        searched=(Customer.user_id, Customer.customer_alias),
+        sortable={"created_at": Customer.created_at, "spend": Customer.spend,
+                  "user_id": Customer.user_id, "alias": Customer.customer_alias,
+                  "budget_id": Customer.budget_id},
+        default=(Customer.created_at, Customer.user_id),
+        tie=Customer.user_id,
+    )  # fmt: skip
+    total = None
+    if q.page_size is not None:
+        total = query.order_by().count()
+        query = query.paginate(q.page, q.page_size)
+    customers = list(query)
+    budget_rows = Budget.select()
+    if total is not None:  # a page: only its customers' budget rows
+        wanted = list({c.budget_id for c in customers if c.budget_id})
+        budget_rows = budget_rows.where(Budget.budget_id.in_(wanted))
+    budgets = {b.budget_id: b for b in budget_rows}
     default = _default_budget()
-    customers = Customer.select().order_by(Customer.created_at, Customer.user_id)
     answer = []
     for customer in customers:
         budget = budgets.get(customer.budget_id) if customer.budget_id else None
         answer.append(customer_info(customer_budgets.fresh(customer, budget, default), budget))
-    return jsonify(answer)
+    resp = jsonify(answer)
+    if total is not None:
+        resp.headers["x-total-count"] = str(total)
+    return resp

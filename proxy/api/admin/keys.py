@@ -25,6 +25,7 @@ from proxy.api.admin.common import (
     parse_body,
     parse_query,
 )
+from proxy.api.admin.listing import apply_listing
 from proxy.api.admin.schemas import (
     KeyDelete,
     KeyGenerate,
@@ -267,8 +268,17 @@ def key_list() -> ResponseReturnValue:
         query = query.where(Key.user_id == q.user_id)
     if q.team_id:
         query = query.where(Key.team_id == q.team_id)
-    total = query.count()
-    rows = query.order_by(Key.created_at, Key.token).paginate(q.page, q.size)
+    query = apply_listing(
+        query,
+        q,
+        searched=(Key.key_alias, Key.key_name, Key.user_id, Key.team_id),
+        sortable={"created_at": Key.created_at, "spend": Key.spend, "key_alias": Key.key_alias,
+                  "user_id": Key.user_id, "team_id": Key.team_id, "expires": Key.expires},
+        default=(Key.created_at, Key.token),
+        tie=Key.token,
+    )  # fmt: skip
+    total = query.order_by().count()
+    rows = query.paginate(q.page, q.size)
     keys = [key_info(fresh_row(k)) if q.return_full_object else k.token for k in rows]
     return jsonify(
         {

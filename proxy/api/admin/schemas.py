@@ -215,12 +215,20 @@ class KeyInfoQuery(Request):
     key: Id | None = None
 
 
+class Listing(Request):
+    """Search and sort of a list route (see :mod:`proxy.api.admin.listing`)."""
+
+    search: Annotated[StrictStr, StringConstraints(max_length=255)] | None = None
+    sort: Annotated[StrictStr, StringConstraints(max_length=64)] | None = None
+    order: Literal["asc", "desc"] = "asc"
+
+
 class PageQuery(Request):
     page: int = Field(default=1, ge=1, le=INT32_MAX)
     size: int = Field(default=10, ge=1, le=1000)
 
 
-class KeyListQuery(PageQuery):
+class KeyListQuery(PageQuery, Listing):
     user_id: Id | None = None
     team_id: Id | None = None
     return_full_object: bool = False
@@ -261,7 +269,7 @@ class UserInfoQuery(Request):
     user_id: Id
 
 
-class UserListQuery(Request):
+class UserListQuery(Listing):
     page: int = Field(default=1, ge=1, le=INT32_MAX)
     page_size: int = Field(default=25, ge=1, le=1000)
     team_id: Id | None = None
@@ -319,7 +327,7 @@ class TeamIds(Request):
     team_ids: IdList
 
 
-class TeamListQuery(Request):
+class TeamListQuery(Listing):
     user_id: Id | None = None
     page: int = Field(default=1, ge=1, le=INT32_MAX)
     page_size: int = Field(default=1000, ge=1, le=1000)
@@ -359,6 +367,14 @@ class CustomerNew(CustomerFields):
 class CustomerUpdate(CustomerFields):
     user_id: Id
     blocked: StrictBool | None = None
+
+
+class CustomerListQuery(Listing):
+    """Without ``page_size`` every customer (LiteLLM's answer); with it, one page,
+    and the number of matching customers in the ``x-total-count`` header."""
+
+    page: int = Field(default=1, ge=1, le=INT32_MAX)
+    page_size: int | None = Field(default=None, ge=1, le=1000)
 
 
 class CustomerInfoQuery(Request):

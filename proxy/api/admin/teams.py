@@ -23,6 +23,7 @@ from flask import jsonify
 from flask.typing import ResponseReturnValue
 
 from proxy.api.admin.common import bp, column_values, parse_body, parse_query
+from proxy.api.admin.listing import apply_listing
 from proxy.api.admin.schemas import (
     TeamIds,
     TeamListQuery,
@@ -201,8 +202,20 @@ def team_list() -> ResponseReturnValue:
     if q.user_id:
         # Members are stored as compact JSON: the member's own "user_id" entry.
         query = query.where(Team.members_with_roles.contains(f'"user_id":{json.dumps(q.user_id)}'))
-    rows = query.order_by(Team.created_at, Team.team_id).paginate(q.page, q.page_size)
-    return jsonify([team_info(_fresh(team)) for team in rows])
+    query = apply_listing(
+        query,
+        q,
+        searched=(Team.team_id, Team.team_alias),
+        sortable={"created_at": Team.created_at, "spend": Team.spend, "team_id": Team.team_id,
+                  "team_alias": Team.team_alias, "max_budget": Team.max_budget},
+        default=(Team.created_at, Team.team_id),
+        tie=Team.team_id,
+    )  # fmt: skip
+    rows = query.paginate(q.page, q.page_size)
+    total = query.order_by().count()
+    resp = jsonify([team_info(_fresh(team)) for team in rows])
+    resp.headers["x-total-count"] = str(total)
+    return resp
 
 
 @bp.post("/team/member_add")

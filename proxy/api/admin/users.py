@@ -21,6 +21,7 @@ from proxy.api.admin.common import (
     parse_query,
 )
 from proxy.api.admin.keys import create_key, expiry
+from proxy.api.admin.listing import apply_listing
 from proxy.api.admin.schemas import UserIds, UserInfoQuery, UserListQuery, UserNew, UserUpdate
 from proxy.api.admin.serializers import iso_time, key_info, team_info, user_info
 from proxy.call.auth import generate_key
@@ -132,8 +133,17 @@ def user_list() -> ResponseReturnValue:
     query = User.select()
     if q.team_id:
         query = query.where(User.team_id == q.team_id)
-    total = query.count()
-    rows = query.order_by(User.created_at, User.user_id).paginate(q.page, q.page_size)
+    query = apply_listing(
+        query,
+        q,
+        searched=(User.user_id, User.user_email, User.team_id),
+        sortable={"created_at": User.created_at, "spend": User.spend, "user_id": User.user_id,
+                  "max_budget": User.max_budget},
+        default=(User.created_at, User.user_id),
+        tie=User.user_id,
+    )  # fmt: skip
+    total = query.order_by().count()
+    rows = query.paginate(q.page, q.page_size)
     return jsonify(
         {
             "users": [user_info(fresh_row(user)) for user in rows],

@@ -249,7 +249,16 @@ def _customer_routes() -> dict[str, RouteDoc]:
             body=admin.UserIds,
             errors=(400, 404),
         ),
-        "admin.customer_list": RouteDoc("List end users", CUSTOMERS, out.CustomerList),
+        "admin.customer_list": RouteDoc(
+            "List end users",
+            CUSTOMERS,
+            out.CustomerList,
+            query=admin.CustomerListQuery,
+            errors=(400,),
+            description="Every end user, oldest first; with `page_size`, one page of them "
+            "and their number in the `x-total-count` header. `search` (in the id and alias), "
+            "`sort` (created_at, spend, user_id, alias, budget_id) and `order` (asc, desc).",
+        ),
     }
 
 

@@ -3,7 +3,6 @@
 "use strict";
 
 (() => {
-  const PAGE_SIZE = 50;
   const table = document.getElementById("keys");
   const dialog = document.getElementById("key-dialog");
   const form = document.getElementById("key-form");
@@ -14,7 +13,6 @@
   const newKeyTitle = document.getElementById("new-key-title");
   const newKeyValue = document.getElementById("new-key-value");
   const pager = document.querySelector(".pager");
-  let page = 1;
   let editing = null; // the key being edited, or null when creating
 
   function nameOf(key) {
@@ -42,22 +40,18 @@
     ]);
   }
 
-  async function load() {
-    try {
-      const answer = await UI.api("GET", `/key/list?return_full_object=true&page=${page}&size=${PAGE_SIZE}`);
-      if (answer.keys.length === 0 && page > 1) {
-        page -= 1;
-        return load();
-      }
-      UI.fillTable(table, answer.keys.map(row));
-      pager.hidden = answer.total_pages <= 1;
-      pager.querySelector(".pager-status").textContent = `Page ${answer.current_page} of ${answer.total_pages} (${answer.total_count} keys)`;
-      pager.querySelector('[data-page="prev"]').disabled = page <= 1;
-      pager.querySelector('[data-page="next"]').disabled = page >= answer.total_pages;
-    } catch (err) {
-      UI.notice(`Could not load keys: ${err.message}`, "error");
-    }
-  }
+  const list = UI.listing({
+    table,
+    search: document.getElementById("key-search"),
+    pager,
+    noun: "keys",
+    render: row,
+    fetchPage: async (state) => {
+      const answer = await UI.api("GET", `/key/list?${UI.listQuery(state, "size", { return_full_object: true })}`);
+      return { rows: answer.keys, total: answer.total_count };
+    },
+  });
+  const load = list.load;
 
   function showSecret(heading, plain) {
     // The only time the secret exists outside the client: the API stores its hash.
@@ -156,12 +150,6 @@
   });
   document.getElementById("dismiss-key").addEventListener("click", forgetNewKey);
   document.getElementById("create-key").addEventListener("click", () => openForm(null));
-  pager.addEventListener("click", (event) => {
-    const direction = event.target.dataset && event.target.dataset.page;
-    if (!direction) return;
-    page += direction === "next" ? 1 : -1;
-    load();
-  });
   form.addEventListener("submit", save);
   load();
 })();

@@ -39,14 +39,18 @@
     ]);
   }
 
-  async function load() {
-    try {
-      const teams = await UI.api("GET", "/team/list");
-      UI.fillTable(table, teams.map(row));
-    } catch (err) {
-      UI.notice(`Could not load teams: ${err.message}`, "error");
-    }
-  }
+  const list = UI.listing({
+    table,
+    search: document.getElementById("team-search"),
+    pager: document.querySelector(".pager"),
+    noun: "teams",
+    render: row,
+    fetchPage: async (state) => {
+      const answer = await UI.exchange("GET", `/team/list?${UI.listQuery(state)}`);
+      return { rows: answer.data, total: Number(answer.headers.get("x-total-count")) };
+    },
+  });
+  const load = list.load;
 
   function openForm(team) {
     editing = team || null;

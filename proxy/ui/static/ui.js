@@ -21,6 +21,11 @@ const UI = (() => {
   }
 
   async function api(method, path, body) {
+    return (await exchange(method, path, body)).data;
+  }
+
+  /* The answer's JSON and headers (a list's total comes in x-total-count). */
+  async function exchange(method, path, body) {
     const init = {
       method,
       credentials: "same-origin",
@@ -49,7 +54,7 @@ const UI = (() => {
     if (!response.ok) {
       throw new ApiError((data && data.error) || {}, response.status);
     }
-    return data;
+    return { data, headers: response.headers };
   }
 
   /* Build a DOM element; text is always set as text, never parsed as HTML. */
@@ -227,6 +232,96 @@ const UI = (() => {
     return el("button", { type: "button", className: danger ? "small danger" : "small", textContent: label, onclick });
   }
 
+  /* Server-side paging, search and sort of one table. Header cells with a
+   * data-sort column become sort buttons (aria-sort tells which is active);
+   * typing in `search` filters after a short pause; `fetchPage(state)` answers
+   * {rows, total} for state {page, pageSize, search, sort, order}. Only the
+   * answer to the latest request is shown. */
+  function listing({ table, search, pager, pageSize = 50, fetchPage, render, noun, onError }) {
+    const state = { page: 1, pageSize, search: "", sort: null, order: "asc" };
+    const headers = [...table.tHead.querySelectorAll("th[data-sort]")];
+    let latest = 0;
+    let typing = null;
+
+    function showSort() {
+      for (const th of headers) {
+        const active = th.dataset.sort === state.sort;
+        th.setAttribute("aria-sort", active ? (state.order === "asc" ? "ascending" : "descending") : "none");
+        th.querySelector("button").dataset.dir = active ? state.order : "";
+      }
+    }
+
+    for (const th of headers) {
+      const label = th.textContent.trim();
+      th.replaceChildren(
+        el("button", {
+          type: "button",
+          className: "sort",
+          textContent: label,
+          onclick: () => {
+            const again = state.sort === th.dataset.sort;
+            state.order = again && state.order === "asc" ? "desc" : again ? "asc" : th.dataset.first || "asc";
+            state.sort = th.dataset.sort;
+            state.page = 1;
+            load();
+          },
+        }),
+      );
+    }
+
+    async function load() {
+      const mine = ++latest;
+      let answer;
+      try {
+        answer = await fetchPage(state);
+      } catch (err) {
+        if (mine === latest) (onError || ((e) => notice(`Could not load ${noun}: ${e.message}`, "error")))(err);
+        return;
+      }
+      if (mine !== latest) return;
+      const pages = Math.max(1, Math.ceil(answer.total / state.pageSize));
+      if (answer.rows.length === 0 && state.page > 1) {
+        state.page = pages;
+        return load();
+      }
+      fillTable(table, answer.rows.map(render));
+      showSort();
+      pager.hidden = pages <= 1;
+      pager.querySelector(".pager-status").textContent = `Page ${count(state.page)} of ${count(pages)} (${count(answer.total)} ${noun})`;
+      pager.querySelector('[data-page="prev"]').disabled = state.page <= 1;
+      pager.querySelector('[data-page="next"]').disabled = state.page >= pages;
+    }
+
+    if (search) {
+      search.addEventListener("input", () => {
+        clearTimeout(typing);
+        typing = setTimeout(() => {
+          state.search = search.value.trim();
+          state.page = 1;
+          load();
+        }, 250);
+      });
+    }
+    pager.addEventListener("click", (event) => {
+      const direction = event.target.dataset && event.target.dataset.page;
+      if (!direction) return;
+      state.page += direction === "next" ? 1 : -1;
+      load();
+    });
+    return { load, state };
+  }
+
+  /* The query string of a listing's state, for the admin API's list routes. */
+  function listQuery(state, sizeName = "page_size", extra = {}) {
+    const params = new URLSearchParams({ page: state.page, [sizeName]: state.pageSize, ...extra });
+    if (state.search) params.set("search", state.search);
+    if (state.sort) {
+      params.set("sort", state.sort);
+      params.set("order", state.order);
+    }
+    return params.toString();
+  }
+
   /* A customer's own budget row (made by /customer/new with budget values), not a shared tier. */
   function isOwnBudget(budgetId) {
     return Boolean(ownBudgetPrefix) && String(budgetId).startsWith(ownBudgetPrefix);
@@ -240,7 +335,7 @@ const UI = (() => {
   }
 
   return {
-    csrfToken, api, ApiError, el, formValues, fillForm, clearErrors, showError, submit, notice, openDialog,
+    csrfToken, api, exchange, ApiError, listing, listQuery, el, formValues, fillForm, clearErrors, showError, submit, notice, openDialog,
     money, count, day, fillTable, isOwnBudget, limits, spendOf, badge, button,
   };
 })();

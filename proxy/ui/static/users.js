@@ -3,7 +3,6 @@
 "use strict";
 
 (() => {
-  const PAGE_SIZE = 50;
   const table = document.getElementById("users");
   const dialog = document.getElementById("user-dialog");
   const form = document.getElementById("user-form");
@@ -12,7 +11,6 @@
   const newKey = document.getElementById("new-key");
   const newKeyValue = document.getElementById("new-key-value");
   const pager = document.querySelector(".pager");
-  let page = 1;
   let editing = null;
 
   function row(user) {
@@ -58,22 +56,18 @@
     tr.after(UI.el("tr", { className: "details", "aria-label": `Keys of ${user.user_id}` }, cell));
   }
 
-  async function load() {
-    try {
-      const answer = await UI.api("GET", `/user/list?page=${page}&page_size=${PAGE_SIZE}`);
-      if (answer.users.length === 0 && page > 1) {
-        page -= 1;
-        return load();
-      }
-      UI.fillTable(table, answer.users.map(row));
-      pager.hidden = answer.total_pages <= 1;
-      pager.querySelector(".pager-status").textContent = `Page ${answer.page} of ${answer.total_pages} (${UI.count(answer.total)} users)`;
-      pager.querySelector('[data-page="prev"]').disabled = page <= 1;
-      pager.querySelector('[data-page="next"]').disabled = page >= answer.total_pages;
-    } catch (err) {
-      UI.notice(`Could not load users: ${err.message}`, "error");
-    }
-  }
+  const list = UI.listing({
+    table,
+    search: document.getElementById("user-search"),
+    pager,
+    noun: "users",
+    render: row,
+    fetchPage: async (state) => {
+      const answer = await UI.api("GET", `/user/list?${UI.listQuery(state)}`);
+      return { rows: answer.users, total: answer.total };
+    },
+  });
+  const load = list.load;
 
   function openForm(user) {
     editing = user || null;
@@ -107,12 +101,6 @@
     newKey.hidden = true;
   });
   document.getElementById("create-user").addEventListener("click", () => openForm(null));
-  pager.addEventListener("click", (event) => {
-    const direction = event.target.dataset && event.target.dataset.page;
-    if (!direction) return;
-    page += direction === "next" ? 1 : -1;
-    load();
-  });
   form.addEventListener("submit", save);
   load();
 })();
