@@ -1,6 +1,7 @@
 """``spend_log.overrun``: what an upstream billed beyond the call's worst case.
 
-A database made after this column was added got it (and its index) from m0001.
+Indexed: ``/metrics`` sums the few rows above 0. Skipped where the column exists
+already (a database a pre-release build of this change made).
 """
 
 from peewee import Database, DoubleField
