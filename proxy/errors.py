@@ -71,13 +71,14 @@ ANTHROPIC_ERROR_TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
-# Routes that speak Anthropic's API, errors included.
-ANTHROPIC_ROUTE_PREFIX = "/v1/messages"
+# Routes that speak Anthropic's API, errors included (``/anthropic/...`` is for clients
+# whose ANTHROPIC_BASE_URL ends in /anthropic, as LiteLLM's pass-through documents).
+ANTHROPIC_ROUTE_PREFIXES = ("/v1/messages", "/anthropic/")
 
 
 def error_shape(path: str) -> str:
     """``"anthropic"`` on Anthropic's routes, else ``"openai"``."""
-    return "anthropic" if path.startswith(ANTHROPIC_ROUTE_PREFIX) else "openai"
+    return "anthropic" if path.startswith(ANTHROPIC_ROUTE_PREFIXES) else "openai"
 
 
 class BadRequest(ProxyError):

@@ -179,6 +179,7 @@ def response_input_items(response_id: str) -> ResponseReturnValue:
 
 
 @bp.post("/v1/messages")
+@bp.post("/anthropic/v1/messages")
 def messages() -> ResponseReturnValue:
     """Anthropic's Messages API (Claude Code); errors in Anthropic's shape."""
     svc = services()
@@ -188,6 +189,7 @@ def messages() -> ResponseReturnValue:
 
 
 @bp.post("/v1/messages/count_tokens")
+@bp.post("/anthropic/v1/messages/count_tokens")
 def count_tokens() -> ResponseReturnValue:
     """Passed through to an ``anthropic/`` model's upstream; free, so not metered."""
     svc = services()

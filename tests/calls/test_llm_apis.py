@@ -885,3 +885,14 @@ def test_azure_deployments_answer_responses_and_completions(
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert upstream.requests[-1].path == "/openai/deployments/my-gpt-deployment/completions"
     assert sorted(r.call_type for r in SpendLog.select()) == ["completions", "responses"]
+
+
+def test_anthropic_base_url_ending_in_anthropic_works_too(client: FlaskClient) -> None:
+    headers = {"x-api-key": MASTER_KEY}
+    resp = client.post("/anthropic/v1/messages", json=claude_body(), headers=headers)
+    assert resp.status_code == 200 and resp.get_json()["type"] == "message"
+    count = {"model": CLAUDE, "messages": USER_TURN}
+    resp = client.post("/anthropic/v1/messages/count_tokens", json=count, headers=headers)
+    assert resp.status_code == 200
+    refused = client.post("/anthropic/v1/messages", json=claude_body(), headers={"x-api-key": "x"})
+    assert refused.status_code == 401 and refused.get_json()["type"] == "error"

@@ -167,7 +167,7 @@ def test_failures_are_documented_with_the_error_shape(document: dict) -> None:
         assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
     for path, _, op in operations(document):
         for status, answer in op["responses"].items():
-            if status in ERROR_STATUSES and path.startswith("/v1/messages"):
+            if status in ERROR_STATUSES and path.startswith(("/v1/messages", "/anthropic/")):
                 schema = answer["content"]["application/json"]["schema"]
                 assert schema["$ref"].endswith("/AnthropicErrorResponse"), path
             elif status in ERROR_STATUSES:
