@@ -117,6 +117,8 @@ def seeded(make_app: Callable[..., Flask], db_url: str) -> tuple[Flask, list[Ans
         "/team/info?team_id=team-1",
         "/team/list",
         "/spend/logs",
+        "/spend/logs/csv",  # text/csv: its route is walked, there is no JSON to check
+        "/global/spend/report?group_by=customer",
         "/global/spend",
         "/global/spend/daily",
         "/global/spend/top_customers",
@@ -124,7 +126,7 @@ def seeded(make_app: Callable[..., Flask], db_url: str) -> tuple[Flask, list[Ans
     ):
         resp = client.get(path, headers=MASTER)
         assert resp.status_code == 200, (path, resp.get_data(as_text=True))
-        answers.append(("GET", path, resp.get_json()))
+        answers.append(("GET", path, resp.get_json(silent=True)))
     post("/team/member_delete", {"team_id": "team-1", "user_id": "u1"})
     post("/key/delete", {"keys": [key]})
     post("/user/delete", {"user_ids": ["u1"]})

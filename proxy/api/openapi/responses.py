@@ -323,6 +323,11 @@ class ReportGroup(Shape):
     """One group of a day: its id field is named after ``group_by`` (``team_name``,
     ``customer``, ``api_key``, ``user`` or ``model``), null for rows without one."""
 
+    team_name: str | None = Field(default=None, description="group_by=team")
+    customer: str | None = Field(default=None, description="group_by=customer")
+    api_key: str | None = Field(default=None, description="group_by=api_key (the key's hash)")
+    user: str | None = Field(default=None, description="group_by=user")
+    model: str | None = Field(default=None, description="group_by=model")
     total_spend: float
     total_tokens: int
     requests: int
@@ -334,6 +339,11 @@ class ReportDay(Shape):
     ``users`` or ``models`` (after ``group_by``)."""
 
     group_by_day: str
+    teams: list[ReportGroup] | None = None
+    customers: list[ReportGroup] | None = None
+    api_keys: list[ReportGroup] | None = None
+    users: list[ReportGroup] | None = None
+    models: list[ReportGroup] | None = None
 
 
 class SpendReport(RootModel[list[ReportDay]]):
