@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from proxy.api import cors
 from proxy.call.gateway import Services
+from proxy.call.settle import JournalReplayer
 from proxy.config import Config, load_config
 from proxy.errors import ProxyError, ServiceUnavailable, error_shape
 from proxy.plugins import make_plugin_manager
@@ -21,6 +22,7 @@ from proxy.storage.db import (
     init_database,
     unavailable_reason,
 )
+from proxy.storage.journal import SpendJournal, journal_directory
 from proxy.storage.migrate import plugin_schema
 from proxy.storage.schema_gate import SchemaGate
 from proxy.upstream.client import UpstreamClient
@@ -130,9 +132,20 @@ def create_app(
     # migration) stops start-up as before.
     if not schema.attempt(raise_unexpected=True):
         schema.start()
-    services = Services(
-        config=config, models=ModelTable(config), upstream=UpstreamClient(), pm=pm, schema=schema
+    journal = SpendJournal(
+        journal_directory(config.general_settings.spend_journal_dir, config.database_url)
     )
+    journal.prepare()
+    services = Services(
+        config=config,
+        models=ModelTable(config),
+        upstream=UpstreamClient(),
+        pm=pm,
+        schema=schema,
+        journal=journal,
+    )
+    services.replayer = JournalReplayer(services)
+    services.replayer.ensure_running()  # entries an earlier process left behind
     app.extensions["comptroller"] = services
     cors.install(app, config.general_settings.allowed_origins)
 
@@ -141,6 +154,9 @@ def create_app(
         # Liveness must not depend on the database, or a database outage restarts every
         # pod; nor the API documentation, which describes the routes, not their data.
         # Readiness reports on the database itself.
+        # This process's journal replay (entries left by a worker that died, or kept in
+        # an outage) starts with its first request, whatever it asks for.
+        services.replayer.ensure_running()
         if request.endpoint in NO_DATABASE_ENDPOINTS or request.blueprint == "docs":
             return
         if request.endpoint == READINESS_ENDPOINT:

@@ -125,6 +125,11 @@ class GeneralSettings(_Section):
                 )
         return value
 
+    # Where each host journals spend the database could not take (proxy.storage.journal).
+    spend_journal_dir: str | None = None
+    # Fail-open: calls go through on the last known state while the database is away
+    # (the LiteLLM setting); default fail-closed (503 before the upstream is called).
+    allow_requests_on_db_unavailable: bool = False
     # PostgreSQL connections per worker process (the LiteLLM setting's name).
     database_connection_pool_limit: int | None = Field(default=None, ge=1)
 

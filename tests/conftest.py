@@ -56,6 +56,14 @@ MASTER = {"Authorization": f"Bearer {MASTER_KEY}"}
 POSTGRES_FIXTURES = frozenset({"pg_database", "pg_url", "database_url"})
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Spend journals of the session's proxies go to a folder of the session's own."""
+    if not os.environ.get("COMPTROLLER_JOURNAL_DIR"):
+        import tempfile
+
+        os.environ["COMPTROLLER_JOURNAL_DIR"] = tempfile.mkdtemp(prefix="comptroller-journal-")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``postgres`` every test that takes a PostgreSQL database."""
     for item in items:

@@ -7,26 +7,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 from flask import Response, jsonify
-from peewee import JOIN
 
 from proxy.call import api_bounds
 from proxy.call.access import list_allows, refusing_list
 from proxy.call.auth import Caller
 from proxy.call.bound import DEFAULT_OUTPUT_CAP, WorstCase, call_worst_case
 from proxy.call.context import CallContext, Usage
+from proxy.call.customers import load_customer
 from proxy.call.estimate import estimate_prompt_tokens
+from proxy.call.settle import JournalReplayer, settle_spend
 from proxy.config import Config
 from proxy.errors import AuthError, BadRequest, Forbidden, ProxyError
 from proxy.plugins import call_each
-from proxy.storage.db import database
-from proxy.storage.ledger import record_spend
-from proxy.storage.lookup import CallRows
-from proxy.storage.models import Budget, Customer, ProxySpend, Team
+from proxy.storage.db import database, is_unreachable
+from proxy.storage.journal import SpendJournal
+from proxy.storage.models import ProxySpend, Team
 from proxy.storage.resets import apply_due_resets
 from proxy.storage.responses import remember_response
 from proxy.storage.schema_gate import SchemaGate
@@ -48,6 +48,9 @@ class Services:
     upstream: UpstreamClient
     pm: pluggy.PluginManager
     schema: SchemaGate
+    journal: SpendJournal
+    # Set by create_app once the services exist (it replays with them).
+    replayer: JournalReplayer = field(init=False)
 
 
 def end_user_id(headers: Any, body: dict[str, Any]) -> str | None:
@@ -121,37 +124,6 @@ def check_model_access(services: Services, caller: Caller, model: str) -> None:
         )
 
 
-def _load_customer(services: Services, ctx: CallContext, rows: CallRows | None) -> None:
-    if not ctx.end_user_id:
-        return
-    default_id = services.config.litellm_settings.max_end_user_budget_id
-    if rows is not None and rows.end_user_id == ctx.end_user_id:
-        # Read with the key, in the same query (proxy.storage.lookup).
-        ctx.customer = rows.customer
-        if rows.customer_budget is not None:
-            ctx.end_user_budget = rows.customer_budget
-        elif default_id and (rows.customer is None or not rows.customer.budget_id):
-            ctx.end_user_budget = rows.default_budget
-            ctx.end_user_budget_is_default = rows.default_budget is not None
-        return
-    customer = (
-        Customer.select(Customer, Budget)
-        .join(
-            Budget, JOIN.LEFT_OUTER, on=(Customer.budget_id == Budget.budget_id), attr="budget_row"
-        )
-        .where(Customer.user_id == ctx.end_user_id)
-        .first()
-    )
-    ctx.customer = customer
-    budget = getattr(customer, "budget_row", None) if customer is not None else None
-    if budget is not None and budget.budget_id:
-        ctx.end_user_budget = budget
-        return
-    if default_id and (customer is None or not customer.budget_id):
-        ctx.end_user_budget = Budget.get_or_none(Budget.budget_id == default_id)
-        ctx.end_user_budget_is_default = ctx.end_user_budget is not None
-
-
 def _make_boundable(ctx: CallContext, bound: WorstCase) -> None:
     """Strict mode: a call whose cost has no bound is refused before any budget is
     touched; a call with no output limit to a model whose cap is unknown is sent
@@ -204,7 +176,7 @@ def build_context(
         ctx.team = rows.team
     elif ctx.team_id:
         ctx.team = Team.get_or_none(Team.team_id == ctx.team_id)
-    _load_customer(services, ctx, rows)
+    load_customer(services.config, ctx, rows)
     if ctx.customer is not None and ctx.customer.blocked:
         raise Forbidden(
             f"User blocked from making LLM API Calls. User={ctx.end_user_id}", type="auth_error"
@@ -319,13 +291,14 @@ def handle_call(
         raise
     try:
         usage = api.answer_usage(answer) or _fallback_usage(ctx, api.output_chars(answer))
-        record_spend(services.pm, ctx, usage, "success")
     except BaseException:
         _finish(services, ctx, "failed")
         raise
+    # From here on the client gets the upstream's answer, whatever the database does.
+    settle_spend(services, ctx, usage, "success")
     _finish(services, ctx, "success")
     if call_type == "responses":
-        remember_response(ctx, answer.get("id"), usage)
+        _remember_response(ctx, answer.get("id"), usage)
     # The upstream's own bytes when there are some: parsed once (for usage), not re-encoded.
     resp = Response(raw, mimetype="application/json") if raw is not None else jsonify(answer)
     return _with_headers(resp, ctx)
@@ -377,15 +350,31 @@ def settle_stream(services: Services, ctx: CallContext, relay: StreamRelay, outc
             usage.completion_tokens = max(usage.completion_tokens, relayed_tokens)
         if usage is not None and (outcome != "failed" or relay.text_chars > 0):
             status = "success" if outcome == "success" else outcome
-            record_spend(services.pm, ctx, usage, status)
+            settle_spend(services, ctx, usage, status)
             if ctx.call_type == "responses":
-                remember_response(ctx, relay.meter.response_id, usage)
+                _remember_response(ctx, relay.meter.response_id, usage)
     except Exception:
-        log.exception("recording spend for stream %s failed", ctx.request_id)
+        log.exception("metering stream %s failed", ctx.request_id)
     finally:
-        opened = database.connect(reuse_if_open=True)
+        # Never raises: the stream's last bytes are already on their way to the client.
+        try:
+            opened = database.connect(reuse_if_open=True)
+        except Exception:
+            opened = False  # the plugins' releases fail and are logged; leases expire
         try:
             _finish(services, ctx, outcome)
         finally:
             if opened:
                 database.close()
+
+
+def _remember_response(ctx: CallContext, response_id: Any, usage: Usage) -> None:
+    """Keep a Responses API answer's owner (best effort: the answer goes out anyway)."""
+    try:
+        remember_response(ctx, response_id, usage)
+    except Exception as err:
+        if not is_unreachable(err):
+            raise
+        log.warning(
+            "database unavailable: response %s of %s not remembered", response_id, ctx.request_id
+        )

@@ -218,7 +218,26 @@ def _run_plugins(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, cost:
     dispatch_alerts(pm, ctx.alerts)
 
 
-def record_spend(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, status: str) -> float:
+def spend_recorded(request_id: str) -> bool:
+    """Whether the call's spend-log row (so its whole spend transaction) is in."""
+    row = run_statement("SELECT 1 FROM spend_log WHERE request_id = %s", [request_id]).fetchone()
+    return row is not None
+
+
+def price_call(ctx: CallContext, usage: Usage) -> float:
+    """What ``usage`` costs on ``ctx``'s deployment."""
+    return cost_of(ctx.deployment.price, usage, ctx.call_type, at=ctx.start_time)
+
+
+def record_spend(
+    pm: pluggy.PluginManager,
+    ctx: CallContext,
+    usage: Usage,
+    status: str,
+    cost: float | None = None,
+    end: float | None = None,
+    overrun: float | None = None,
+) -> float:
     """Price ``usage`` and write the ledger for ``ctx`` in one transaction.
 
     ``post_call_spend`` and ``on_alert`` run inside it, once. If their part
@@ -229,10 +248,13 @@ def record_spend(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, statu
     """
     if usage.flag:
         log.warning("call %s: %s (recorded as flagged)", ctx.request_id, usage.flag)
-    cost = cost_of(ctx.deployment.price, usage, ctx.call_type, at=ctx.start_time)
+    if cost is None:
+        cost = price_call(ctx, usage)
     ctx.usage, ctx.cost = usage, cost
-    end = clock.now()
-    overrun = overrun_of(ctx, cost)
+    if end is None:
+        end = clock.now()
+    if overrun is None:
+        overrun = overrun_of(ctx, cost)
     if overrun:
         ctx.alerts.append(overrun_alert(ctx, cost, overrun))
     ledger = _ledger(ctx, usage, cost, status, end, overrun)

@@ -24,6 +24,9 @@ log = logging.getLogger("comptroller.startup")
 
 FIRST_RETRY_SECONDS = 0.25
 MAX_RETRY_SECONDS = 2.0
+# A request tries again when the last try is this old, whatever the backoff: a worker
+# serves as soon as the database is back, not at its next background retry.
+REQUEST_RETRY_SECONDS = 0.25
 
 
 class SchemaGate:
@@ -43,6 +46,7 @@ class SchemaGate:
         self._thread_pid: int | None = None
         self._retry_in = FIRST_RETRY_SECONDS
         self._next_attempt = 0.0
+        self._last_attempt = 0.0
         self.ready = False
         self.reason = "the migrations have not been applied yet"
 
@@ -55,6 +59,7 @@ class SchemaGate:
         try:
             if self.ready:
                 return True
+            self._last_attempt = time.monotonic()
             try:
                 migrate(self._tables, self._migrations)
             except Exception as err:
@@ -91,7 +96,7 @@ class SchemaGate:
         if self.ready:
             return True
         self._start_thread()
-        if time.monotonic() >= self._next_attempt:
+        if time.monotonic() >= self._last_attempt + REQUEST_RETRY_SECONDS:
             return self.attempt()
         return False
 

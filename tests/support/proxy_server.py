@@ -77,6 +77,14 @@ class ProxyServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ProxyServer:
+        """Start, and wait until the proxy is ready (its database reached)."""
+        return self._start(self._ready)
+
+    def start_alive(self) -> ProxyServer:
+        """Start, and wait only until it answers its liveness probe (no database needed)."""
+        return self._start(self._alive)
+
+    def _start(self, started: Any) -> ProxyServer:
         self.config_path.write_text(yaml.safe_dump(self.config))
         env = {**os.environ, "COMPTROLLER_CONFIG": str(self.config_path)}
         # The config file names the database; an inherited DATABASE_URL would win.
@@ -106,7 +114,7 @@ class ProxyServer:
             cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         try:
-            wait_until(self._ready, timeout=30)
+            wait_until(started, timeout=30)
         except TimeoutError:
             self.stop()
             raise RuntimeError(
@@ -118,6 +126,11 @@ class ProxyServer:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"gunicorn exited:\n{self.log_path.read_text()[-4000:]}")
         return requests.get(f"{self.url}/health/readiness", timeout=2).status_code == 200
+
+    def _alive(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited:\n{self.log_path.read_text()[-4000:]}")
+        return requests.get(f"{self.url}/health/liveliness", timeout=2).status_code == 200
 
     def worker_pids(self) -> list[int]:
         assert self.process is not None
