@@ -835,11 +835,12 @@ def _error_components(schemas: _Schemas) -> dict[str, Any]:
                 "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "string"}}
             }
         responses[f"E{status}"] = answer
-    # Answered by gunicorn before the app sees the request, so not in the error shape.
+    # Answered by Comptroller's gunicorn worker before the app sees the request
+    # (proxy.serving), in the same error shape.
     responses["E414"] = {
         "description": "The URL is over the HTTP server's request-line limit (gunicorn's "
         "limit_request_line, 4094 bytes by default).",
-        "content": {"text/html": {"schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": schemas.ref(out.ErrorResponse)}},
     }
     return responses
 
