@@ -8,6 +8,7 @@ numbers agree with ``/spend/logs`` for the same window.
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -134,7 +135,9 @@ def top_keys() -> ResponseReturnValue:
 def _key_entry(row: dict[str, Any], key: Key | None) -> dict[str, Any]:
     return {
         "token": row["api_key"],
-        "is_master_key": row["api_key"] == hash_key(services().config.master_key),
+        "is_master_key": hmac.compare_digest(
+            row["api_key"] or "", hash_key(services().config.master_key)
+        ),
         "key_name": key.key_name if key else None,
         "key_alias": key.key_alias if key else None,
         "user_id": key.user_id if key else None,
