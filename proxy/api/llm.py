@@ -20,7 +20,7 @@ from proxy.api.llm_schemas import (
     check_body,
 )
 from proxy.call import api_bounds
-from proxy.call.access import allowed_model_names
+from proxy.call.access import allowed_model_names, list_allows
 from proxy.call.auth import Caller, authenticate, hash_key
 from proxy.call.gateway import (
     check_model_access,
@@ -212,14 +212,20 @@ def _visible_models(svc: Any, caller: Caller) -> list[str]:
     if caller.is_master or caller.key is None:
         return svc.models.names()
     user_models = caller.user.models if caller.user is not None else None
-    return allowed_model_names(caller.key.models, user_models, svc.models)
+    names = allowed_model_names(caller.key.models, user_models, svc.models)
+    team = caller.rows.team if caller.rows is not None else None
+    if team is not None:  # a team's models narrow its keys' too
+        names = [name for name in names if list_allows(team.models, name, svc.models)]
+    return names
 
 
 @bp.get("/models")
 @bp.get("/v1/models")
 def list_models() -> ResponseReturnValue:
     svc = services()
-    names = _visible_models(svc, authenticate(request.headers, svc.config.master_key))
+    names = _visible_models(
+        svc, authenticate(request.headers, svc.config.master_key, prefetch=True)
+    )
     data = [
         {
             "id": name,
@@ -236,7 +242,9 @@ def list_models() -> ResponseReturnValue:
 @bp.get("/models/<path:model>")
 def get_model(model: str) -> ResponseReturnValue:
     svc = services()
-    allowed = _visible_models(svc, authenticate(request.headers, svc.config.master_key))
+    allowed = _visible_models(
+        svc, authenticate(request.headers, svc.config.master_key, prefetch=True)
+    )
     dep = svc.models.get(model)
     if dep is None or model not in allowed:
         raise NotFound(f"The model '{model}' does not exist", param="model")

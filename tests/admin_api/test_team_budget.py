@@ -286,3 +286,13 @@ def test_update_with_null_clears_a_limit_of_a_team_key_and_budget(client, field)
     assert post_ok(client, "/key/update", {"key": key, field: None})[field] is None
     post_ok(client, "/budget/new", {"budget_id": "b", field: 5})
     assert post_ok(client, "/budget/update", {"budget_id": "b", field: None})[field] is None
+
+
+def test_models_lists_only_what_the_keys_team_allows(app, client):
+    new_team(client, team_id="narrow-list", models=["other-model"])
+    key = team_key(client, "narrow-list")
+    listed = client.get("/models", headers={"Authorization": f"Bearer {key}"}).get_json()
+    assert listed["data"] == []
+    post_ok(client, "/team/update", {"team_id": "narrow-list", "models": ["priced"]})
+    listed = client.get("/models", headers={"Authorization": f"Bearer {key}"}).get_json()
+    assert [m["id"] for m in listed["data"]] == ["priced"]
