@@ -98,6 +98,17 @@ def test_user_created_edited_and_its_keys_shown(admin: Any, proxy: ProxyServer) 
     assert key_spend > 0
     expect(details).to_contain_text(f"${key_spend:.10f}".rstrip("0"))
 
+    page.on("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Block").click()
+    expect(row.locator(".badge")).to_have_text("Blocked")
+    assert chat(proxy, "user-customer", key=first_key).status_code == 401
+    row.get_by_role("button", name="Unblock").click()
+    expect(row.locator(".badge")).to_have_text("Active")
+    assert chat(proxy, "user-customer", key=first_key).status_code == 200
+    row.get_by_role("button", name="Delete").click()
+    expect(row).to_have_count(0)
+    assert chat(proxy, "user-customer", key=first_key).status_code == 401
+
 
 def test_logs_filter_page_and_export_csv(
     admin: Any, proxy: ProxyServer, save_screenshot: Callable[[Any, str], Path]

@@ -23,9 +23,12 @@
       UI.el("td", { className: "num spend" }, UI.spendOf(user.spend, user.max_budget)),
       UI.limits(user),
       UI.el("td", {}, user.budget_duration || "never"),
+      UI.el("td", {}, UI.badge(user.blocked)),
       UI.el("td", { className: "row-actions" }, [
         UI.button("Keys", () => toggleKeys(tr, user)),
         UI.button("Edit", () => openForm(user)),
+        UI.button(user.blocked ? "Unblock" : "Block", () => setBlocked(user, !user.blocked), !user.blocked),
+        UI.button("Delete", () => remove(user), true),
       ]),
     ]);
     return tr;
@@ -52,7 +55,7 @@
       ]),
     );
     const body = items.length ? UI.el("ul", { className: "key-list" }, items) : UI.el("p", { className: "muted" }, "No keys.");
-    const cell = UI.el("td", { colSpan: 6 }, [UI.el("strong", {}, `Keys of ${user.user_id}`), body]);
+    const cell = UI.el("td", { colSpan: 7 }, [UI.el("strong", {}, `Keys of ${user.user_id}`), body]);
     tr.after(UI.el("tr", { className: "details", "aria-label": `Keys of ${user.user_id}` }, cell));
   }
 
@@ -68,6 +71,27 @@
     },
   });
   const load = list.load;
+
+  async function setBlocked(user, blocked) {
+    try {
+      await UI.api("POST", "/user/update", { user_id: user.user_id, blocked });
+      UI.notice(blocked ? `User ${user.user_id} blocked: calls with its keys are refused.` : `User ${user.user_id} unblocked.`);
+    } catch (err) {
+      UI.notice(`Could not change user ${user.user_id}: ${err.message}`, "error");
+    }
+    await load();
+  }
+
+  async function remove(user) {
+    if (!window.confirm(`Delete user ${user.user_id} and all of its keys?`)) return;
+    try {
+      const answer = await UI.api("POST", "/user/delete", { user_ids: [user.user_id] });
+      UI.notice(`User ${user.user_id} deleted with ${answer.deleted_keys.length} key(s).`);
+    } catch (err) {
+      UI.notice(`User ${user.user_id} was not deleted: ${err.message}`, "error");
+    }
+    await load();
+  }
 
   function openForm(user) {
     editing = user || null;
