@@ -20,6 +20,7 @@ from proxy.storage.db import (
     connection_budget_warning,
     database,
     init_database,
+    is_unreachable,
     unavailable_reason,
 )
 from proxy.storage.journal import SpendJournal, journal_directory
@@ -163,7 +164,13 @@ def create_app(
             return
         if not schema.ensure():
             raise ServiceUnavailable(f"Comptroller is not ready: {schema.reason}.")
-        database.connect(reuse_if_open=True)
+        try:
+            database.connect(reuse_if_open=True)
+        except Exception as err:
+            # Fail-open: an LLM call goes on without the database (proxy.call.last_known).
+            fail_open = config.general_settings.allow_requests_on_db_unavailable
+            if not (fail_open and request.blueprint == "llm" and is_unreachable(err)):
+                raise
 
     @app.teardown_request
     def _close(exc: BaseException | None) -> None:

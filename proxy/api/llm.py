@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,6 +30,7 @@ from proxy.call.gateway import (
     resolve_deployment,
 )
 from proxy.errors import NotFound, ProxyError
+from proxy.storage.db import is_unreachable
 from proxy.storage.responses import forget_response, owned_response
 
 bp = Blueprint("llm", __name__)
@@ -55,7 +57,9 @@ def _authenticated_body(svc: Any) -> tuple[Caller, dict[str, Any]]:
     """
     length = request.content_length
     if length is None or length > PREFETCH_BODY_LIMIT:
-        return authenticate(request.headers, svc.config.master_key), json_body()
+        return _identified(svc, lambda: authenticate(request.headers, svc.config.master_key)), (
+            json_body()
+        )
     body: dict[str, Any] = {}
     body_error: Exception | None = None
     try:
@@ -66,16 +70,33 @@ def _authenticated_body(svc: Any) -> tuple[Caller, dict[str, Any]]:
         hint = end_user_id(request.headers, body)
     except ProxyError:
         hint = None  # reported by the gateway, after authentication
-    caller = authenticate(
-        request.headers,
-        svc.config.master_key,
-        end_user_id=hint,
-        default_budget_id=svc.config.litellm_settings.max_end_user_budget_id,
-        prefetch=True,
+    caller = _identified(
+        svc,
+        lambda: authenticate(
+            request.headers,
+            svc.config.master_key,
+            end_user_id=hint,
+            default_budget_id=svc.config.litellm_settings.max_end_user_budget_id,
+            prefetch=True,
+        ),
     )
     if body_error is not None:
         raise body_error
     return caller, body
+
+
+def _identified(svc: Any, authenticated: Callable[[], Caller]) -> Caller:
+    """The caller; with the database away, fail-open's last known state of it (or 503)."""
+    try:
+        caller = authenticated()
+    except Exception as err:
+        if not (
+            is_unreachable(err) and svc.config.general_settings.allow_requests_on_db_unavailable
+        ):
+            raise
+        return svc.last_known.recall(request.headers, svc.config.master_key)
+    svc.last_known.remember(caller)
+    return caller
 
 
 @bp.post("/chat/completions")

@@ -54,6 +54,9 @@ class Caller:
     user: User | None = None
     # For LLM calls: every row the checks read, loaded with the key (one query).
     rows: CallRows | None = None
+    # Fail-open: the database is away and this is the caller as this worker last
+    # saw it (proxy.call.last_known); the checks that need the database are skipped.
+    last_known: bool = False
 
 
 def presented_key(headers: Any) -> str | None:

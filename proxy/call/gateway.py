@@ -20,6 +20,7 @@ from proxy.call.bound import DEFAULT_OUTPUT_CAP, WorstCase, call_worst_case
 from proxy.call.context import CallContext, Usage
 from proxy.call.customers import load_customer
 from proxy.call.estimate import estimate_prompt_tokens
+from proxy.call.last_known import LastKnownCallers
 from proxy.call.settle import JournalReplayer, settle_spend
 from proxy.config import Config
 from proxy.errors import AuthError, BadRequest, Forbidden, ProxyError
@@ -51,6 +52,8 @@ class Services:
     journal: SpendJournal
     # Set by create_app once the services exist (it replays with them).
     replayer: JournalReplayer = field(init=False)
+    # Fail-open's last known state of each caller (proxy.call.last_known).
+    last_known: LastKnownCallers = field(default_factory=LastKnownCallers)
 
 
 def end_user_id(headers: Any, body: dict[str, Any]) -> str | None:
@@ -171,6 +174,19 @@ def build_context(
     )
     if caller.key is not None:
         ctx.team_id = caller.key.team_id or (caller.user.team_id if caller.user else None)
+    if not caller.last_known:  # fail-open with the database away: no rows to read
+        _load_rows(services, caller, ctx)
+    ctx.worst_case = call_worst_case(ctx)
+    ctx.estimated_cost = ctx.worst_case.cost
+    if config.general_settings.budget_enforcement == "strict":
+        _make_boundable(ctx, ctx.worst_case)
+    if ctx.call_type == "chat":
+        ctx.request_id = f"chatcmpl-{ctx.request_id.split('-', 1)[1]}"
+    return ctx
+
+
+def _load_rows(services: Services, caller: Caller, ctx: CallContext) -> None:
+    """The team, end user and proxy rows the checks read, with due resets applied."""
     rows = caller.rows
     if rows is not None:
         ctx.team = rows.team
@@ -191,15 +207,8 @@ def build_context(
         (ctx.user, ctx.user.budget_duration if ctx.user else None),
         (ctx.team, ctx.team.budget_duration if ctx.team else None),
         (ctx.customer, customer_duration),
-        (ctx.proxy_spend, config.litellm_settings.budget_duration),
+        (ctx.proxy_spend, services.config.litellm_settings.budget_duration),
     )
-    ctx.worst_case = call_worst_case(ctx)
-    ctx.estimated_cost = ctx.worst_case.cost
-    if config.general_settings.budget_enforcement == "strict":
-        _make_boundable(ctx, ctx.worst_case)
-    if ctx.call_type == "chat":
-        ctx.request_id = f"chatcmpl-{ctx.request_id.split('-', 1)[1]}"
-    return ctx
 
 
 def _with_headers(resp: Response, ctx: CallContext) -> Response:
@@ -238,7 +247,8 @@ def handle_call(
             raise BadRequest(f"Not accepted with strict budgets: {why}.", param=field_name)
     ctx = build_context(services, caller, deployment, call_type, body, headers, carried_tokens)
     try:
-        refusal = services.pm.hook.pre_request_check(ctx=ctx)
+        # Fail-open with the database away: the last known state was checked instead.
+        refusal = None if caller.last_known else services.pm.hook.pre_request_check(ctx=ctx)
     except BaseException:
         # A check that crashed after others took slots: give those back too.
         _finish(services, ctx, "failed")

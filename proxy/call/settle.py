@@ -111,9 +111,21 @@ def settle_spend(services: Services, ctx: CallContext, usage: Usage, status: str
         else:
             log.exception("the spend of %s failed; journaled for replay", ctx.request_id)
         services.replayer.wake()
+        _carry_forward(ctx, cost)
         return
     if entry is not None:
         entry.done()
+    _carry_forward(ctx, cost)
+
+
+def _carry_forward(ctx: CallContext, cost: float) -> None:
+    """Keep this worker's last known state of the caller current (fail-open checks it
+    while the database is away): the new totals, or the journaled cost added."""
+    for kind, row in (("key", ctx.key), ("user", ctx.user)):
+        if row is None:
+            continue
+        total = ctx.spend_after.get(kind)
+        row.spend = total if total is not None else (row.spend or 0.0) + cost
 
 
 def _deployment(services: Services, record: dict[str, Any]) -> Deployment:
