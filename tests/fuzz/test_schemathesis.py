@@ -70,6 +70,10 @@ MUST_SUCCEED = (
     "POST /budget/update",
     "GET /spend/logs",
     "GET /key/list",
+    "POST /team/new",
+    "GET /team/list",
+    "GET /global/spend/report",
+    "GET /spend/logs/csv",
     "GET /models",
 )
 
