@@ -22,7 +22,7 @@ import requests
 from plugins.budgets.strict import BudgetReservation
 from proxy.call.auth import hash_key
 from proxy.storage.db import database, init_database
-from proxy.storage.models import Customer, Key, ProxySpend, SpendLog, User
+from proxy.storage.models import Customer, Key, ProxySpend, SpendLog, Team, User
 from tests.conftest import base_config, openai_model
 from tests.support.billing import AdversarialBilling
 from tests.support.budgets import make_key, make_user
@@ -154,3 +154,28 @@ def test_strict_mode_holds_every_level_at_once_without_deadlocks(
     assert user_spend == key_spend[0] + key_spend[1] <= 45 * CALL_COST
     assert all(spend <= 15 * CALL_COST for spend in customer_spend)
     assert sum(customer_spend) == 50 * CALL_COST
+
+
+def test_strict_mode_holds_a_team_budget_shared_by_its_keys(
+    pg_url: str, upstream: MockOpenAI, tmp_path: Path
+) -> None:
+    """Four keys of one team, 200 concurrent calls on two hosts: exactly the calls the
+    team's budget can pay for pass, and the team's spend lands exactly on it."""
+    config = two_hosts_config(pg_url, upstream, "strict")
+    upstream.billing = AdversarialBilling()
+    upstream.delay = 0.1
+    a = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-a")
+    b = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-b")
+    with a, b:
+        init_database(pg_url)
+        with database.connection_context():
+            Team.create(team_id="shared-team", max_budget=ROOM * CALL_COST, updated_at=1.0)
+        keys = [make_key(team_id="shared-team") for _ in range(4)]
+        statuses = run_concurrently([a.url, b.url], keys)
+    assert statuses == {200: ROOM, 401: CALLS - ROOM}
+    with database.connection_context():
+        team_spend = Team.get_by_id("shared-team").spend
+        logs = SpendLog.select().where(SpendLog.team_id == "shared-team").count()
+        assert BudgetReservation.select().count() == 0
+    assert team_spend == ROOM * CALL_COST  # exact: powers of two
+    assert logs == ROOM
