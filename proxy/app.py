@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from proxy.api import cors
 from proxy.call.gateway import Services
+from proxy.call.router import Router
 from proxy.call.settle import JournalReplayer
 from proxy.config import Config, load_config
 from proxy.errors import ProxyError, ServiceUnavailable, error_shape
@@ -137,13 +138,15 @@ def create_app(
         journal_directory(config.general_settings.spend_journal_dir, config.database_url)
     )
     journal.prepare()
+    models = ModelTable(config)
     services = Services(
         config=config,
-        models=ModelTable(config),
+        models=models,
         upstream=UpstreamClient(),
         pm=pm,
         schema=schema,
         journal=journal,
+        router=Router(models, config.router_settings, pm),
     )
     services.replayer = JournalReplayer(services)
     services.replayer.ensure_running()  # entries an earlier process left behind

@@ -72,6 +72,10 @@ class LitellmParams(_Section):
     max_tokens: Count | None = Field(default=None, gt=0)
     # Answer with this text instead of calling the upstream (as the mock provider does).
     mock_response: str | None = None
+    # Routing (LiteLLM's names): limits of this deployment, and its share of the traffic.
+    rpm: Count | None = Field(default=None, ge=0)
+    tpm: Count | None = Field(default=None, ge=0)
+    weight: Number | None = Field(default=None, gt=0)
 
     @field_validator("api_version", mode="before")
     @classmethod
@@ -89,6 +93,7 @@ class LitellmParams(_Section):
 
 
 class ModelInfo(_Section):
+    id: str | None = None  # the deployment's id; derived from its parameters when absent
     access_groups: list[str] = Field(default_factory=list)
     max_output_tokens: Count | None = Field(default=None, gt=0)
     mode: str | None = None
@@ -99,6 +104,17 @@ class ModelEntry(_Section):
     model_name: str
     litellm_params: LitellmParams
     model_info: ModelInfo = Field(default_factory=ModelInfo)
+    # Older LiteLLM documents put a deployment's limits beside litellm_params.
+    rpm: Count | None = Field(default=None, ge=0)
+    tpm: Count | None = Field(default=None, ge=0)
+
+    @property
+    def rpm_limit(self) -> int | None:
+        return self.litellm_params.rpm if self.litellm_params.rpm is not None else self.rpm
+
+    @property
+    def tpm_limit(self) -> int | None:
+        return self.litellm_params.tpm if self.litellm_params.tpm is not None else self.tpm
 
 
 class GeneralSettings(_Section):
@@ -134,7 +150,50 @@ class GeneralSettings(_Section):
     database_connection_pool_limit: int | None = Field(default=None, ge=1)
 
 
+ROUTING_STRATEGIES = (
+    "simple-shuffle",
+    "least-busy",
+    "usage-based-routing",
+    "usage-based-routing-v2",
+)
+# LiteLLM strategies Comptroller does not implement: refused at start-up, by name.
+UNSUPPORTED_STRATEGIES = ("latency-based-routing", "cost-based-routing")
+FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+# LiteLLM's defaults: 2 retries, a deployment out after more than 3 fails in a minute, for 5 s.
+DEFAULT_NUM_RETRIES = 2
+DEFAULT_ALLOWED_FAILS = 3
+DEFAULT_COOLDOWN_TIME = 5.0
+
+Fallbacks = list[dict[str, list[str]]]
+
+
+def _fallback_list(value: Any) -> Any:
+    """``[{"gpt-4": ["gpt-3.5"]}]`` as LiteLLM writes it; a bare name is a one-item list."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list):
+        out = []
+        for item in value:
+            if isinstance(item, dict):
+                item = {k: [v] if isinstance(v, str) else v for k, v in item.items()}
+            out.append(item)
+        return out
+    return value
+
+
+FallbackList = Annotated[Fallbacks, BeforeValidator(_fallback_list)]
+
+
 class LitellmSettings(_Section):
+    # Router settings LiteLLM also reads here; router_settings wins where both set one.
+    num_retries: Count | None = Field(default=None, ge=0)
+    allowed_fails: Count | None = Field(default=None, ge=0)
+    cooldown_time: Number | None = Field(default=None, ge=0)
+    fallbacks: FallbackList | None = None
+    context_window_fallbacks: FallbackList | None = None
+    content_policy_fallbacks: FallbackList | None = None
     max_budget: Number | None = Field(default=None, ge=0)
     budget_duration: str | None = None
     max_user_budget: Number | None = Field(default=None, ge=0)
@@ -150,6 +209,51 @@ class LitellmSettings(_Section):
         return value
 
 
+class RouterSettings(_Section):
+    """``router_settings`` (also read from ``litellm_settings``, where LiteLLM's
+    proxy documents take ``num_retries``, ``fallbacks`` and the cooldown settings)."""
+
+    routing_strategy: str = "simple-shuffle"
+    num_retries: Count | None = Field(default=None, ge=0)
+    allowed_fails: Count | None = Field(default=None, ge=0)
+    cooldown_time: Number | None = Field(default=None, ge=0)
+    fallbacks: FallbackList = Field(default_factory=list)
+    context_window_fallbacks: FallbackList = Field(default_factory=list)
+    content_policy_fallbacks: FallbackList = Field(default_factory=list)
+
+    @field_validator("routing_strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value in UNSUPPORTED_STRATEGIES:
+            raise ValueError(
+                f"{value} is not supported by Comptroller (use one of "
+                f"{', '.join(ROUTING_STRATEGIES)})"
+            )
+        if value not in ROUTING_STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r} (one of {', '.join(ROUTING_STRATEGIES)})")
+        return value
+
+    @property
+    def retries(self) -> int:
+        return DEFAULT_NUM_RETRIES if self.num_retries is None else self.num_retries
+
+    @property
+    def fails_allowed(self) -> int:
+        return DEFAULT_ALLOWED_FAILS if self.allowed_fails is None else self.allowed_fails
+
+    @property
+    def cooldown_seconds(self) -> float:
+        return DEFAULT_COOLDOWN_TIME if self.cooldown_time is None else self.cooldown_time
+
+    def fallbacks_for(self, kind: str, model: str) -> list[str]:
+        """The model names ``model`` falls back to for ``kind`` (``"*"`` matches any)."""
+        found: list[str] = []
+        for mapping in getattr(self, kind):
+            for name in (model, "*"):
+                found += [m for m in mapping.get(name, []) if m not in found and m != model]
+        return found
+
+
 class PluginSettings(_Section):
     disable: list[str] = Field(default_factory=list)
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -159,6 +263,7 @@ class Config(_Section):
     model_list: list[ModelEntry] = Field(default_factory=list)
     general_settings: GeneralSettings = Field(default_factory=GeneralSettings)
     litellm_settings: LitellmSettings = Field(default_factory=LitellmSettings)
+    router_settings: RouterSettings = Field(default_factory=RouterSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     # Not from the file: filled in by load_config so the app needs no env reads.
     source: str = "built-in defaults"
@@ -261,7 +366,7 @@ def build_config(raw: dict | None, source: str = "built-in defaults") -> Config:
     raw = resolve_env_refs(dict(raw or {}))
     if not isinstance(raw, dict):
         raise ConfigError("config: top level must be a mapping")
-    for section in ("general_settings", "litellm_settings", "plugins"):
+    for section in ("general_settings", "litellm_settings", "router_settings", "plugins"):
         if raw.get(section) is None:
             raw.pop(section, None)
     if not raw.get("model_list"):
@@ -286,10 +391,18 @@ def build_config(raw: dict | None, source: str = "built-in defaults") -> Config:
         )
     if os.environ.get("DATABASE_URL"):
         general.database_url = os.environ["DATABASE_URL"]
-    names = [m.model_name for m in config.model_list]
-    if len(set(names)) != len(names):
-        log.info("config: several deployments share a model_name; the first one answers")
+    _merge_router_settings(config)
     return config
+
+
+def _merge_router_settings(config: Config) -> None:
+    """Take the router settings LiteLLM reads from ``litellm_settings`` too."""
+    router, litellm = config.router_settings, config.litellm_settings
+    given = router.model_fields_set
+    for name in ("num_retries", "allowed_fails", "cooldown_time", *FALLBACK_KINDS):
+        value = getattr(litellm, name)
+        if name not in given and value is not None:
+            setattr(router, name, value)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

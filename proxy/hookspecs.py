@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from proxy.call.alerts import Alert
     from proxy.call.context import CallContext, Refusal, Usage
     from proxy.config import Config
+    from proxy.upstream.deployments import Deployment
 
 hookspec = pluggy.HookspecMarker("comptroller")
 hookimpl = pluggy.HookimplMarker("comptroller")
@@ -113,3 +114,26 @@ def on_alert(alert: Alert) -> None:
     if another raises, and a failing one's writes are rolled back alone. An
     implementation must not block on the network.
     """
+
+
+@hookspec(firstresult=True)
+def deployment_admit(deployment: Deployment, request_id: str, now: float) -> bool | None:
+    """The router is about to send one attempt of a call to ``deployment``,
+    which has ``rpm`` and/or ``tpm`` limits.
+
+    Count the attempt and return ``True`` if it fits in the deployment's
+    current minute, ``False`` (counting nothing) if the deployment is at its
+    limit: the router then picks another deployment. The count must hold
+    across every worker and host. The tokens of the call that answered are
+    counted in :func:`post_call_spend` (``ctx.deployment`` is the deployment
+    that answered). ``now`` is the database's clock (``proxy.storage.clock``).
+    ``None``: this plugin does not keep deployment limits.
+    """
+
+
+@hookspec(firstresult=True)
+def deployment_usage(
+    deployments: list[Deployment], now: float
+) -> dict[str, tuple[int, int]] | None:
+    """Requests and tokens counted so far in the current minute, per deployment id,
+    for ``usage-based-routing``. A deployment not in the answer has used nothing."""

@@ -101,7 +101,7 @@ def claim(ctx: CallContext, guarded: Guarded) -> None:
 def ttl(ctx: CallContext) -> float:
     """How long a reservation holds. A stream reads each chunk within the timeout, so
     a stream longer than this stops holding its worst case (it is still charged)."""
-    return 2 * ctx.deployment.timeout + TTL_MARGIN_SECONDS
+    return 2 * ctx.max_upstream_seconds + TTL_MARGIN_SECONDS
 
 
 def reserve_claims(ctx: CallContext) -> Generator[None, Any, Refusal | None]:

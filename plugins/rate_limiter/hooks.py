@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING
 
 from plugins.rate_limiter import store
 from plugins.rate_limiter.limits import (
+    DEPLOYMENT_KIND,
     PLUGIN_NAME,
     Scope,
     configured_lease_seconds,
+    deployment_scope,
     lease_seconds,
     scopes_for,
 )
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
     from proxy.call.context import CallContext, Refusal, Usage
     from proxy.config import Config
+    from proxy.upstream.deployments import Deployment
 
 
 @dataclass
@@ -84,11 +87,32 @@ def pre_request_check(ctx: CallContext) -> Refusal | None:
 
 
 @hookimpl
+def deployment_admit(deployment: Deployment, request_id: str, now: float) -> bool | None:
+    scope = deployment_scope(deployment)
+    if scope is None:
+        return None
+    # No parallel limit, so no lease: the lease time is never used.
+    return store.admit([scope], request_id, now, 0.0).admitted
+
+
+@hookimpl
+def deployment_usage(
+    deployments: list[Deployment], now: float
+) -> dict[str, tuple[int, int]] | None:
+    return store.current_counts(DEPLOYMENT_KIND, [d.id for d in deployments], now)
+
+
+@hookimpl
 def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
     taken: Taken | None = ctx.plugin_state.get(PLUGIN_NAME)
+    answered = deployment_scope(ctx.deployment)
+    # The deployment that answered counts the call's tokens (its tpm, usage-based routing).
+    counted = [answered] if answered is not None else []
     if taken is None:
+        if counted:
+            store.settle(counted, usage.total_tokens, [], ctx.request_id, ctx.now())
         return
-    metered = [scope for scope in taken.scopes if scope.tpm_limit is not None]
+    metered = [scope for scope in taken.scopes if scope.tpm_limit is not None] + counted
     store.settle(metered, usage.total_tokens, taken.leased, ctx.request_id, ctx.now())
     if taken.leased:
         # Only if the spend commits; a rolled-back one leaves it to call_finished.

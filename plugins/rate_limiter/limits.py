@@ -16,6 +16,7 @@ from proxy.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from proxy.call.context import CallContext
+    from proxy.upstream.deployments import Deployment
 
 PLUGIN_NAME = "rate_limiter"
 
@@ -28,14 +29,16 @@ LEASE_MARGIN_SECONDS = 60.0
 
 # Kinds in the order a refusal names them when several are exceeded.
 KIND_ORDER = ("key", "user", "team", "end_user")
+# A deployment's own rpm/tpm (the router's): counted per attempt, never refused to a client.
+DEPLOYMENT_KIND = "deployment"
 
 
 @dataclass(frozen=True)
 class Scope:
     """One entity whose limits apply to the call."""
 
-    kind: str  # "key", "user", "team" or "end_user"
-    entity: str  # the window row's id: key hash, user id, team id or end-user id
+    kind: str  # "key", "user", "team", "end_user" or "deployment"
+    entity: str  # the window row's id: key hash, user id, team id, end-user id or deployment id
     label: str  # how a refusal names it: key alias or display name, never the secret
     rpm_limit: int | None = None
     tpm_limit: int | None = None
@@ -83,6 +86,16 @@ def scopes_for(ctx: CallContext) -> list[Scope]:
     return [scope for scope in found if scope is not None]
 
 
+def deployment_scope(deployment: Deployment) -> Scope | None:
+    """The window of a deployment with ``rpm``/``tpm`` limits, or ranked by its counts
+    (``usage-based-routing``), keyed by its id."""
+    if not deployment.counted:
+        return None
+    return Scope(
+        DEPLOYMENT_KIND, deployment.id, deployment.model_name, deployment.rpm, deployment.tpm
+    )
+
+
 def configured_lease_seconds(config: Config) -> float | None:
     """``plugins.settings.rate_limiter.lease_seconds``, validated; None if unset."""
     value = config.plugin_settings(PLUGIN_NAME).get("lease_seconds")
@@ -98,7 +111,8 @@ def configured_lease_seconds(config: Config) -> float | None:
 def lease_seconds(ctx: CallContext) -> float:
     """How long a parallel slot taken for ``ctx`` stays held if nobody gives it back.
 
-    The setting if given, else the deployment's upstream timeout plus
+    The setting if given, else the longest the upstream part may take (every
+    attempt, retries and fallbacks included, timing out) plus
     :data:`LEASE_MARGIN_SECONDS`: a worker killed mid-call frees its slot at
     most that long after the call began, and a live non-streaming call can
     never lose its slot, because it ends (or times out) before the lease does.
@@ -106,4 +120,4 @@ def lease_seconds(ctx: CallContext) -> float:
     configured = configured_lease_seconds(ctx.config)
     if configured is not None:
         return configured
-    return float(ctx.deployment.timeout) + LEASE_MARGIN_SECONDS
+    return ctx.max_upstream_seconds + LEASE_MARGIN_SECONDS

@@ -405,3 +405,17 @@ def uncount_requests(states: list[WindowState]) -> None:
                 f"AND entity = {p} AND window_start = {p} AND requests > 0",
                 [state.scope.kind, state.scope.entity, state.window_start],
             )
+
+
+def current_counts(kind: str, entities: list[str], now: float) -> dict[str, tuple[int, int]]:
+    """(requests, tokens) of each entity's window that is still open at ``now``."""
+    if not entities:
+        return {}
+    p = database.param
+    marks = ", ".join([p] * len(entities))
+    rows = database.execute_sql(
+        f"SELECT entity, requests, tokens FROM {WINDOWS} WHERE kind = {p} "
+        f"AND entity IN ({marks}) AND window_start > {p}",
+        [kind, *entities, now - WINDOW_SECONDS],
+    ).fetchall()
+    return {row[0]: (int(row[1]), int(row[2])) for row in rows}

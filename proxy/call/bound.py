@@ -59,6 +59,8 @@ class Call(Protocol):
     """What :func:`call_worst_case` reads of a call (a ``CallContext``)."""
 
     deployment: Deployment
+    # Every deployment the router may send the call to (fallbacks included).
+    reachable: list[Deployment]
     body: dict[str, Any]
     call_type: str
     carried_input_tokens: int
@@ -360,10 +362,45 @@ def worst_case(
 
 
 def call_worst_case(ctx: Call) -> WorstCase:
-    """:func:`worst_case` of one call: what strict mode reserves and the clamp lowers."""
-    return worst_case(
-        ctx.deployment.price,
-        ctx.body,
-        ctx.call_type,
-        carried_input_tokens=ctx.carried_input_tokens,
+    """:func:`worst_case` of one call: what strict mode reserves and the clamp lowers.
+
+    Over every deployment the router may send the call to (its model's and its
+    fallbacks'), each part at its largest: the bound holds on whichever answers,
+    and so does any clamp of it (:meth:`WorstCase.with_output` keeps the rates).
+    """
+    cases = []
+    seen: list[Price] = []
+    for dep in ctx.reachable or [ctx.deployment]:
+        if dep.price in seen:
+            continue  # deployments at one price bound alike
+        seen.append(dep.price)
+        cases.append(
+            worst_case(
+                dep.price,
+                ctx.body,
+                ctx.call_type,
+                carried_input_tokens=ctx.carried_input_tokens,
+            )
+        )
+    return cases[0] if len(cases) == 1 else dearest(cases)
+
+
+def dearest(cases: list[WorstCase]) -> WorstCase:
+    """One worst case at least as dear as each of ``cases``, clamped or not."""
+    prompt = max(c.prompt_tokens for c in cases)
+    n = max(c.choices for c in cases)
+    limit = max(c.output_tokens for c in cases)
+    predicted = max(c.predicted_tokens for c in cases)
+    input_rate = max(c.input_rate for c in cases)
+    output_rate = max(c.output_rate for c in cases)
+    return WorstCase(
+        prompt,
+        n,
+        limit,
+        predicted,
+        _cost(prompt, input_rate, n, limit, predicted, output_rate),
+        next((c.unbounded for c in cases if c.unbounded), None),
+        any(c.default_output_cap for c in cases),
+        input_rate,
+        output_rate,
     )

@@ -83,10 +83,26 @@ class CallContext:
     alerts: list[Alert] = field(default_factory=list)
     # Scratch space for plugins, keyed by plugin name (what they took, etc.).
     plugin_state: dict[str, Any] = field(default_factory=dict)
+    # The model name the client asked for; ``deployment`` is the one answering
+    # (another model's after a fallback), and ``reachable`` every deployment the
+    # router may send this call to, fallbacks included.
+    model_group: str = ""
+    reachable: list[Deployment] = field(default_factory=list)
+    # How long the upstream part may take, retries and fallbacks included (each
+    # attempt timing out): what leases and reservations must outlive.
+    max_upstream_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.model_group:
+            self.model_group = self.deployment.model_name
+        if not self.reachable:
+            self.reachable = [self.deployment]
+        if not self.max_upstream_seconds:
+            self.max_upstream_seconds = float(self.deployment.timeout)
 
     @property
     def model(self) -> str:
-        return self.deployment.model_name
+        return self.model_group
 
     def now(self) -> float:
         """The time now by the database's clock, the one clock every host shares: for

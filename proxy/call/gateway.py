@@ -21,6 +21,7 @@ from proxy.call.context import CallContext, Usage
 from proxy.call.customers import load_customer
 from proxy.call.estimate import estimate_prompt_tokens
 from proxy.call.last_known import LastKnownCallers
+from proxy.call.router import Router
 from proxy.call.settle import JournalReplayer, settle_spend
 from proxy.config import Config
 from proxy.errors import AuthError, BadRequest, Forbidden, ProxyError
@@ -50,6 +51,7 @@ class Services:
     pm: pluggy.PluginManager
     schema: SchemaGate
     journal: SpendJournal
+    router: Router
     # Set by create_app once the services exist (it replays with them).
     replayer: JournalReplayer = field(init=False)
     # Fail-open's last known state of each caller (proxy.call.last_known).
@@ -99,6 +101,7 @@ def _storable_id(value: str, param: str) -> str:
 
 
 def resolve_deployment(services: Services, model: str) -> Deployment:
+    """The first deployment of the model group ``model`` (the router picks the one that answers)."""
     deployment = services.models.get(model)
     if deployment is None:
         raise BadRequest(f"Invalid model name passed in model={model}", param="model")
@@ -132,12 +135,14 @@ def _make_boundable(ctx: CallContext, bound: WorstCase) -> None:
     touched; a call with no output limit to a model whose cap is unknown is sent
     with Comptroller's default cap, so that the bound reserved is one the upstream keeps."""
     config = ctx.config.general_settings
-    price = ctx.deployment.price
-    if not price.known and not ctx.deployment.answers_itself and not config.allow_unpriced_models:
+    # Every deployment the router may send the call to, fallbacks included.
+    unpriced = [d for d in ctx.reachable if not d.price.known and not d.answers_itself]
+    if unpriced and not config.allow_unpriced_models:
         raise BadRequest(
-            f"Model {ctx.model} has no price, so strict budget enforcement cannot bound "
-            "what its calls cost: set input_cost_per_token and output_cost_per_token in "
-            "its litellm_params, or general_settings.allow_unpriced_models: true",
+            f"Model {unpriced[0].model_name} has no price, so strict budget enforcement "
+            "cannot bound what its calls cost: set input_cost_per_token and "
+            "output_cost_per_token in its litellm_params, or "
+            "general_settings.allow_unpriced_models: true",
             param="model",
         )
     if bound.unbounded is not None:
@@ -171,6 +176,9 @@ def build_context(
         user=caller.user,
         end_user_id=end_user_id(headers, body),
         carried_input_tokens=carried_tokens,
+        model_group=deployment.model_name,
+        reachable=services.router.reachable(deployment.model_name),
+        max_upstream_seconds=services.router.max_seconds(deployment.model_name),
     )
     if caller.key is not None:
         ctx.team_id = caller.key.team_id or (caller.user.team_id if caller.user else None)
@@ -262,39 +270,28 @@ def handle_call(
             code=refusal.code,
             headers={**ctx.response_headers, **refusal.headers},
         )
-    # From ctx.body: a check may have changed it (clamp_max_tokens lowers max_tokens).
-    upstream_body = {**ctx.body, "model": deployment.upstream_model}
-    if not api.upstream_metadata:
-        upstream_body.pop("metadata", None)
-    if not deployment.answers_itself:
-        upstream_body.pop("mock_response", None)
     if not database.in_transaction():
         # Hold no connection while the upstream answers (seconds to minutes): one the
         # database drops meanwhile must not be the one the spend is then written on.
         database.close()
     if ctx.stream:
-        options = upstream_body.get("stream_options")
-        if api.stream_usage_option:
-            upstream_body["stream_options"] = {
-                **(options if isinstance(options, dict) else {}),
-                "include_usage": True,
-            }
         try:
-            wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-            relay = services.upstream.stream(
-                deployment,
-                upstream_body,
-                relay_usage=wants_usage,
-                call_type=call_type,
-                client_headers=headers,
+            relay = services.router.route(
+                ctx.model_group,
+                ctx.request_id,
+                lambda dep: _open_stream(services, ctx, dep, headers),
             )
         except BaseException:
             _finish(services, ctx, "failed")
             raise
         return _with_headers(stream_response(services, ctx, relay), ctx)
     try:
-        answer, raw = services.upstream.call_raw(
-            deployment, call_type, upstream_body, client_headers=headers
+        answer, raw = services.router.route(
+            ctx.model_group,
+            ctx.request_id,
+            lambda dep: services.upstream.call_raw(
+                dep, call_type, _upstream_body(ctx, dep), client_headers=headers
+            ),
         )
     except BaseException:
         _finish(services, ctx, "failed")
@@ -320,18 +317,73 @@ def _prompt_estimate(ctx: CallContext) -> int:
     return estimate_prompt_tokens(ctx.body, ctx.call_type)
 
 
+def _upstream_body(ctx: CallContext, dep: Deployment) -> dict[str, Any]:
+    """What ``dep`` is sent: ``ctx.body`` (a check may have changed it, as
+    clamp_max_tokens lowers max_tokens) under the deployment's own model name.
+
+    Sets ``ctx.deployment``: the call is billed for the deployment that answers.
+    """
+    ctx.deployment = dep
+    body = {**ctx.body, "model": dep.upstream_model}
+    if not APIS[ctx.call_type].upstream_metadata:
+        body.pop("metadata", None)
+    if not dep.answers_itself:
+        upstream_path(dep, ctx.call_type)  # 400 if this deployment lacks the API
+        body.pop("mock_response", None)
+    return body
+
+
+class PrimedStream:
+    """A stream whose first event has arrived: until then the router may fail over;
+    once the client has a byte, an error is relayed and the partial answer billed."""
+
+    def __init__(self, relay: StreamRelay) -> None:
+        self.relay = relay
+        self._events = iter(relay)
+        try:
+            self._first: bytes | None = next(self._events)
+        except StopIteration:
+            self._first = None
+        except BaseException:
+            relay.close()
+            raise
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._first is not None:
+            yield self._first
+        yield from self._events
+
+
+def _open_stream(
+    services: Services, ctx: CallContext, dep: Deployment, headers: Any
+) -> PrimedStream:
+    body = _upstream_body(ctx, dep)
+    options = body.get("stream_options")
+    if APIS[ctx.call_type].stream_usage_option:
+        body["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+    wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+    relay = services.upstream.stream(
+        dep, body, relay_usage=wants_usage, call_type=ctx.call_type, client_headers=headers
+    )
+    return PrimedStream(relay)
+
+
 def _fallback_usage(ctx: CallContext, output_chars: int) -> Usage:
     """An upstream that reports no usage is charged from an estimate."""
     return Usage(_prompt_estimate(ctx), (output_chars + 3) // 4)
 
 
-def stream_response(services: Services, ctx: CallContext, relay: StreamRelay) -> Response:
+def stream_response(services: Services, ctx: CallContext, primed: PrimedStream) -> Response:
     """Relay the stream; meter it when it ends or when the client goes away."""
+    relay = primed.relay
 
     def generate() -> Iterator[bytes]:
         outcome = "disconnected"
         try:
-            yield from relay
+            yield from primed
             outcome = "success"
         except ProxyError as err:
             outcome = "failed"

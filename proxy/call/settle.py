@@ -66,6 +66,10 @@ def _record(
         "request_id": ctx.request_id,
         "call_type": ctx.call_type,
         "model_name": ctx.deployment.model_name,
+        # The model asked for, and the deployment that answered (after a fallback,
+        # another model's): the replayed spend log says both, as the live one would.
+        "model_group": ctx.model_group,
+        "deployment_id": ctx.deployment.id,
         "upstream_model": ctx.deployment.upstream_model,
         "price_known": ctx.deployment.price.known,
         "is_master": ctx.is_master,
@@ -129,7 +133,9 @@ def _carry_forward(ctx: CallContext, cost: float) -> None:
 
 
 def _deployment(services: Services, record: dict[str, Any]) -> Deployment:
-    found = services.models.get(record["model_name"])
+    found = services.models.by_id.get(record.get("deployment_id") or "")
+    if found is None:
+        found = services.models.get(record["model_name"])
     if found is not None:
         return found
     # The model left the config since: its name, and whether it had a price, suffice.
@@ -164,6 +170,7 @@ def _context(services: Services, record: dict[str, Any]) -> CallContext:
         end_user_id=record["end_user_id"],
         request_id=record["request_id"],
         start_time=record["start_time"],
+        model_group=record.get("model_group") or "",
     )
     load_customer(services.config, ctx, None)
     ctx.proxy_spend = ProxySpend.get_or_none(ProxySpend.id == 1)

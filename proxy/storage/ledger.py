@@ -137,9 +137,9 @@ def _ledger(
 ) -> _Ledger:
     log_params: list[Any] = [
         ctx.request_id, ctx.call_type, ctx.key_hash, ctx.user_id, ctx.team_id,
-        ctx.end_user_id, ctx.deployment.upstream_model, ctx.deployment.model_name,
+        ctx.end_user_id, ctx.deployment.upstream_model, ctx.model_group,
         usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, cost,
-        ctx.start_time, end, status, json.dumps(_log_metadata(usage)), overrun,
+        ctx.start_time, end, status, json.dumps(_log_metadata(ctx, usage)), overrun,
     ]  # fmt: skip
     increments: list[tuple[str, list[Any]]] = []
     if ctx.key is not None:
@@ -154,8 +154,19 @@ def _ledger(
     return _Ledger(log_params, increments)
 
 
-def _log_metadata(usage: Usage) -> dict[str, Any]:
-    return {"usage_flag": usage.flag} if usage.flag else {}
+def _log_metadata(ctx: CallContext, usage: Usage) -> dict[str, Any]:
+    """Which deployment answered (``model_group`` is the model asked for, ``model``
+    the upstream model that answered; after a fallback ``model_name`` differs), and
+    the usage's flag if it has one."""
+    dep = ctx.deployment
+    meta: dict[str, Any] = {
+        "model_id": dep.id,
+        "model_name": dep.model_name,
+        "provider": dep.provider,
+    }
+    if usage.flag:
+        meta["usage_flag"] = usage.flag
+    return meta
 
 
 def overrun_of(ctx: CallContext, cost: float) -> float:

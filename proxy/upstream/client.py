@@ -1,4 +1,6 @@
-"""Calls to the upstream LLM providers: ``openai/``, ``azure/`` and ``mock/``.
+"""Calls to the upstream LLM providers: OpenAI's wire format (``openai/`` and every
+OpenAI-compatible provider, each at the endpoint :mod:`proxy.upstream.providers`
+resolved), Azure's and ``mock/``.
 
 The hot path uses urllib3's connection pool directly (keep-alive, no
 per-call session set-up). Every failure becomes a :class:`ProxyError` with
@@ -38,7 +40,6 @@ from proxy.upstream.mock_apis import mock_api_answer, mock_api_stream, mock_forw
 
 log = logging.getLogger("comptroller.upstream")
 
-OPENAI_BASE = "https://api.openai.com/v1"
 MOCK_REPLY = "This is a mock response from Comptroller, the metered LLM gateway."
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
 # Azure answers 400 "Unrecognized request argument supplied: stream_options" before
@@ -54,7 +55,7 @@ class UpstreamTimeout(ProxyError):
 
 def accepts_stream_options(dep: Deployment) -> bool:
     """Whether the upstream takes ``stream_options`` (old Azure API versions refuse it)."""
-    if dep.provider != "azure":
+    if dep.wire != "azure":
         return True
     version = (dep.api_version or AZURE_DEFAULT_API_VERSION)[:10]
     return not _DATED_VERSION.fullmatch(version) or version >= AZURE_STREAM_OPTIONS_SINCE
@@ -245,7 +246,7 @@ class UpstreamClient:
                 dep.api_key, client_headers
             )
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if dep.provider == "azure":
+        if dep.wire == "azure":
             if not dep.api_base:
                 raise UpstreamError(f"model {dep.model_name}: azure deployment has no api_base")
             version = dep.api_version or AZURE_DEFAULT_API_VERSION
@@ -258,7 +259,9 @@ class UpstreamClient:
             if dep.api_key:
                 headers["api-key"] = dep.api_key
         else:
-            url = f"{(dep.api_base or OPENAI_BASE).rstrip('/')}/{path}"
+            if not dep.api_base:  # resolved at start-up; never a default host
+                raise UpstreamError(f"model {dep.model_name}: deployment has no endpoint")
+            url = f"{dep.api_base.rstrip('/')}/{path}"
             if dep.api_key:
                 headers["Authorization"] = f"Bearer {dep.api_key}"
         return url, headers

@@ -1,14 +1,20 @@
-"""The model table: public model names resolved to upstream deployments."""
+"""The model table: public model names (model groups) and their deployments.
+
+Each ``model_list`` entry is one deployment; entries sharing a ``model_name``
+form a model group that the router (:mod:`proxy.call.router`) shares the
+load across. Endpoints, keys and prices are resolved here once, at start-up.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from proxy.call.cost import Price, PriceOverrides, has_price, resolve_price
-from proxy.config import Config, ModelEntry
+from proxy.config import FALLBACK_KINDS, Config, ConfigError, ModelEntry
+from proxy.upstream.providers import Endpoint, resolve_endpoint
 
-PROVIDERS = ("openai", "azure", "anthropic", "mock")
 REDACTED = "***"
 
 
@@ -33,6 +39,7 @@ def redact_url(url: str | None) -> str | None:
 @dataclass(frozen=True)
 class Deployment:
     model_name: str
+    # The prefix of litellm_params.model (groq, azure, ...) and how its API is spoken.
     provider: str
     upstream_model: str
     api_base: str | None
@@ -47,16 +54,37 @@ class Deployment:
     priced_as: str | None = None
     # ``litellm_params.mock_response``: answered by Comptroller, the upstream is not called.
     mock_response: str | None = None
+    # Stable across workers and hosts: the key of its shared cooldown and rate windows.
+    id: str = ""
+    wire: str = "openai"
+    rpm: int | None = None
+    tpm: int | None = None
+    weight: float | None = None
+    # Counted in the shared per-minute windows: it has rpm/tpm limits, or the
+    # strategy (usage-based-routing) ranks deployments by their counts.
+    counted: bool = False
 
     @property
     def answers_itself(self) -> bool:
-        return self.provider == "mock" or self.mock_response is not None
+        return self.wire == "mock" or self.mock_response is not None
 
     @property
     def owned_by(self) -> str:
         return {"azure": "azure", "anthropic": "anthropic", "mock": "comptroller"}.get(
             self.provider, "openai"
         )
+
+    @property
+    def has_limits(self) -> bool:
+        return self.rpm is not None or self.tpm is not None
+
+    @property
+    def share(self) -> float:
+        """Its weight in ``simple-shuffle``: ``weight``, else ``rpm``, else ``tpm``, else 1."""
+        for value in (self.weight, self.rpm, self.tpm):
+            if value is not None:
+                return float(value)
+        return 1.0
 
     def public_info(self) -> dict:
         """What ``/model/info`` may show: an allow-list of fields, never the api_key."""
@@ -67,8 +95,14 @@ class Deployment:
                 "api_base": redact_url(self.api_base),
                 "api_version": self.api_version,
                 "timeout": self.timeout,
+                "rpm": self.rpm,
+                "tpm": self.tpm,
+                "weight": self.weight,
             },
             "model_info": {
+                "id": self.id,
+                "provider": self.provider,
+                "endpoint": None if self.answers_itself else redact_url(self.api_base),
                 "access_groups": list(self.access_groups),
                 "mode": self.mode,
                 "priced_as": self.priced_as,
@@ -143,24 +177,37 @@ def _priced_name(entry: ModelEntry, provider: str) -> str | None:
     return None
 
 
-def _deployment(entry: ModelEntry, created: int) -> Deployment:
+def deployment_id(entry: ModelEntry, endpoint: Endpoint) -> str:
+    """``model_info.id``, else a digest of what makes the deployment distinct (the
+    same on every worker and host; the key enters only as part of the digest)."""
+    if entry.model_info.id:
+        return entry.model_info.id
+    parts = (
+        entry.model_name,
+        entry.litellm_params.model,
+        endpoint.api_base or "",
+        endpoint.api_key or "",
+        endpoint.api_version or "",
+    )
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+def _deployment(index: int, entry: ModelEntry, created: int) -> Deployment:
     params = entry.litellm_params
-    provider = params.provider
+    endpoint = resolve_endpoint(index, entry)
+    provider = endpoint.provider
     # Prices by the prefix as written (anthropic/, mistral/, ...): the data set knows it.
     priced_as = _priced_name(entry, provider)
     price = resolve_price(
         priced_as or params.upstream_model, provider, params.api_base, _overrides(entry)
     )
-    if provider not in PROVIDERS:
-        # Any other prefix is treated as an OpenAI-compatible endpoint.
-        provider = "openai"
     return Deployment(
         model_name=entry.model_name,
         provider=provider,
         upstream_model=params.upstream_model,
-        api_base=params.api_base,
-        api_key=params.api_key,
-        api_version=params.api_version,
+        api_base=endpoint.api_base,
+        api_key=endpoint.api_key,
+        api_version=endpoint.api_version,
         timeout=params.timeout,
         access_groups=tuple(entry.model_info.access_groups),
         price=price,
@@ -168,29 +215,62 @@ def _deployment(entry: ModelEntry, created: int) -> Deployment:
         mode=entry.model_info.mode,
         priced_as=priced_as,
         mock_response=params.mock_response,
+        id=deployment_id(entry, endpoint),
+        wire=endpoint.wire,
+        rpm=entry.rpm_limit,
+        tpm=entry.tpm_limit,
+        weight=params.weight,
     )
 
 
 class ModelTable:
     """Built once at start-up; lookups are dict reads.
 
-    Several entries may share a ``model_name``; the first one answers calls,
-    but every entry's access groups count and ``/model/info`` lists them all.
+    Entries sharing a ``model_name`` are one model group: the router shares
+    its calls across them. ``by_name`` holds each group's first deployment
+    (what ``/v1/models`` lists); ``group`` all of them.
     """
 
     def __init__(self, config: Config, created: int = 1700000000) -> None:
-        self.deployments: list[Deployment] = [
-            _deployment(entry, created) for entry in config.model_list
-        ]
+        by_usage = config.router_settings.routing_strategy.startswith("usage-based-routing")
+        self.deployments: list[Deployment] = []
+        for i, entry in enumerate(config.model_list):
+            dep = _deployment(i, entry, created)
+            self.deployments.append(replace(dep, counted=by_usage or dep.has_limits))
         self.by_name: dict[str, Deployment] = {}
+        self.by_group: dict[str, list[Deployment]] = {}
+        self.by_id: dict[str, Deployment] = {}
         self.groups: dict[str, set[str]] = {}
-        for dep in self.deployments:
+        for i, dep in enumerate(self.deployments):
+            if dep.id in self.by_id:
+                if config.model_list[i].model_info.id:
+                    raise ConfigError(f"model_list[{i}]: model_info.id {dep.id!r} is used twice")
+                # The same endpoint listed twice is two deployments (LiteLLM's "several
+                # copies of one deployment" to weigh it): each keeps its own counters.
+                dep = self.deployments[i] = replace(dep, id=f"{dep.id}-{i}")
+            self.by_id[dep.id] = dep
             self.by_name.setdefault(dep.model_name, dep)
+            self.by_group.setdefault(dep.model_name, []).append(dep)
             for group in dep.access_groups:
                 self.groups.setdefault(group, set()).add(dep.model_name)
+        self._check_fallbacks(config)
+
+    def _check_fallbacks(self, config: Config) -> None:
+        """Every model a fallback names must be in the model list (start-up, not mid-call)."""
+        for kind in FALLBACK_KINDS:
+            for i, mapping in enumerate(getattr(config.router_settings, kind)):
+                for source, targets in mapping.items():
+                    for name in [source, *targets]:
+                        if name != "*" and name not in self.by_group:
+                            raise ConfigError(
+                                f"router_settings.{kind}[{i}]: model {name!r} is not in model_list"
+                            )
 
     def get(self, name: str) -> Deployment | None:
         return self.by_name.get(name)
+
+    def group(self, name: str) -> list[Deployment]:
+        return self.by_group.get(name, [])
 
     def names(self) -> list[str]:
         return list(self.by_name)

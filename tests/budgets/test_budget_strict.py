@@ -115,7 +115,7 @@ def test_a_failed_call_releases_its_reservation_and_charges_nothing(
 ) -> None:
     app = make_app(strict_config(db_url, upstream))
     plain = make_key(max_budget=worst(20))
-    upstream.fail_next(1, 500)
+    upstream.fail_next(3, 500)  # the call and its two retries
     assert call(app, plain, max_tokens=20).status_code == 500
     assert reservations() == [] and key_spend(plain) == 0.0
     assert call(app, plain, max_tokens=20).status_code == 200

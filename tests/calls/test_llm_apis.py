@@ -844,14 +844,16 @@ def test_proxy_budget_refuses_the_new_routes(
 def test_an_anthropic_upstream_error_keeps_its_status_in_each_routes_shape(
     client: FlaskClient, claude: MockAnthropic
 ) -> None:
-    claude.fail_next(529, "overloaded_error", "Overloaded")
+    for _ in range(3):  # the call and its two retries (num_retries defaults to 2)
+        claude.fail_next(529, "overloaded_error", "Overloaded")
     resp = client.post("/v1/messages", json=claude_body(), headers=MASTER)
     assert resp.status_code == 529
     assert resp.get_json() == {
         "type": "error",
         "error": {"type": "overloaded_error", "message": "Overloaded"},
     }
-    claude.fail_next(529, "overloaded_error", "Overloaded")
+    for _ in range(3):
+        claude.fail_next(529, "overloaded_error", "Overloaded")
     chat = {"model": CLAUDE, "messages": USER_TURN, "stream": True}
     resp = client.post("/chat/completions", json=chat, headers=MASTER)
     assert resp.status_code == 529

@@ -187,11 +187,11 @@ def test_unknown_keys_warn_with_their_path_and_are_ignored(
         "model_list": [
             {
                 "model_name": "a",
-                "litellm_params": {"model": "openai/a", "rpm": 10},
+                "litellm_params": {"model": "openai/a", "order": 1},
                 "deployment_id": "x",
             }
         ],
-        "router_settings": {"routing_strategy": "simple-shuffle"},
+        "router_settings": {"routing_strategy": "simple-shuffle", "redis_host": "r"},
         "general_settings": {"proxy_batch_write_at": 10},
         "litellm_settings": {"drop_params": True},
     }
@@ -199,9 +199,9 @@ def test_unknown_keys_warn_with_their_path_and_are_ignored(
         config = build_config(raw)
     warned = caplog.text
     for path in (
-        "router_settings",
+        "router_settings.redis_host",
         "model_list[0].deployment_id",
-        "model_list[0].litellm_params.rpm",
+        "model_list[0].litellm_params.order",
         "general_settings.proxy_batch_write_at",
         "litellm_settings.drop_params",
     ):

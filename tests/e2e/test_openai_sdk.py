@@ -147,7 +147,7 @@ def test_upstream_timeout_is_status_504(sdk: openai.OpenAI, upstream: MockOpenAI
 
 
 def test_upstream_rate_limit_is_rate_limit_error(sdk: openai.OpenAI, upstream: MockOpenAI) -> None:
-    upstream.fail_next(status=429, message="Rate limit reached")
+    upstream.fail_next(3, status=429, message="Rate limit reached")  # and two retries
     with pytest.raises(openai.RateLimitError) as err:
         sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     assert err.value.status_code == 429

@@ -49,7 +49,11 @@ def test_a_dead_workers_reservation_expires_and_frees_the_budget(
         timeout=TIMEOUT,
     )
     config = base_config(
-        pg_url, model_list=[model], general_settings={"budget_enforcement": "strict"}
+        pg_url,
+        model_list=[model],
+        general_settings={"budget_enforcement": "strict"},
+        # One attempt: with retries the reservation holds for each (see test_router.py).
+        router_settings={"num_retries": 0},
     )
     with ProxyServer(config, tmp_path, workers=2, threads=4) as server:
         init_database(pg_url)

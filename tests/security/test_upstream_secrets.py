@@ -82,7 +82,7 @@ def test_upstream_key_is_in_no_log_line_alert_or_table(
     call("azure", "/embeddings", {"model": "azure-embedding", "input": "x"}, MASTER)
     upstream.fail_next(1, 401, f"Incorrect API key provided: {SECRET}")
     call("upstream 401 echoing the key", "/chat/completions", chat, MASTER)
-    upstream.fail_next(1, 500, f"boom while using {SECRET}")
+    upstream.fail_next(3, 500, f"boom while using {SECRET}")  # and two retries
     call("upstream 500 echoing the key", "/chat/completions", chat, MASTER)
     call("connection refused", "/chat/completions", {**chat, "model": "dead"}, MASTER)
     upstream.hang = True

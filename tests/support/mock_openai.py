@@ -14,9 +14,9 @@ Answers are deterministic:
   number of words.
 
 Behaviour (``delay``, ``fail_status``, ``fail_message``, ``fail_next``, ``hang``,
-``stream_chunk_delay``) can be changed at any time from another thread, or over HTTP
-through ``POST /_mock/config``. The ``/_mock/*`` routes are never recorded, delayed
-or failed.
+``stream_chunk_delay``, ``stream_break_after``) can be changed at any time from
+another thread, or over HTTP through ``POST /_mock/config``. The ``/_mock/*``
+routes are never recorded, delayed or failed.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ _BEHAVIOUR_KEYS = (
     "hang",
     "stream_chunk_delay",
     "reported_usage",
+    "stream_break_after",
 )
 
 
@@ -221,6 +222,7 @@ class MockOpenAI(BackgroundHTTPServer):
         # the usage dict (tests/support/billing.py: tokenizer-like, adversarial, over).
         self.billing: Any = None
         self._reported_usage: dict[str, Any] | None = None
+        self._stream_break_after: int | None = None
 
     def _on_stop(self) -> None:
         # Wakes calls waiting in a ``hang``.
@@ -297,6 +299,7 @@ class MockOpenAI(BackgroundHTTPServer):
                 self.reasoning_tokens = 0
                 self.billing = None
                 self._reported_usage = None
+                self._stream_break_after = None
             self._changed.notify_all()
 
     # --- behaviour ----------------------------------------------------------
@@ -359,6 +362,16 @@ class MockOpenAI(BackgroundHTTPServer):
     def reported_usage(self, value: dict[str, Any] | None) -> None:
         self._set("_reported_usage", dict(value) if value else None)
 
+    @property
+    def stream_break_after(self) -> int | None:
+        """When set, a stream's connection is dropped after this many events (0: right
+        after the 200 headers, before any event), without ``[DONE]``."""
+        return self._stream_break_after
+
+    @stream_break_after.setter
+    def stream_break_after(self, value: int | None) -> None:
+        self._set("_stream_break_after", None if value is None else int(value))
+
     def fail_next(self, n: int = 1, status: int = 500, message: str | None = None) -> None:
         """Answer only the next ``n`` calls with ``status`` (queued after earlier ones)."""
         text = message if message is not None else "mock upstream failure"
@@ -393,6 +406,7 @@ class MockOpenAI(BackgroundHTTPServer):
                 "hang": self._hang,
                 "stream_chunk_delay": self._stream_chunk_delay,
                 "reported_usage": self._reported_usage,
+                "stream_break_after": self._stream_break_after,
             }
 
     # --- used by the handler ------------------------------------------------
@@ -754,8 +768,12 @@ class _Handler(TrackedHandler):
             last["choices"] = []
             last["usage"] = usage
             events.append(last)
+        break_after = mock.stream_break_after
         try:
             for i, event in enumerate(events):
+                if break_after is not None and i >= break_after:
+                    self.close_connection = True  # a broken stream: no [DONE], no last chunk
+                    return
                 if i and not mock._sleep(mock.stream_chunk_delay):
                     self.close_connection = True
                     return

@@ -216,7 +216,7 @@ def test_an_upstream_that_checks_keys_accepts_the_configured_ones(
 def test_upstream_error_keeps_status_and_message_and_charges_nothing(
     client: FlaskClient, upstream: MockOpenAI, recorder: OutcomeRecorder, status: int
 ) -> None:
-    upstream.fail_next(status=status, message=f"upstream says {status}")
+    upstream.fail_status, upstream.fail_message = status, f"upstream says {status}"
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "user": "cust-1"}
     resp = client.post("/chat/completions", json=body, headers=VIRTUAL)
     assert resp.status_code == status
@@ -224,6 +224,9 @@ def test_upstream_error_keeps_status_and_message_and_charges_nothing(
     assert error["message"] == f"upstream says {status}"
     # The upstream's own code is kept when it sends one (the mock does for 429).
     assert error["code"] == ("rate_limit_exceeded" if status == 429 else str(status))
+    # Transient failures are retried (num_retries defaults to 2); the client's are not,
+    # nor a 404 on a group's only deployment.
+    assert len(upstream.requests) == (3 if status in (429, 500, 503) else 1)
     assert recorder.outcomes == ["failed"]
     assert_nothing_charged()
 
@@ -231,7 +234,7 @@ def test_upstream_error_keeps_status_and_message_and_charges_nothing(
 def test_upstream_error_on_a_stream_keeps_status_before_any_byte(
     client: FlaskClient, upstream: MockOpenAI, recorder: OutcomeRecorder
 ) -> None:
-    upstream.fail_next(status=429, message="Rate limit reached for requests")
+    upstream.fail_status, upstream.fail_message = 429, "Rate limit reached for requests"
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
     resp = client.post("/chat/completions", json=body, headers=VIRTUAL)
     assert resp.status_code == 429
@@ -289,7 +292,7 @@ def test_a_slow_upstream_is_504_timeout_and_charges_nothing(
 
 
 def test_after_a_failure_the_next_call_succeeds(client: FlaskClient, upstream: MockOpenAI) -> None:
-    upstream.fail_next(status=500)
+    upstream.fail_next(3, status=500)  # the call and its two retries
     body = {"model": "gpt-4o-mini", "messages": MESSAGES}
     assert client.post("/chat/completions", json=body, headers=VIRTUAL).status_code == 500
     assert client.post("/chat/completions", json=body, headers=VIRTUAL).status_code == 200

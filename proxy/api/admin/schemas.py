@@ -211,6 +211,12 @@ class KeyDelete(Request):
     key_aliases: Annotated[list[Text], Field(min_length=1)] | None = None
 
 
+class HealthQuery(Request):
+    """``GET /health?model=``: the deployments of one model only."""
+
+    model: Id | None = None
+
+
 class KeyInfoQuery(Request):
     key: Id | None = None
 

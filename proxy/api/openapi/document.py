@@ -584,6 +584,15 @@ def _llm_routes() -> dict[str, RouteDoc]:
         "health.readiness": RouteDoc(
             "Readiness probe (checks the database)", HEALTH, out.Readiness, auth="none"
         ),
+        "health.deployments_health": RouteDoc(
+            "Call every deployment now and say which answer",
+            HEALTH,
+            out.DeploymentsHealth,
+            query=admin.HealthQuery,
+            errors=(404,),
+            description="One tiny real call per deployment (or per deployment of `model`), "
+            "not metered; `unhealthy_endpoints` carry the upstream's error. Keys never show.",
+        ),
     }
 
 

@@ -389,6 +389,18 @@ class DeploymentParams(Shape):
     api_base: str | None
     api_version: str | None
     timeout: float | None
+    rpm: int | None = None
+    tpm: int | None = None
+    weight: float | None = None
+
+
+class DeploymentHealth(Shape):
+    """As every worker and host sees it (shared): ``cooldown`` until when, if so."""
+
+    status: str
+    cooldown_until: float | None
+    fails_this_minute: int
+    last_error: str | None = None
 
 
 class PriceTier(Shape):
@@ -406,6 +418,10 @@ class DeploymentInfo(Shape):
     and where they came from (``price_source``: the bundled price data set and its
     version, ``litellm_params``, or ``unpriced``)."""
 
+    id: str
+    provider: str
+    endpoint: str | None
+    health: DeploymentHealth
     access_groups: list[str]
     mode: str | None
     priced_as: str | None
@@ -432,6 +448,21 @@ class ModelDeployment(Shape):
 
 class ModelInfoResponse(Shape):
     data: list[ModelDeployment]
+
+
+class CheckedEndpoint(Shape):
+    model: str
+    model_name: str
+    model_id: str
+    api_base: str | None
+    error: str | None = None
+
+
+class DeploymentsHealth(Shape):
+    healthy_endpoints: list[CheckedEndpoint]
+    unhealthy_endpoints: list[CheckedEndpoint]
+    healthy_count: int
+    unhealthy_count: int
 
 
 class Liveliness(Shape):
