@@ -86,9 +86,9 @@ def test_a_worker_holds_one_page_whatever_the_table_size(client) -> None:
     with database.connection_context():
         database.execute_sql(
             "INSERT INTO spend_log (request_id, call_type, model, model_group, prompt_tokens, "
-            "completion_tokens, total_tokens, spend, start_time, end_time, status, metadata) "
-            "SELECT 'bulk-' || i, 'chat', 'm', 'm', 1, 1, 2, 0.001, 1700000000 + i, "
-            "1700000000 + i, 'success', '{}' FROM generate_series(1, 100000) AS i"
+            "completion_tokens, total_tokens, spend, start_time, end_time, status, metadata, "
+            "overrun) SELECT 'bulk-' || i, 'chat', 'm', 'm', 1, 1, 2, 0.001, 1700000000 + i, "
+            "1700000000 + i, 'success', '{}', 0 FROM generate_series(1, 100000) AS i"
         )
     tracemalloc.start()
     try:
