@@ -136,6 +136,10 @@ def test_logs_filter_page_and_export_csv(
     assert [r["request_id"] for r in exported] == [r["request_id"] for r in expected.json()]
     assert float(exported[0]["spend"]) == pytest.approx(newest["spend"], rel=1e-9)
 
+    page.get_by_role("button", name="Time (UTC)").click()
+    expect(page.locator("#time-head")).to_have_attribute("aria-sort", "ascending")
+    expect(rows.first).to_have_attribute("data-request-id", expected.json()[-1]["request_id"])
+
     filters.get_by_label("Status").select_option("failure")
     filters.get_by_role("button", name="Filter").click()
     expect(page.locator("#logs + .empty")).to_be_visible()

@@ -9,9 +9,12 @@
   const pager = document.querySelector(".pager");
   let page = 1;
   let latest = 0; // only the answer to the latest request is shown
+  let order = "desc"; // newest first; the Time header turns it around
+  const timeHead = document.getElementById("time-head");
+  const timeSort = document.getElementById("time-sort");
 
   function query(extra = {}) {
-    const params = new URLSearchParams({ ...UI.formValues(filters), order: "desc", ...extra });
+    const params = new URLSearchParams({ ...UI.formValues(filters), order, ...extra });
     return params.toString();
   }
 
@@ -96,6 +99,13 @@
     const direction = event.target.dataset && event.target.dataset.page;
     if (!direction) return;
     page += direction === "next" ? 1 : -1;
+    load();
+  });
+  timeSort.addEventListener("click", () => {
+    order = order === "desc" ? "asc" : "desc";
+    timeSort.dataset.dir = order;
+    timeHead.setAttribute("aria-sort", order === "desc" ? "descending" : "ascending");
+    page = 1;
     load();
   });
   document.getElementById("export-csv").addEventListener("click", exportCsv);
