@@ -1,8 +1,32 @@
-"""The hooks a Comptroller plugin may implement.
+"""The hooks a Comptroller plugin may implement, and their contract.
 
 Builtin plugins (``plugins/``) and third-party plugins (entry-point group
-``comptroller``) implement the same hooks with ``@hookimpl``. Hooks are
-called with keyword arguments only.
+``comptroller``) implement the same hooks with ``@hookimpl`` and reach the
+core only through :mod:`proxy.plugin_api`. Hooks are called with keyword
+arguments only; an implementation may declare only the arguments it uses.
+
+Order. pluggy calls the last registered first. Builtins are registered so
+that their checks run in SPEC order (proxy, key, user, end user, default end
+user budgets, then the rate limiter); third-party plugins are registered
+after every builtin, so their implementations run *before* the builtins'
+(``tryfirst``/``trylast`` move them). A third-party plugin that replaces a
+builtin by name is registered in the builtin's place and runs in its turn.
+Wrappers (``wrapper=True``, as ``strict_budgets`` on ``pre_request_check``)
+run around all the others.
+
+Transactions.
+
+- ``plugin_tables``, ``plugin_startup``: at start-up, outside any request.
+- ``pre_request_check``: no transaction is open; a plugin opens its own
+  (``plugin_api.transaction()``) if it needs one.
+- ``post_call_spend`` then ``on_alert``: inside the call's spend
+  transaction, after the core's ledger writes; everything they write lands
+  with the spend or not at all. ``plugin_api.defer_write`` sends a write
+  with the ``COMMIT`` (no round trip of its own on PostgreSQL).
+- ``on_alert`` outside a call (``key_created`` from the admin API): inside
+  the transaction of the admin change.
+- ``call_finished``: after the spend transaction has committed (or failed);
+  no transaction is open.
 """
 
 from __future__ import annotations

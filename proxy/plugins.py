@@ -43,6 +43,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "team_budget": "plugins.budgets.team",
     "end_user_budget": "plugins.budgets.end_user",
     "default_end_user_budget": "plugins.budgets.default_end_user",
+    "strict_budgets": "plugins.budgets.strict",
     "rate_limiter": "plugins.rate_limiter.hooks",
     "webhook_alerter": "plugins.webhook_alerter.hooks",
 }
@@ -69,6 +70,16 @@ def _installed_entry_points(disabled: set[str]) -> dict[str, EntryPoint]:
     return found
 
 
+def _builtin(name: str) -> Any:
+    """A builtin's hooks: its module, the object it names ``plugin``, or a new
+    instance of its class ``Plugin`` (state of its own for each app)."""
+    module = importlib.import_module(BUILTIN_MODULES[name])
+    factory = getattr(module, "Plugin", None)
+    if factory is not None:
+        return factory()
+    return getattr(module, "plugin", module)
+
+
 def make_plugin_manager(
     config: Config, extra: list[tuple[str, Any]] | None = None
 ) -> pluggy.PluginManager:
@@ -87,9 +98,7 @@ def make_plugin_manager(
             )
     for name in reversed(BUILTIN_PLUGINS):
         if name not in disabled:
-            module = importlib.import_module(BUILTIN_MODULES[name])
-            # A builtin module may expose its hooks on an object named ``plugin``.
-            pm.register(getattr(module, "plugin", module), name=name)
+            pm.register(_builtin(name), name=name)
         elif name in installed:
             # Registered where the builtin would have been: its checks run in the builtin's turn.
             ep = installed.pop(name)

@@ -22,12 +22,10 @@ from typing import TYPE_CHECKING
 import peewee
 
 from plugins.budgets.common import EVENT_GROUPS, Guarded, fmt
-from proxy.call.alerts import Alert
-from proxy.storage.db import BaseModel, database
-from proxy.storage.models import now
+from proxy.plugin_api import Alert, PluginModel, atomic, database_now
 
 if TYPE_CHECKING:
-    from proxy.call.context import CallContext
+    from proxy.plugin_api import CallContext
 
 log = logging.getLogger("comptroller.plugins.budget_alerts")
 
@@ -35,10 +33,12 @@ THRESHOLDS = (85, 95)
 # A call names its period by the budget_reset_at it read when it started, and
 # may record its alert after that moment: longer than any call runs.
 PRUNE_AFTER_SECONDS = 3600.0
+PRUNE_INTERVAL_SECONDS = 60.0
+_next_prune = 0.0
 TITLES = {"proxy": "Proxy", "key": "Key", "user": "User", "team": "Team", "customer": "Customer"}
 
 
-class BudgetAlertSent(BaseModel):
+class BudgetAlertSent(PluginModel):
     """One alert raised for an entity in one budget period."""
 
     entity_kind = peewee.CharField(max_length=16)
@@ -46,7 +46,7 @@ class BudgetAlertSent(BaseModel):
     event = peewee.CharField(max_length=32)
     line = peewee.DoubleField()  # the amount crossed, in US dollars
     period = peewee.DoubleField()  # the entity's budget_reset_at, 0 without a duration
-    sent_at = peewee.DoubleField(default=now)
+    sent_at = peewee.DoubleField(default=database_now)
 
     class Meta:
         table_name = "budget_alert_sent"
@@ -64,7 +64,7 @@ def crossed(new: float, cost: float, line: float) -> bool:
 def _first_time(guarded: Guarded, event: str, line: float) -> bool:
     """Record the alert; False when this period already had it."""
     try:
-        with database.atomic():  # a savepoint: a failure cannot abort the spend
+        with atomic():  # a savepoint: a failure cannot abort the spend
             inserted = list(
                 BudgetAlertSent.insert(
                     entity_kind=guarded.kind,
@@ -81,6 +81,19 @@ def _first_time(guarded: Guarded, event: str, line: float) -> bool:
     except peewee.DatabaseError:
         log.exception("recording a %s alert failed; sending it anyway", event)
         return True  # better twice than never
+
+
+def housekeeping(moment: float) -> None:
+    """Once per :data:`PRUNE_INTERVAL_SECONDS` per process (the budget plugins'
+    ``call_finished``, a time check per call, no thread): prune past periods."""
+    global _next_prune
+    if moment < _next_prune:
+        return
+    _next_prune = moment + PRUNE_INTERVAL_SECONDS
+    try:
+        prune_past_periods(moment)
+    except peewee.PeeweeException:
+        log.warning("deleting the alert marks of past budget periods failed", exc_info=True)
 
 
 def prune_past_periods(now: float) -> int:

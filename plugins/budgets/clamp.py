@@ -15,10 +15,10 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxy.call.bound import LIMIT_FIELDS, WorstCase, call_worst_case
+from proxy.plugin_api import LIMIT_FIELDS, WorstCase, call_worst_case
 
 if TYPE_CHECKING:
-    from proxy.call.context import CallContext
+    from proxy.plugin_api import CallContext
 
 CLAMP_HEADER = "x-comptroller-max-tokens-clamped"
 

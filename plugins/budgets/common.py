@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from proxy.call.context import Refusal
+from proxy.plugin_api import Refusal
 
 if TYPE_CHECKING:
-    from proxy.call.context import CallContext
+    from proxy.plugin_api import CallContext
 
 # SPEC section 6: the first level that fails answers.
 CHECK_ORDER = ("proxy", "key", "user", "team", "customer")
@@ -23,6 +23,8 @@ CHECK_ORDER = ("proxy", "key", "user", "team", "customer")
 # team, customer, proxy). Strict reservations lock them in the same order,
 # so a reservation and a settling call never wait for each other in a cycle.
 LOCK_ORDER = ("key", "user", "team", "customer", "proxy")
+# ctx.plugin_state key of the strict-mode claims (plugins.budgets.strict reserves them).
+CLAIMS = "strict_budget_claims"
 EVENT_GROUPS = {
     "proxy": "proxy",
     "key": "key",
@@ -64,6 +66,12 @@ def exceeded(spend: float, max_budget: float | None) -> bool:
 
 def is_strict(ctx: CallContext) -> bool:
     return ctx.config.general_settings.budget_enforcement == "strict"
+
+
+def claim(ctx: CallContext, guarded: Guarded) -> None:
+    """Strict mode: ask for ``guarded``'s share of the reservation the
+    ``strict_budgets`` plugin makes once every check has passed."""
+    ctx.plugin_state.setdefault(CLAIMS, []).append(guarded)
 
 
 def fmt(amount: float) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from plugins.budgets import hooks as budget_hooks
 from plugins.budgets.common import Guarded, end_user_guarded
-from proxy.call.context import CallContext
+from proxy.plugin_api import CallContext
 
 
 def guarded(ctx: CallContext) -> Guarded | None:

@@ -7,29 +7,28 @@ This module is not a plugin: each budget plugin module builds one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from plugins.budgets import clamp
-from plugins.budgets import strict as reservations
-from plugins.budgets.alerts import raise_crossing_alerts
-from plugins.budgets.common import Guarded, exceeded, is_strict
-from proxy.call.context import Refusal, Usage
-from proxy.hookspecs import hookimpl
+from plugins.budgets.alerts import housekeeping, raise_crossing_alerts
+from plugins.budgets.common import Guarded, claim, exceeded, is_strict
+from proxy.plugin_api import Refusal, Usage, hookimpl
 
 if TYPE_CHECKING:
-    from proxy.call.context import CallContext
+    from proxy.plugin_api import CallContext
 
 
-# The tables the budget plugins share (created if any of them is enabled).
+# The budget plugins share their tables (budget_alert_sent): the same migrations.
 BUDGET_MIGRATIONS = ("budgets", "plugins.budgets.migrations")
 
 
 def check_budget(ctx: CallContext, guarded: Guarded | None) -> Refusal | None:
     """``pre_request_check``: refuse while spend >= max_budget.
 
-    In ``strict`` mode a call that passes claims its worst case, reserved
-    with every other level's claim once all checks pass. In ``check`` mode
+    In ``strict`` mode a call that passes claims its worst case, which the
+    ``strict_budgets`` plugin reserves with every other level's claim once
+    all checks pass. In ``check`` mode
     with ``clamp_max_tokens``, a call whose worst case does not fit in what
     is left gets a lower ``max_tokens`` instead, and is refused only when
     not even its prompt and one output token fit.
@@ -39,23 +38,12 @@ def check_budget(ctx: CallContext, guarded: Guarded | None) -> Refusal | None:
     if exceeded(guarded.spend, guarded.max_budget):
         return guarded.refusal()
     if is_strict(ctx):
-        reservations.claim(ctx, guarded)
+        claim(ctx, guarded)
     elif ctx.config.general_settings.clamp_max_tokens:
         room = guarded.max_budget - guarded.spend
         if ctx.estimated_cost > room and not clamp.clamp_to_room(ctx, room):
             return guarded.refusal(detail=clamp.nothing_fits_detail(ctx))
     return None
-
-
-def after_spend(ctx: CallContext, guarded: Guarded | None, cost: float) -> None:
-    """``post_call_spend``: settle a strict reservation, raise crossing alerts."""
-    reservations.settle(ctx)
-    raise_crossing_alerts(ctx, guarded, cost)
-
-
-def call_over(ctx: CallContext) -> None:
-    """``call_finished``: give back whatever is still reserved for the call."""
-    reservations.release(ctx)
 
 
 class BudgetPlugin:
@@ -76,15 +64,10 @@ class BudgetPlugin:
     def pre_request_check(self, ctx: CallContext) -> Refusal | None:
         return check_budget(ctx, self.guarded(ctx))
 
-    @hookimpl(specname="pre_request_check", wrapper=True)
-    def reserve_claims(self, ctx: CallContext) -> Generator[None, Any, Refusal | None]:
-        """Strict mode's reservation around all checks (see :mod:`plugins.budgets.strict`)."""
-        return (yield from reservations.reserve_claims(ctx))
-
     @hookimpl
     def post_call_spend(self, ctx: CallContext, usage: Usage, cost: float) -> None:
-        after_spend(ctx, self.guarded(ctx), cost)
+        raise_crossing_alerts(ctx, self.guarded(ctx), cost)
 
     @hookimpl
     def call_finished(self, ctx: CallContext) -> None:
-        call_over(ctx)
+        housekeeping(ctx.now())

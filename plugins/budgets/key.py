@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from plugins.budgets import hooks as budget_hooks
 from plugins.budgets.common import Guarded, fmt
-from proxy.call.context import CallContext
+from proxy.plugin_api import CallContext
 
 
 def _message(spend: float, max_budget: float) -> str:

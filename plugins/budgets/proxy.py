@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from plugins.budgets import hooks as budget_hooks
 from plugins.budgets.common import Guarded, exceeded_budget_message
-from proxy.call.context import CallContext
+from proxy.plugin_api import CallContext
 
 PROXY_ENTITY_ID = "1"  # the single proxy_spend row
 

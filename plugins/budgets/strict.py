@@ -1,68 +1,66 @@
-"""``general_settings.budget_enforcement: strict``: reserve before, settle after.
+"""Builtin plugin ``strict_budgets``: reserve before, settle after.
 
-Each budget plugin's check *claims* the call's worst case
-(``ctx.estimated_cost``) against the entity it guards. Once every check has
-passed, :func:`reserve_claims` (a wrapper around ``pre_request_check``)
-reserves all claims in one transaction: it locks the entities' rows in the
-order the spend transaction updates them, reads their spend and what calls
-in flight hold, and writes one ``budget_reservation`` row per entity only if
-``reserved + spend + estimate <= max_budget`` holds for every one of them;
-otherwise nothing is written and the call is refused (or, with
+On with ``general_settings.budget_enforcement: strict``. Each budget plugin's
+check *claims* the call's worst case (``ctx.estimated_cost``) against the
+entity it guards (:func:`plugins.budgets.common.claim`). Once every check
+has passed, this plugin's wrapper around ``pre_request_check`` reserves all
+claims in one transaction: it locks its own row for each entity
+(``budget_reservation_lock``, in the order the spend transaction updates the
+entities), reads their committed spend and what calls in flight hold in one
+statement (one snapshot), and writes one ``budget_reservation`` row per
+entity only if ``reserved + spend + estimate <= max_budget`` holds for every
+one of them; otherwise nothing is written and the call is refused (or, with
 ``clamp_max_tokens``, sent with a ``max_tokens`` that fits).
 
 A reservation is settled inside the spend transaction (the core adds the
-real cost to spend, :func:`settle` deletes the reservation: both land
-together) and released when the call fails, is refused later or the client
-goes away (:func:`release`). Every reservation also carries an expiry:
-what a call holds is the sum of its unexpired rows, so a worker that dies
-mid-call stops holding budget when its rows expire, without anyone having
-to notice. Expired rows are deleted now and then, only as housekeeping
-(:func:`housekeeping`, which also prunes the budget alerts' marks of
-periods long over).
+real cost to spend, the deferred ``DELETE`` of the reservation travels with
+its commit: both land together) and released when the call fails, is
+refused later or the client goes away. Every reservation also carries an
+expiry: what a call holds is the sum of its unexpired rows, so a worker that
+dies mid-call stops holding budget when its rows expire, without anyone
+having to notice. Expired rows are deleted now and then, as housekeeping.
 
-This module is not a plugin; every budget plugin registers its hooks.
+Disabled (``plugins.disable: [strict_budgets]``), strict mode checks as
+``check`` mode does: nothing is reserved.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import operator
 from collections.abc import Generator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import peewee
 
 from plugins.budgets import clamp
-from plugins.budgets.alerts import prune_past_periods
-from plugins.budgets.common import CHECK_ORDER, LOCK_ORDER, Guarded, fmt
-from proxy.call.context import Refusal
-from proxy.storage.db import BaseModel, database, is_postgres
-from proxy.storage.models import Customer, Key, ProxySpend, Team, User, now
-
-if TYPE_CHECKING:
-    from proxy.call.context import CallContext
+from plugins.budgets.common import CHECK_ORDER, CLAIMS, LOCK_ORDER, Guarded, fmt
+from proxy.plugin_api import (
+    CallContext,
+    PluginModel,
+    Refusal,
+    Usage,
+    after_commit,
+    database_now,
+    defer_write,
+    hookimpl,
+    lock_rows,
+    run,
+    spend_expression,
+    transaction,
+)
 
 log = logging.getLogger("comptroller.plugins.reservations")
 
-STATE_KEY = "budget_reservations"
+STATE_KEY = "strict_budgets"
 # A call waits at most its timeout to connect and again to read the answer;
 # a reservation outlives that by a margin for recording the spend.
 TTL_MARGIN_SECONDS = 5.0
 GC_INTERVAL_SECONDS = 60.0
-
-_SPEND_ROWS: dict[str, tuple[type[BaseModel], peewee.Field]] = {
-    "key": (Key, Key.token),
-    "user": (User, User.user_id),
-    "team": (Team, Team.team_id),
-    "customer": (Customer, Customer.user_id),
-    "proxy": (ProxySpend, ProxySpend.id),
-}
 _next_gc = 0.0
 
 
-class BudgetReservation(BaseModel):
+class BudgetReservation(PluginModel):
     """Money a call in flight holds against one entity's budget."""
 
     id = peewee.AutoField()
@@ -71,31 +69,32 @@ class BudgetReservation(BaseModel):
     entity_id = peewee.CharField(max_length=255)
     amount = peewee.DoubleField()
     expires_at = peewee.DoubleField()
-    created_at = peewee.DoubleField(default=now)
+    created_at = peewee.DoubleField(default=database_now)
 
     class Meta:
         table_name = "budget_reservation"
         indexes = ((("entity_kind", "entity_id", "expires_at"), False),)
 
 
+class ReservationLock(PluginModel):
+    """One row per entity ever reserved against: what reservations lock, so that
+    two reservations of one entity take turns."""
+
+    entity_kind = peewee.CharField(max_length=16)
+    entity_id = peewee.CharField(max_length=255)
+    locked_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "budget_reservation_lock"
+        primary_key = peewee.CompositeKey("entity_kind", "entity_id")
+
+
 @dataclass
-class _State:
-    claims: list[Guarded] = field(default_factory=list)
-    reserved: bool = False
+class _Reserved:
     settled: bool = False
-    released: bool = False
 
-
-def _state(ctx: CallContext) -> _State:
-    state = ctx.plugin_state.get(STATE_KEY)
-    if state is None:
-        state = ctx.plugin_state[STATE_KEY] = _State()
-    return state
-
-
-def claim(ctx: CallContext, guarded: Guarded) -> None:
-    """Ask for ``guarded``'s share of the reservation made after all checks."""
-    _state(ctx).claims.append(guarded)
+    def mark_settled(self) -> None:
+        self.settled = True
 
 
 def ttl(ctx: CallContext) -> float:
@@ -104,80 +103,77 @@ def ttl(ctx: CallContext) -> float:
     return 2 * ctx.max_upstream_seconds + TTL_MARGIN_SECONDS
 
 
-def reserve_claims(ctx: CallContext) -> Generator[None, Any, Refusal | None]:
-    """Around all checks: once none refused, reserve what the budget plugins claimed.
+@hookimpl
+def plugin_migrations() -> tuple[str, str]:
+    return ("strict_budgets", "plugins.budgets.strict_migrations")
 
-    Every budget plugin wraps ``pre_request_check`` with this (see
-    :class:`plugins.budgets.hooks.BudgetPlugin`), so it works whichever of
-    them are enabled; the first to run takes the claims, the others find
-    none left.
-    """
+
+@hookimpl(wrapper=True)
+def pre_request_check(ctx: CallContext) -> Generator[None, Any, Refusal | None]:
+    """Around all checks: once none refused, reserve what the budget plugins claimed."""
     refusal = yield
-    state = ctx.plugin_state.get(STATE_KEY)
-    if refusal is not None or state is None or not state.claims:
+    claims: list[Guarded] = ctx.plugin_state.pop(CLAIMS, [])
+    if refusal is not None or not claims:
         return refusal
-    claims, state.claims = state.claims, []
     return reserve(ctx, claims)
 
 
-def _lock_spend(guarded: Guarded) -> float:
-    """Lock the entity's row until the transaction ends; its current spend."""
-    model, pk = _SPEND_ROWS[guarded.kind]
-    pk_value: Any = int(guarded.entity_id) if guarded.kind == "proxy" else guarded.entity_id
-    if guarded.kind == "customer":
-        # A new end user has no row to lock yet: make it (spend 0) so there is.
-        new_row = Customer.insert(user_id=pk_value, spend=0.0, created_at=now())
-        new_row.on_conflict_ignore().execute()
-    query = model.select(model.spend).where(pk == pk_value)  # type: ignore[attr-defined]
-    if is_postgres():
-        query = query.for_update()
-    row = query.first()
-    return float(row.spend) if row is not None else guarded.spend
-
-
-def _held(claims: list[Guarded], moment: float) -> dict[str, float]:
-    """What unexpired reservations hold against each claimed entity."""
-    R = BudgetReservation
-    match = functools.reduce(
-        operator.or_, [(R.entity_kind == g.kind) & (R.entity_id == g.entity_id) for g in claims]
-    )
-    rows: Any = (
-        R.select(R.entity_kind, peewee.fn.SUM(R.amount).alias("held"))
-        .where(match & (R.expires_at > moment))
-        .group_by(R.entity_kind, R.entity_id)
-        .tuples()
-    )
-    held = {g.kind: 0.0 for g in claims}
-    for kind, amount in rows:
-        held[kind] = float(amount or 0.0)
-    return held
-
-
-def housekeeping(moment: float) -> None:
-    """Once per :data:`GC_INTERVAL_SECONDS` per process: delete the budget plugins'
-    rows that can no longer matter (a time check per call, no thread)."""
-    global _next_gc
-    if moment < _next_gc:
+@hookimpl
+def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
+    """In the spend transaction: the real cost is now in spend, drop the reservation."""
+    reserved: _Reserved | None = ctx.plugin_state.get(STATE_KEY)
+    if reserved is None:
         return
-    _next_gc = moment + GC_INTERVAL_SECONDS
-    _collect_expired(moment)
-    try:
-        prune_past_periods(moment)
-    except peewee.PeeweeException:
-        log.warning("deleting the alert marks of past budget periods failed", exc_info=True)
+    defer_write("DELETE FROM budget_reservation WHERE request_id = %s", [ctx.request_id])
+    after_commit(reserved.mark_settled)
 
 
-def _collect_expired(moment: float) -> None:
-    """Delete expired reservations (they already hold nothing)."""
-    R = BudgetReservation
-    expired = R.select(R.id).where(R.expires_at <= moment)
-    if is_postgres():
-        # Never wait for a row a settling call has locked (nor make it wait for us).
-        expired = expired.for_update(skip_locked=True)
-    try:
-        R.delete().where(R.id.in_(expired)).execute()
-    except peewee.PeeweeException:
-        log.warning("deleting expired budget reservations failed", exc_info=True)
+@hookimpl
+def call_finished(ctx: CallContext, outcome: str) -> None:
+    """The call is over: whatever it still holds goes back (nothing after a settle)."""
+    reserved: _Reserved | None = ctx.plugin_state.pop(STATE_KEY, None)
+    if reserved is not None and not reserved.settled:
+        R = BudgetReservation
+        R.delete().where(R.request_id == ctx.request_id).execute()
+    housekeeping(ctx.now())
+
+
+def _lock(ordered: list[Guarded], moment: float) -> None:
+    """Lock this plugin's row of every entity, in lock order (made on first use)."""
+    rows = ", ".join(["(%s, %s, %s)"] * len(ordered))
+    params: list[Any] = []
+    for g in ordered:
+        params += [g.kind, g.entity_id, moment]
+    run(
+        f"INSERT INTO budget_reservation_lock (entity_kind, entity_id, locked_at) VALUES {rows} "
+        "ON CONFLICT (entity_kind, entity_id) DO UPDATE SET locked_at = EXCLUDED.locked_at",
+        params,
+    )
+
+
+def _read(ordered: list[Guarded], moment: float) -> tuple[dict[str, float], dict[str, float]]:
+    """Each entity's committed spend and what unexpired reservations hold against
+    it, in one statement: a settling call's spend and its deleted reservation
+    are seen together or not at all."""
+    columns: list[str] = []
+    params: list[Any] = []
+    for g in ordered:
+        spend_sql, spend_params = spend_expression(g.kind, g.entity_id)
+        columns.append(spend_sql)
+        params += spend_params
+        columns.append(
+            "(SELECT COALESCE(SUM(amount), 0) FROM budget_reservation "
+            "WHERE entity_kind = %s AND entity_id = %s AND expires_at > %s)"
+        )
+        params += [g.kind, g.entity_id, moment]
+    row = run(f"SELECT {', '.join(columns)}", params).fetchone()
+    spend: dict[str, float] = {}
+    held: dict[str, float] = {}
+    for index, g in enumerate(ordered):
+        current, holding = row[2 * index], row[2 * index + 1]
+        spend[g.kind] = float(current) if current is not None else g.spend
+        held[g.kind] = float(holding or 0.0)
+    return spend, held
 
 
 def reserve(ctx: CallContext, claims: list[Guarded]) -> Refusal | None:
@@ -185,9 +181,9 @@ def reserve(ctx: CallContext, claims: list[Guarded]) -> Refusal | None:
     moment = ctx.now()
     by_kind = {g.kind: g for g in claims}
     ordered = [by_kind[kind] for kind in LOCK_ORDER if kind in by_kind]
-    with database.atomic() as txn:
-        spend = {g.kind: _lock_spend(g) for g in ordered}
-        held = _held(ordered, moment)
+    with transaction() as txn:
+        _lock(ordered, moment)
+        spend, held = _read(ordered, moment)
 
         def fits(cost: float) -> bool:
             return all(
@@ -200,24 +196,21 @@ def reserve(ctx: CallContext, claims: list[Guarded]) -> Refusal | None:
                 room = min((g.max_budget or 0.0) - spend[g.kind] - held[g.kind] for g in ordered)
                 tokens = clamp.largest_output(ctx, room, fits)
             if tokens < 1:
-                txn.rollback()  # also drops a new end user's row made for the lock
+                txn.rollback()
                 return _refusal(ctx, by_kind, spend, held)
             clamp.apply_clamp(ctx, tokens)
         expires = moment + ttl(ctx)
-        BudgetReservation.insert_many(
-            [
-                {
-                    "request_id": ctx.request_id,
-                    "entity_kind": g.kind,
-                    "entity_id": g.entity_id,
-                    "amount": ctx.estimated_cost,
-                    "expires_at": expires,
-                    "created_at": moment,
-                }
-                for g in ordered
-            ]
-        ).execute()
-    _state(ctx).reserved = True
+        rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(ordered))
+        params: list[Any] = []
+        for g in ordered:
+            params += [ctx.request_id, g.kind, g.entity_id, ctx.estimated_cost, expires, moment]
+        # Nobody reads its answer: it travels with the COMMIT.
+        defer_write(
+            "INSERT INTO budget_reservation (request_id, entity_kind, entity_id, amount, "
+            f"expires_at, created_at) VALUES {rows}",
+            params,
+        )
+    ctx.plugin_state[STATE_KEY] = _Reserved()
     return None
 
 
@@ -237,29 +230,17 @@ def _refusal(
     raise AssertionError("a reservation failed but every budget has room")
 
 
-def settle(ctx: CallContext) -> None:
-    """In the spend transaction: the real cost is now in spend, drop the reservation."""
-    state = ctx.plugin_state.get(STATE_KEY)
-    if state is None or not state.reserved or state.settled:
+def housekeeping(moment: float) -> None:
+    """Once per :data:`GC_INTERVAL_SECONDS` per process: delete expired
+    reservations (they already hold nothing); a time check per call, no thread."""
+    global _next_gc
+    if moment < _next_gc:
         return
-    state.settled = True
+    _next_gc = moment + GC_INTERVAL_SECONDS
+    R = BudgetReservation
+    # Never wait for a row a settling call has locked (nor make it wait for us).
+    expired = lock_rows(R.select(R.id).where(R.expires_at <= moment), skip_locked=True)
     try:
-        with database.atomic():  # a savepoint: a failure here cannot abort the spend
-            BudgetReservation.delete().where(
-                BudgetReservation.request_id == ctx.request_id
-            ).execute()
-    except peewee.DatabaseError:
-        log.exception("settling the reservation of %s failed; it will expire", ctx.request_id)
-
-
-def release(ctx: CallContext) -> None:
-    """The call is over: whatever it still holds goes back (no-op after a settle).
-
-    Every call ends here, in either enforcement mode and outside the spend
-    transaction, so this is also where the housekeeping runs.
-    """
-    state = ctx.plugin_state.get(STATE_KEY)
-    if state is not None and state.reserved and not state.released:
-        state.released = True
-        BudgetReservation.delete().where(BudgetReservation.request_id == ctx.request_id).execute()
-    housekeeping(ctx.now())
+        R.delete().where(R.id.in_(expired)).execute()
+    except peewee.PeeweeException:
+        log.warning("deleting expired budget reservations failed", exc_info=True)

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from plugins.budgets import hooks as budget_hooks
 from plugins.budgets.common import Guarded, fmt
-from proxy.call.context import CallContext, Refusal
-from proxy.hookspecs import hookimpl
+from proxy.plugin_api import CallContext, Refusal, hookimpl
 
 
 def _message(spend: float, max_budget: float) -> str:

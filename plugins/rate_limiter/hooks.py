@@ -32,15 +32,12 @@ from plugins.rate_limiter.limits import (
     scopes_for,
 )
 from plugins.rate_limiter.report import rate_limit_headers, refusal, refused_by_parallel_only
-from proxy.hookspecs import hookimpl
-from proxy.storage.db import database
+from proxy.plugin_api import after_commit, hookimpl
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from proxy.call.context import CallContext, Refusal, Usage
-    from proxy.config import Config
-    from proxy.upstream.deployments import Deployment
+    from proxy.plugin_api import CallContext, Config, Deployment, Refusal, Usage
 
 
 @dataclass
@@ -116,7 +113,7 @@ def post_call_spend(ctx: CallContext, usage: Usage, cost: float) -> None:
     store.settle(metered, usage.total_tokens, taken.leased, ctx.request_id, ctx.now())
     if taken.leased:
         # Only if the spend commits; a rolled-back one leaves it to call_finished.
-        database.after_commit(taken.mark_released)
+        after_commit(taken.mark_released)
 
 
 @hookimpl

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from proxy.config import Config, ConfigError
+from proxy.plugin_api import Config, ConfigError
 
 if TYPE_CHECKING:
-    from proxy.call.context import CallContext
-    from proxy.upstream.deployments import Deployment
+    from proxy.plugin_api import CallContext, Deployment
 
 PLUGIN_NAME = "rate_limiter"
 

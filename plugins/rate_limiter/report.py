@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from plugins.rate_limiter.limits import KIND_ORDER, WINDOW_SECONDS
 from plugins.rate_limiter.store import Admission, WindowState
-from proxy.call.context import Refusal
+from proxy.plugin_api import Refusal
 
 # A parallel slot frees when some call ends, which nobody can foresee: retry soon.
 PARALLEL_RETRY_SECONDS = 1.0

@@ -31,9 +31,7 @@ import peewee
 
 from plugins.rate_limiter.limits import WINDOW_SECONDS, Scope
 from plugins.rate_limiter.tables import RateLimitLease
-from proxy.storage.batching import defer_write
-from proxy.storage.db import database, is_postgres
-from proxy.storage.prepared import Prepared
+from proxy.plugin_api import atomic, defer_write, features, in_transaction, run, transaction
 
 log = logging.getLogger("comptroller.rate_limiter")
 
@@ -87,7 +85,7 @@ def _ordered(scopes: list[Scope]) -> list[Scope]:
 
 
 def _values(count: int, width: int) -> str:
-    row = "(" + ", ".join([database.param] * width) + ")"
+    row = "(" + ", ".join(["%s"] * width) + ")"
     return ", ".join([row] * count)
 
 
@@ -139,9 +137,9 @@ _ALL_FIT_GUARD = "1 / MIN(admitted) OVER ()"
 _DIVISION_BY_ZERO = "22012"
 
 
-def _postgres_admit_sql(count: int, with_leases: bool, all_or_nothing: bool = False) -> str:
-    """The deciding upsert; on Postgres the lease rows are written by the same
-    statement (a CTE).
+def _one_statement_admit_sql(count: int, with_leases: bool, all_or_nothing: bool = False) -> str:
+    """The deciding upsert; with writable CTEs (PostgreSQL) the lease rows are
+    written by the same statement.
 
     ``all_or_nothing``: a statement that succeeds only if every scope admits.
     Run outside a transaction it is its own: when a scope refuses, the guard
@@ -153,23 +151,22 @@ def _postgres_admit_sql(count: int, with_leases: bool, all_or_nothing: bool = Fa
         return admit_sql(count)
     leased = ""
     if with_leases:
-        p = database.param
         leased = (
             f", leased AS (INSERT INTO {LEASES} (request_id, kind, entity, expires_at) "
-            f"SELECT {p}, kind, entity, {p} FROM counted "
+            f"SELECT %s, kind, entity, %s FROM counted "
             f"WHERE admitted = 1 AND parallel_limit IS NOT NULL)"
         )
     guard = f", {_ALL_FIT_GUARD}" if all_or_nothing else ""
     return f"WITH counted AS ({admit_sql(count)}){leased} SELECT {_RETURNED}{guard} FROM counted"
 
 
-def _postgres_all_fit(
+def _all_fit_in_one_statement(
     scopes: list[Scope], count: int, with_leases: bool, params: list[Any]
 ) -> Admission | None:
     """The admission in one round trip, or None when some scope refused (nothing counted)."""
     try:
-        statement = Prepared.of(_postgres_admit_sql(count, with_leases, all_or_nothing=True))
-        rows = statement.run(params).fetchall()
+        statement = _one_statement_admit_sql(count, with_leases, all_or_nothing=True)
+        rows = run(statement, params).fetchall()
     except peewee.DataError as err:
         cause = getattr(err, "orig", None) or err.__context__  # the driver's error
         if getattr(cause, "pgcode", None) != _DIVISION_BY_ZERO:
@@ -210,24 +207,24 @@ def admit(scopes: list[Scope], request_id: str, now: float, lease_until: float) 
     ordered = _ordered(scopes)
     with_leases = any(scope.max_parallel_requests is not None for scope in ordered)
     params = _admit_params(ordered, now)
-    if is_postgres():
-        sql = _postgres_admit_sql(len(ordered), with_leases)
+    if features().writable_ctes:
+        sql = _one_statement_admit_sql(len(ordered), with_leases)
         if with_leases:
             params += [request_id, lease_until]
         if len(ordered) == 1:
-            rows = Prepared.of(sql).run(params).fetchall()
+            rows = run(sql, params).fetchall()
             return Admission(_states(scopes, rows, rolled_back=False))
-        if not database.in_transaction():
-            admitted = _postgres_all_fit(scopes, len(ordered), with_leases, params)
+        if not in_transaction():
+            admitted = _all_fit_in_one_statement(scopes, len(ordered), with_leases, params)
             if admitted is not None:
                 return admitted
             # Refused somewhere, counted nowhere: decide again to report the counts.
-        return _postgres_all_or_nothing(scopes, sql, params)
+        return _all_or_nothing(scopes, sql, params)
     if len(ordered) == 1 and not with_leases:
-        rows = database.execute_sql(admit_sql(1), params).fetchall()
+        rows = run(admit_sql(1), params, prepare=False).fetchall()
         return Admission(_states(scopes, rows, rolled_back=False))
-    with database.atomic() as txn:
-        rows = database.execute_sql(admit_sql(len(ordered)), params).fetchall()
+    with atomic() as txn:
+        rows = run(admit_sql(len(ordered)), params, prepare=False).fetchall()
         admission = Admission(_states(scopes, rows, rolled_back=False))
         if not admission.admitted:
             txn.rollback()
@@ -247,36 +244,19 @@ def admit(scopes: list[Scope], request_id: str, now: float, lease_until: float) 
         return admission
 
 
-def _postgres_all_or_nothing(scopes: list[Scope], sql: str, params: list[Any]) -> Admission:
-    """``BEGIN`` + the statement in one round trip, then ``COMMIT`` or ``ROLLBACK``.
-
-    peewee's ``atomic()`` would send ``BEGIN`` on its own round trip; the
-    connection is in autocommit mode otherwise, so this is all it takes.
-    """
-    if database.in_transaction():
-        with database.atomic() as txn:
-            rows = database.execute_sql(sql, params).fetchall()
-            if all(row[6] for row in rows):
-                return Admission(_states(scopes, rows, rolled_back=False))
-            txn.rollback()
-            return Admission(_states(scopes, rows, rolled_back=True))
-    try:
-        rows = database.execute_sql("BEGIN; " + sql, params).fetchall()
+def _all_or_nothing(scopes: list[Scope], sql: str, params: list[Any]) -> Admission:
+    """The statement in a transaction of its own (its ``BEGIN`` travels with
+    it), committed only if every scope admitted the call."""
+    with transaction() as txn:
+        rows = run(sql, params, prepare=False).fetchall()
         if all(row[6] for row in rows):
-            database.execute_sql("COMMIT")
             return Admission(_states(scopes, rows, rolled_back=False))
-        database.execute_sql("ROLLBACK")
+        txn.rollback()
         return Admission(_states(scopes, rows, rolled_back=True))
-    except BaseException:
-        try:
-            database.execute_sql("ROLLBACK")
-        except Exception:
-            log.debug("rollback after a failed rate-limit check failed", exc_info=True)
-        raise
 
 
 def _settle_sql(count: int, with_release: bool) -> str:
-    p = database.param
+    p = "%s"
     in_flight = ""
     prefix = ""
     if with_release:
@@ -310,7 +290,7 @@ def settle(
     finished). On Postgres both are one statement.
     """
     counted = {scope.row_id: tokens for scope in metered if tokens > 0}
-    release_here = bool(leased) and is_postgres()
+    release_here = bool(leased) and features().writable_ctes
     if release_here:
         touched = _ordered(list({s.row_id: s for s in [*metered, *leased]}.values()))
     else:
@@ -326,7 +306,7 @@ def settle(
         release(request_id, now)
 
 
-def _postgres_release(condition: str, params: list[Any]) -> int:
+def _release_in_one_statement(condition: str, params: list[Any]) -> int:
     """Delete leases and give their slots back, locking windows in a fixed order."""
     sql = (
         f"WITH released AS (DELETE FROM {LEASES} WHERE {condition} RETURNING kind, entity), "
@@ -339,20 +319,18 @@ def _postgres_release(condition: str, params: list[Any]) -> int:
         f"FROM locked WHERE {WINDOWS}.kind = locked.kind AND {WINDOWS}.entity = locked.entity "
         f"RETURNING locked.n"
     )
-    return sum(int(row[0]) for row in database.execute_sql(sql, params).fetchall())
+    return sum(int(row[0]) for row in run(sql, params, prepare=False).fetchall())
 
 
-def _sqlite_release(condition: str, params: list[Any]) -> int:
-    if not database.in_transaction():
-        with database.atomic():
-            return _sqlite_release(condition, params)
-    rows = database.execute_sql(
-        f"DELETE FROM {LEASES} WHERE {condition} RETURNING kind, entity", params
-    ).fetchall()
+def _release_statement_by_statement(condition: str, params: list[Any]) -> int:
+    if not in_transaction():
+        with atomic():
+            return _release_statement_by_statement(condition, params)
+    rows = run(f"DELETE FROM {LEASES} WHERE {condition} RETURNING kind, entity", params).fetchall()
     freed = Counter((row[0], row[1]) for row in rows)
-    p = database.param
+    p = "%s"
     for (kind, entity), n in sorted(freed.items()):
-        database.execute_sql(
+        run(
             f"UPDATE {WINDOWS} SET in_flight = CASE WHEN in_flight > {p} "
             f"THEN in_flight - {p} ELSE 0 END WHERE kind = {p} AND entity = {p}",
             [n, n, kind, entity],
@@ -361,9 +339,9 @@ def _sqlite_release(condition: str, params: list[Any]) -> int:
 
 
 def _release_where(condition: str, params: list[Any]) -> int:
-    if is_postgres():
-        return _postgres_release(condition, params)
-    return _sqlite_release(condition, params)
+    if features().writable_ctes:
+        return _release_in_one_statement(condition, params)
+    return _release_statement_by_statement(condition, params)
 
 
 def release(request_id: str, now: float) -> int:
@@ -373,7 +351,7 @@ def release(request_id: str, now: float) -> int:
     release and a sweep never fight over one lease row; and a lease already
     swept is never given back twice.
     """
-    p = database.param
+    p = "%s"
     return _release_where(f"request_id = {p} AND expires_at > {p}", [request_id, now])
 
 
@@ -382,8 +360,8 @@ def reclaim_expired(now: float) -> int:
 
     On Postgres, leases another sweep is taking are skipped rather than waited for.
     """
-    p = database.param
-    if is_postgres():
+    p = "%s"
+    if features().row_locks:
         condition = (
             f"(request_id, kind) IN (SELECT request_id, kind FROM {LEASES} "
             f"WHERE expires_at <= {p} FOR UPDATE SKIP LOCKED)"
@@ -397,10 +375,10 @@ def uncount_requests(states: list[WindowState]) -> None:
 
     For a call refused after this plugin admitted it: it never went upstream.
     """
-    p = database.param
-    with database.atomic():
+    p = "%s"
+    with atomic():
         for state in sorted(states, key=lambda s: s.scope.row_id):
-            database.execute_sql(
+            run(
                 f"UPDATE {WINDOWS} SET requests = requests - 1 WHERE kind = {p} "
                 f"AND entity = {p} AND window_start = {p} AND requests > 0",
                 [state.scope.kind, state.scope.entity, state.window_start],
@@ -411,11 +389,12 @@ def current_counts(kind: str, entities: list[str], now: float) -> dict[str, tupl
     """(requests, tokens) of each entity's window that is still open at ``now``."""
     if not entities:
         return {}
-    p = database.param
+    p = "%s"
     marks = ", ".join([p] * len(entities))
-    rows = database.execute_sql(
+    rows = run(
         f"SELECT entity, requests, tokens FROM {WINDOWS} WHERE kind = {p} "
         f"AND entity IN ({marks}) AND window_start > {p}",
         [kind, *entities, now - WINDOW_SECONDS],
+        prepare=False,
     ).fetchall()
     return {row[0]: (int(row[1]), int(row[2])) for row in rows}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import peewee
 
-from proxy.storage.db import BaseModel
+from proxy.plugin_api import PluginModel
 
 
-class RateLimitWindow(BaseModel):
+class RateLimitWindow(PluginModel):
     """One limited key, user or end user: its minute window and its open slots.
 
     ``kind`` is ``key``, ``user`` or ``end_user``; ``entity`` the key's hash,
@@ -33,7 +33,7 @@ class RateLimitWindow(BaseModel):
         primary_key = peewee.CompositeKey("kind", "entity")
 
 
-class RateLimitLease(BaseModel):
+class RateLimitLease(PluginModel):
     """One parallel-request slot held by one call, until it ends or expires.
 
     The row is what lets a slot come back when the worker that held it was
@@ -52,4 +52,4 @@ class RateLimitLease(BaseModel):
         primary_key = peewee.CompositeKey("request_id", "kind")
 
 
-TABLES: list[type[BaseModel]] = [RateLimitWindow, RateLimitLease]
+TABLES: list[type[PluginModel]] = [RateLimitWindow, RateLimitLease]

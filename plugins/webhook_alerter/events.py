@@ -13,10 +13,7 @@ from typing import Any
 
 from plugins.webhook_alerter.outbox import first_time
 from plugins.webhook_alerter.projection import Projection, period_start, project
-from proxy.call.alerts import Alert
-from proxy.call.context import CallContext
-from proxy.storage.db import database
-from proxy.storage.models import Key, User
+from proxy.plugin_api import Alert, CallContext, atomic
 
 log = logging.getLogger("comptroller.webhooks")
 
@@ -70,7 +67,7 @@ class _Entity:
 
 
 def _self_budgeted(
-    group: str, label: str, entity_id: str, spend: float | None, row: Key | User
+    group: str, label: str, entity_id: str, spend: float | None, row: Any
 ) -> _Entity:
     """A key or an internal user: its budget and its period are both on its own row."""
     return _Entity(
@@ -160,7 +157,7 @@ def projected_limit_alerts(ctx: CallContext, now: float) -> list[Alert]:
         # The period is named by its end, which every worker reads the same.
         once_key = f"projected:{entity.group}:{entity.entity_id}:{entity.reset_at!r}"
         try:
-            with database.atomic():
+            with atomic():
                 fresh = first_time(once_key, now)
         except Exception:
             log.exception("marking projected_limit_exceeded for %s failed", entity.group)

@@ -18,13 +18,20 @@ from dataclasses import dataclass
 
 import peewee
 
-from proxy.call.alerts import Alert
-from proxy.storage import clock
-from proxy.storage.batching import defer_write
-from proxy.storage.db import BaseModel, database, is_postgres
+from proxy.plugin_api import (
+    Alert,
+    PluginModel,
+    atomic,
+    database_now,
+    defer_write,
+    features,
+    in_transaction,
+    lock_rows,
+    run,
+)
 
 
-class OutboxAlert(BaseModel):
+class OutboxAlert(PluginModel):
     """One alert to POST. ``id`` is the alert id, sent as ``webhook-id``."""
 
     id = peewee.CharField(primary_key=True, max_length=64)
@@ -57,7 +64,7 @@ OutboxAlert.add_index(
 )
 
 
-class AlertOnce(BaseModel):
+class AlertOnce(PluginModel):
     """Alerts that fire once per entity per budget period, by a stable key.
 
     A key ends with the end of the period it covers, ``...:<budget_reset_at>``
@@ -81,7 +88,7 @@ class ClaimedAlert:
 
 _ENQUEUE = (
     "INSERT INTO webhook_outbox (id, event, payload, created_at, next_attempt_at, attempts) "
-    "VALUES ({p}, {p}, {p}, {p}, {p}, 0) ON CONFLICT (id) DO NOTHING"
+    "VALUES (%s, %s, %s, %s, %s, 0) ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -91,14 +98,14 @@ def enqueue(alert: Alert, now: float | None = None) -> None:
     Nothing reads the statement's answer, so in the spend transaction on
     PostgreSQL it travels with the COMMIT (no round trip of its own).
     """
-    moment = clock.now() if now is None else now
+    moment = database_now() if now is None else now
     params = [alert.alert_id, alert.event, json.dumps(alert.payload()), moment, moment]
-    defer_write(_ENQUEUE.format(p=database.param), params)
+    defer_write(_ENQUEUE, params)
 
 
 def first_time(key: str, now: float | None = None) -> bool:
     """True exactly once per ``key``, however many workers ask at once."""
-    moment = clock.now() if now is None else now
+    moment = database_now() if now is None else now
     inserted = AlertOnce.insert(key=key, created_at=moment).on_conflict_ignore()
     return bool(inserted.as_rowcount().execute())
 
@@ -109,7 +116,7 @@ def _due(now: float) -> peewee.Expression:
 
 
 def any_due(now: float | None = None) -> bool:
-    moment = clock.now() if now is None else now
+    moment = database_now() if now is None else now
     return OutboxAlert.select(OutboxAlert.id).where(_due(moment)).exists()
 
 
@@ -117,21 +124,20 @@ def claim_due(
     limit: int, claim_seconds: float, now: float | None = None
 ) -> tuple[str, list[ClaimedAlert]]:
     """Claim up to ``limit`` due alerts, oldest first; returns (claim token, rows)."""
-    moment = clock.now() if now is None else now
+    moment = database_now() if now is None else now
     token = uuid.uuid4().hex
-    if is_postgres() and not database.in_transaction():
-        return token, _claim_due_postgres(limit, moment + claim_seconds, token, moment)
+    if features().row_locks and not in_transaction():
+        return token, _claim_due_in_one_statement(limit, moment + claim_seconds, token, moment)
     candidates = (
         OutboxAlert.select(OutboxAlert.id)
         .where(_due(moment))
         .order_by(OutboxAlert.next_attempt_at, OutboxAlert.created_at)
         .limit(limit)
     )
-    if is_postgres():
-        candidates = candidates.for_update(skip_locked=True)
+    candidates = lock_rows(candidates, skip_locked=True)
     # Two statements in one transaction, not UPDATE ... WHERE id IN (SELECT ...
     # LIMIT n): PostgreSQL may re-run such a subquery per row and claim more.
-    with database.atomic():
+    with atomic():
         ids = [row.id for row in candidates]
         if not ids:
             return token, []
@@ -149,7 +155,7 @@ def claim_due(
 # One statement, its own transaction. The candidates are picked once, in a
 # MATERIALIZED CTE (never re-run per row, so never more than the limit), and
 # locked SKIP LOCKED, so concurrent senders take different rows.
-_CLAIM_POSTGRES = (
+_CLAIM_SKIP_LOCKED = (
     "WITH picked AS MATERIALIZED (SELECT id FROM webhook_outbox WHERE sent_at IS NULL "
     "AND next_attempt_at <= %s AND (claimed_until IS NULL OR claimed_until < %s) "
     "ORDER BY next_attempt_at, created_at LIMIT %s FOR UPDATE SKIP LOCKED) "
@@ -158,12 +164,12 @@ _CLAIM_POSTGRES = (
 )
 
 
-def _claim_due_postgres(
+def _claim_due_in_one_statement(
     limit: int, claimed_until: float, token: str, now: float
 ) -> list[ClaimedAlert]:
     """:func:`claim_due` in one round trip instead of four (BEGIN, pick, claim, COMMIT)."""
     params = [now, now, limit, claimed_until, token]
-    rows = sorted(database.execute_sql(_CLAIM_POSTGRES, params).fetchall(), key=lambda r: r[3])
+    rows = sorted(run(_CLAIM_SKIP_LOCKED, params, prepare=False).fetchall(), key=lambda r: r[3])
     return [ClaimedAlert(row[0], row[1], row[2]) for row in rows]
 
 
@@ -180,7 +186,7 @@ def mark_all_sent(alert_ids: list[str], token: str, now: float | None = None) ->
     """:func:`mark_sent` for several alerts of one claim, in one statement."""
     if not alert_ids:
         return 0
-    moment = clock.now() if now is None else now
+    moment = database_now() if now is None else now
     return (
         OutboxAlert.update(
             sent_at=moment,
@@ -237,7 +243,7 @@ def delete_ended_once_marks(now: float | None = None) -> int:
     period, so nobody asks for the old key again. A key that does not end
     with ``:<number>`` is never deleted.
     """
-    cutoff = (clock.now() if now is None else now) - ONCE_MARK_GRACE_SECONDS
+    cutoff = (database_now() if now is None else now) - ONCE_MARK_GRACE_SECONDS
     key = AlertOnce.key
     head = peewee.fn.RTRIM(key, _PERIOD_END_CHARS)  # the key without its period end
     ends_with_period = head.endswith(":") & (peewee.fn.LENGTH(head) < peewee.fn.LENGTH(key))

@@ -13,7 +13,7 @@ import calendar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from proxy.durations import parse_duration
+from proxy.plugin_api import parse_duration
 
 MIN_ELAPSED_FRACTION = 1 / 30
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -39,8 +39,7 @@ import urllib3
 from plugins.webhook_alerter import outbox
 from plugins.webhook_alerter.settings import WebhookSettings
 from plugins.webhook_alerter.signing import sign
-from proxy.storage import clock
-from proxy.storage.db import database
+from proxy.plugin_api import close, connect, database_now
 
 log = logging.getLogger("comptroller.webhooks")
 
@@ -180,11 +179,10 @@ class WebhookSender:
         return max(self.settings.poll_interval, min(paused, self.settings.max_backoff))
 
     def _close_connection(self) -> None:
-        if not database.is_closed():
-            try:
-                database.close()
-            except Exception:
-                log.debug("closing the sender's connection failed", exc_info=True)
+        try:
+            close()
+        except Exception:
+            log.debug("closing the sender's connection failed", exc_info=True)
 
     def deliver_once(self, probe_allowed: bool = True) -> bool:
         """One round: claim, POST, record. True when it did any work."""
@@ -193,9 +191,9 @@ class WebhookSender:
             if failing and (time.time() < self._health.paused_until or not probe_allowed):
                 return False
         # Due times and claims are shared with other hosts: the database's clock.
-        now = clock.now()
+        now = database_now()
         limit = 1 if failing else self.settings.batch_size
-        database.connect(reuse_if_open=True)
+        connect()
         if not outbox.any_due(now):  # a plain read: idle polls take no write lock
             self._maybe_prune(now)
             return False
@@ -214,7 +212,9 @@ class WebhookSender:
                     sent.append(alert.id)
                     self._record_success()
                     continue
-                retry_at = clock.now() + self._jittered(self.settings.backoff(alert.attempts + 1))
+                retry_at = database_now() + self._jittered(
+                    self.settings.backoff(alert.attempts + 1)
+                )
                 outbox.mark_failed(alert.id, token, attempt.error, retry_at)
                 self._record_failure(attempt.error)
                 outbox.release([a.id for a in claimed[position + 1 :]], token)

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from proxy.config import Config, ConfigError
+from proxy.plugin_api import Config, ConfigError
 
 log = logging.getLogger("comptroller.webhooks")
 

@@ -6,7 +6,7 @@ the hottest rows (the key, its user, the proxy counter) from its first
 increment to its commit, so every round trip in between is time in which
 every other call of that key waits.
 
-Inside :func:`spend_transaction` on PostgreSQL, transaction control is held
+Inside :func:`batched_transaction` on PostgreSQL, transaction control is held
 back (:class:`Batch`): ``BEGIN`` and a savepoint's ``SAVEPOINT`` travel with
 the next statement actually sent (a savepoint around code that sends
 nothing costs nothing), and the writes queued with :func:`defer_write`
@@ -40,7 +40,7 @@ _savepoint_ids = itertools.count(1)
 class Batch:
     """The held-back control statements and deferred writes of one spend
     transaction on one PostgreSQL connection (installed on the pool by
-    :func:`spend_transaction`, which routes ``begin``/``commit``/``rollback``/
+    :func:`batched_transaction`, which routes ``begin``/``commit``/``rollback``/
     ``savepoint``/``execute_sql`` here)."""
 
     def __init__(self, db: Any) -> None:
@@ -100,6 +100,7 @@ class Batch:
         self.deferred = []
         self.held.clear()
         if self.begun:
+            self.begun = False
             self.db.send_sql("ROLLBACK")
 
     def savepoint(self) -> HeldSavepoint:
@@ -124,6 +125,15 @@ class HeldSavepoint:
         self.batch.held.append(self.sql)
         return self
 
+    def rollback(self) -> None:
+        """Undo what was done inside it so far; it stays open."""
+        del self.batch.deferred[self.mark :]
+        held = self.batch.held
+        if self.sql in held:
+            del held[held.index(self.sql) + 1 :]
+        else:
+            self.batch.db.send_sql(f"ROLLBACK TO SAVEPOINT {self.sql.split(' ', 1)[1]}")
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         held = self.batch.held
         sent = self.sql not in held
@@ -137,27 +147,32 @@ class HeldSavepoint:
 
 
 @contextlib.contextmanager
-def spend_transaction() -> Iterator[Batch | None]:
+def batched_transaction() -> Iterator[Any]:
     """``database.atomic()``, batched on PostgreSQL unless a transaction is
-    already open (then it is a savepoint of that one, and yields ``None``)."""
+    already open (then it is a savepoint of that one). Yields peewee's
+    transaction (or savepoint) object."""
     db = database.obj
     if not getattr(db, "batches_transactions", False) or db.in_transaction():
-        with database.atomic():
-            yield None
+        with database.atomic() as txn:
+            yield txn
         return
-    batch = Batch(db)
-    db.batch = batch
+    db.batch = Batch(db)
     try:
-        with database.atomic():
-            yield batch
+        with database.atomic() as txn:
+            yield txn
     finally:
         db.batch = None
+
+
+def current_batch() -> Batch | None:
+    """The batch of this thread's spend transaction, if one is open."""
+    return getattr(database.obj, "batch", None)
 
 
 def defer_write(sql: str, params: Sequence[Any] = ()) -> None:
     """Run a write whose result nobody reads: with the COMMIT inside a batched
     spend transaction (one round trip for all of them), else at once."""
-    batch = getattr(database.obj, "batch", None)
+    batch = current_batch()
     if batch is not None:
         batch.defer(sql, params)
     else:

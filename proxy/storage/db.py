@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import peewee
+import psycopg2.extensions
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 database = peewee.DatabaseProxy()
@@ -37,27 +39,30 @@ class JSONField(peewee.TextField):
         return None if value is None else json.loads(value)
 
 
-# SQLite connections a forked child inherited: kept referenced, never closed
-# (see _SqliteDatabase.forget_inherited_connections).
+# Connections a forked child inherited from its parent: kept referenced, never
+# closed (see forget_inherited_connections).
 _inherited: list[Any] = []
 
 
+class _TrackedSqlite(sqlite3.Connection):
+    """sqlite3's connection, remembered by the database that opened it."""
+
+
 class _SqliteDatabase(peewee.SqliteDatabase):
-    """Keeps every open connection referenced, so that a forked child can find
-    (and leave alone) the ones other threads of its parent held."""
+    """Remembers every connection it opens (through the driver's public
+    ``factory``), so that a forked child can find, and leave alone, the ones
+    other threads of its parent held."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._open: dict[int, Any] = {}
-        super().__init__(*args, **kwargs)
+        self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
+        database = self
 
-    def _connect(self) -> Any:
-        conn = super()._connect()  # type: ignore[misc]
-        self._open[id(conn)] = conn
-        return conn
+        class Tracked(_TrackedSqlite):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                database.opened.add(self)
 
-    def _close(self, conn: Any) -> None:
-        self._open.pop(id(conn), None)
-        super()._close(conn)  # type: ignore[misc]
+        super().__init__(*args, factory=Tracked, **kwargs)
 
     def forget_inherited_connections(self) -> None:
         """In a forked child: drop the parent's connections without closing them.
@@ -66,9 +71,9 @@ class _SqliteDatabase(peewee.SqliteDatabase):
         close may clean up (checkpoint, delete the WAL) under the parent. They
         stay referenced for the child's life instead.
         """
-        _inherited.extend(self._open.values())
-        self._open = {}
-        _fresh_state(self)
+        _inherited.extend(self.opened)
+        self.opened = weakref.WeakSet()
+        self.dispose()
 
 
 def _sqlite(path: str) -> peewee.SqliteDatabase:
@@ -97,19 +102,37 @@ def _sqlite(path: str) -> peewee.SqliteDatabase:
 PING_IF_IDLE_SECONDS = 5.0
 
 
+class _TrackedPostgres(psycopg2.extensions.connection):
+    """psycopg2's connection, stamped when it goes back to the pool."""
+
+    checked_in: float | None = None
+
+
 class _PostgresPool(PooledPostgresqlDatabase):
     """Peewee's pool pings (``SELECT 1``) every connection it hands out: a round
     trip per checkout, two per LLM call. This one pings only connections that
     sat idle for :data:`PING_IF_IDLE_SECONDS`; a fresher one that died anyway
-    fails its first statement, which the app answers with a 503."""
+    fails its first statement, which the app answers with a 503.
+
+    Connections come from the driver's public ``connection_factory``, so the
+    pool can stamp them and a forked child can find them.
+    """
 
     batches_transactions = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self.pool_size = int(kwargs.get("max_connections") or 0)
-        self._checked_in: dict[int, float] = {}
+        self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._pinged_after = 0.0  # connections checked in before this are pinged
         self._batches = threading.local()
+        database = self
+
+        class Tracked(_TrackedPostgres):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                database.opened.add(self)
+
+        super().__init__(*args, connection_factory=Tracked, **kwargs)
 
     # Transaction control of a batched spend transaction (proxy.storage.batching):
     # while this thread has a batch, these go through it.
@@ -157,23 +180,27 @@ class _PostgresPool(PooledPostgresqlDatabase):
         """Send ``sql`` as it is, ahead of anything a batch holds back."""
         return super().execute_sql(sql)
 
-    def _close(self, conn: Any, close_conn: bool = False) -> None:
-        self._checked_in[id(conn)] = time.monotonic()
-        super()._close(conn, close_conn)
+    def close(self) -> bool:
+        if not self.is_closed():
+            conn = self.connection()
+            conn.checked_in = time.monotonic()
+        return bool(super().close())
 
     def check_all_before_use(self) -> None:
         """A connection was found dead: ping every pooled one before handing it out."""
-        self._checked_in.clear()
-
-    def _close_raw(self, conn: Any) -> None:
-        self._checked_in.pop(id(conn), None)
-        super()._close_raw(conn)
+        self._pinged_after = time.monotonic()
 
     def _is_closed(self, conn: Any) -> bool:
+        # The pool's hook for "may this idle connection be handed out?" (its
+        # default pings each one).
         if conn.closed:
             return True
-        since = self._checked_in.get(id(conn))
-        fresh = since is not None and time.monotonic() - since < PING_IF_IDLE_SECONDS
+        since = getattr(conn, "checked_in", None)
+        fresh = (
+            since is not None
+            and since > self._pinged_after
+            and time.monotonic() - since < PING_IF_IDLE_SECONDS
+        )
         if fresh and conn.get_transaction_status() == 0:  # idle, not in a transaction
             return False
         return bool(super()._is_closed(conn))
@@ -182,31 +209,18 @@ class _PostgresPool(PooledPostgresqlDatabase):
         """In a forked child: empty the pool without closing its connections.
 
         Closing one would send PostgreSQL's Terminate message on a socket the
-        parent still uses (freeing one is harmless: psycopg2 closes nothing
-        for another process). ``/dev/null`` also takes each inherited
-        socket's place under the same descriptor number, so the child holds
-        no copy of the parent's sockets and nothing it does can reach them.
+        parent still uses. ``/dev/null`` takes each inherited socket's place
+        under the same descriptor number, so the child holds no copy of the
+        parent's sockets and nothing it does, freeing the connections
+        included, can reach them.
         """
-        conns = [conn for _, _, conn in self._connections]
-        conns += [pooled.connection for pooled in self._in_use.values()]
-        conns.append(self._state.conn)
         with open(os.devnull, "wb") as devnull:
-            for conn in conns:
-                if conn is not None and not conn.closed:
+            for conn in list(self.opened):
+                if not conn.closed:
                     os.dup2(devnull.fileno(), conn.fileno())
-        self._connections: list[Any] = []
-        self._in_use: dict[int, Any] = {}
-        self._checked_in = {}
-        self._pool_lock = threading.RLock()
-        self._pool_available = threading.Condition(self._pool_lock)
-        _fresh_state(self)
-
-
-def _fresh_state(db: Any) -> None:
-    """No connection in this thread, and locks no thread of the parent may hold."""
-    db._state = type(db._state)()
-    if db.thread_safe:
-        db._lock = threading.Lock()
+        self.opened = weakref.WeakSet()
+        self._batches = threading.local()
+        self.dispose()
 
 
 # Connections one process may hold: its threads (16 by default) plus the

@@ -23,7 +23,7 @@ import peewee
 from proxy.call.cost import cost_of
 from proxy.plugins import call_each
 from proxy.storage import clock
-from proxy.storage.batching import defer_write, spend_transaction
+from proxy.storage.batching import batched_transaction, current_batch, defer_write
 from proxy.storage.db import database, is_postgres
 from proxy.storage.prepared import run_statement
 
@@ -282,7 +282,8 @@ def record_spend(
             plugins_ran = False
             batch = None
             try:
-                with _settling, spend_transaction() as batch:
+                with _settling, batched_transaction():
+                    batch = current_batch()
                     ctx.spend_after.update(ledger.write())
                     if unpriced is not None:
                         defer_write(_UNPRICED_UPSERT, unpriced)

@@ -7,8 +7,8 @@ proxy counter come back as one row of LEFT JOINs, so adding a budget level
 costs no round trip (DESIGN.md, step 2). A missing key, customer or budget
 is a row of NULLs, so the master key and a new end user use the same query.
 
-The SQL is written once per parameter style, and rows become model objects
-directly (as peewee itself does when it loads them): building a peewee query
+The SQL is written once per parameter style, and each row's columns become
+model objects through the models' own constructors: building a peewee query
 per call would cost more CPU than the round trip it saves.
 """
 
@@ -85,14 +85,12 @@ def _model(model: type[peewee.Model], fields: list[peewee.Field], values: Any) -
     """A model object from its columns, or None when the join found no row."""
     if values[_PK_INDEX[model]] is None:
         return None
-    obj = model.__new__(model)
-    obj.__data__ = {
-        field.name: (None if value is None else field.python_value(value))
-        for field, value in zip(fields, values, strict=True)
-    }
-    obj._dirty = set()  # type: ignore[attr-defined]
-    obj.__rel__ = {}
-    return obj
+    return model(
+        **{
+            field.name: (None if value is None else field.python_value(value))
+            for field, value in zip(fields, values, strict=True)
+        }
+    )
 
 
 def load_call_rows(

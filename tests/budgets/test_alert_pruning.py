@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from plugins.budgets import strict as reservations
+from plugins.budgets import alerts as budget_alerts
 from plugins.budgets.alerts import BudgetAlertSent
 from plugins.webhook_alerter import outbox
 from plugins.webhook_alerter.outbox import AlertOnce
@@ -75,7 +75,7 @@ def test_budget_alert_marks_of_periods_over_an_hour_ago_are_deleted(db_url, make
     mark_sent("ended-ten-minutes-ago", now - 600)
     mark_sent("current", now + DAY)
     mark_sent("no-period", 0.0)
-    monkeypatch.setattr(reservations, "_next_gc", 0.0)  # this process's sweep is due
+    monkeypatch.setattr(budget_alerts, "_next_prune", 0.0)  # this process's sweep is due
 
     assert chat(app).status_code == 200
 
@@ -84,7 +84,7 @@ def test_budget_alert_marks_of_periods_over_an_hour_ago_are_deleted(db_url, make
         ("ended-ten-minutes-ago", now - 600),
         ("no-period", 0.0),
     ]
-    assert reservations._next_gc > time.time()  # the next sweep in a minute, not every call
+    assert budget_alerts._next_prune > time.time()  # the next sweep in a minute, not every call
     mark_sent("ended-yesterday", now - DAY)
     assert chat(app).status_code == 200
     assert ("ended-yesterday", now - DAY) in marked_periods()
@@ -106,7 +106,7 @@ def test_a_line_crossed_in_the_new_period_alerts_exactly_once(db_url, make_app, 
     token = hash_key(plain)
     mark_sent(token, old_period, line=0.85 * top)  # the old period had its alert
 
-    monkeypatch.setattr(reservations, "_next_gc", 0.0)
+    monkeypatch.setattr(budget_alerts, "_next_prune", 0.0)
     assert chat(app, plain).status_code == 200  # resets the key, then prunes
     assert marked_periods() == []
     with database.connection_context():
@@ -120,7 +120,7 @@ def test_a_line_crossed_in_the_new_period_alerts_exactly_once(db_url, make_app, 
 
     # The sweep runs again; a second call seeing the same crossing in this period
     # (as a racing worker may, to the last bit of a float) raises nothing.
-    monkeypatch.setattr(reservations, "_next_gc", 0.0)
+    monkeypatch.setattr(budget_alerts, "_next_prune", 0.0)
     set_key(plain, spend=8 * CALL_COST)
     assert chat(app, plain).status_code == 200
     assert len(capture.alerts) == 1

@@ -163,7 +163,7 @@ def test_reservation_is_all_or_nothing_across_levels(db_url, make_app, upstream)
     assert "ExceededTokenBudget" in resp.get_json()["error"]["message"]
     assert reservations() == []
     with database.connection_context():
-        # The row made to lock a new end user is rolled back with the rest.
+        # Strict mode locks rows of its own: no end-user row is made to lock one.
         assert Customer.get_or_none(Customer.user_id == "new-customer") is None
     resp = call(app, make_key(user_id="roomy"), max_tokens=20, user="new-customer")
     assert resp.status_code == 200
@@ -254,3 +254,21 @@ def test_expired_reservations_are_deleted_as_housekeeping(
     assert call(app, plain, max_tokens=5).status_code == 200
     assert reservations() == []
     assert module._next_gc > time.time()
+
+
+def test_strict_reservations_are_one_plugin_that_can_be_disabled(db_url, make_app, upstream):
+    app = make_app(strict_config(db_url, upstream))
+    pm = app.extensions["comptroller"].pm
+    wrappers = [
+        impl.plugin_name
+        for impl in pm.hook.pre_request_check.get_hookimpls()
+        if impl.wrapper or impl.hookwrapper
+    ]
+    assert wrappers == ["strict_budgets"]
+    plain = make_key(max_budget=0.5 * worst(20))
+    assert call(app, plain, max_tokens=20).status_code == 401
+    # Disabled, nothing reserves: strict mode checks as check mode does.
+    config = strict_config(db_url, upstream)
+    config["plugins"] = {"disable": ["strict_budgets"]}
+    assert call(make_app(config), plain, max_tokens=20).status_code == 200
+    assert reservations() == []

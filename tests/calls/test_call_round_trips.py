@@ -167,7 +167,7 @@ def test_a_pooled_connection_back_in_use_soon_is_not_pinged(db_url):
         assert _CountingCursor.sent == []
         conn = db.connection()
         db.close()
-        db._checked_in[id(conn)] = time.monotonic() - 60  # idle for a minute
+        conn.checked_in = time.monotonic() - 60  # idle for a minute
         db.connect()  # now it is checked before use
         assert _CountingCursor.sent == ["SELECT 1"]
         assert db.connection() is conn

@@ -98,7 +98,7 @@ def test_an_rpm_limit_costs_one_statement(counter):
     assert statements_for_one_call(client, counting, plain) == ["INSERT"]
 
 
-def test_a_tpm_limit_adds_one_statement_in_the_spend_transaction(counter):
+def test_a_tpm_limit_adds_one_statement_in_the_batched_transaction(counter):
     client, counting = counter
     plain = make_key(rpm_limit=100, tpm_limit=100_000)
     statements = statements_for_one_call(client, counting, plain)

@@ -85,7 +85,7 @@ class CountsOpenSpendTransactions:
                 self.inside -= 1
 
 
-def test_a_process_keeps_few_spend_transactions_open_at_once(
+def test_a_process_keeps_few_batched_transactions_open_at_once(
     make_app: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Spend transactions all update the proxy counter: more than a couple at once

@@ -1,0 +1,1 @@
+"""Migrations of the strict_budgets plugin's tables (``plugin_migrations``, proxy/hookspecs.py)."""
