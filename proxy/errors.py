@@ -121,9 +121,3 @@ class UpstreamError(ProxyError):
 class ServiceUnavailable(ProxyError):
     status = 503
     type = "service_unavailable"
-
-
-def error_response(
-    status: int, message: str, type: str, param: str | None = None, code: str | None = None
-) -> Response:
-    return ProxyError(message, status=status, type=type, param=param, code=code).response()

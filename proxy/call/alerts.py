@@ -6,17 +6,6 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-EVENTS = (
-    "spend_tracked",
-    "budget_crossed",
-    "threshold_crossed",
-    "soft_budget_crossed",
-    "projected_limit_exceeded",
-    "key_created",
-    "cost_overrun",
-)
-EVENT_GROUPS = ("customer", "internal_user", "key", "team", "proxy")
-
 
 @dataclass(kw_only=True)
 class Alert:

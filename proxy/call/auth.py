@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, has_app_context
-from peewee import JOIN
 
 from proxy.errors import AuthError, Forbidden
 from proxy.storage import clock
@@ -75,16 +74,6 @@ def presented_key(headers: Any) -> str | None:
 
 def is_master_key(presented: str, master_key: str) -> bool:
     return hmac.compare_digest(presented.encode(), master_key.encode())
-
-
-def load_key(token_hash: str) -> Key | None:
-    """The key row with its user row attached as ``key.user_row`` (one query)."""
-    query = (
-        Key.select(Key, User)
-        .join(User, JOIN.LEFT_OUTER, on=(Key.user_id == User.user_id), attr="user_row")
-        .where(Key.token == token_hash)
-    )
-    return query.first()
 
 
 def authenticate(

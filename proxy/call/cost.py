@@ -10,7 +10,7 @@ arithmetic on the resolved :class:`Price`.
 Pricing never breaks a call: a model neither the overrides nor the data set
 price is charged 0, logged once per process and counted per model group in the
 ``unpriced_model`` table by the spend ledger (``Price.known`` is False), which
-``/metrics`` exports; ``unpriced_models_seen`` is this process's own count.
+``/metrics`` exports across workers and hosts.
 Strict budget enforcement refuses such a model (its worst case has no bound)
 unless ``general_settings.allow_unpriced_models`` is set.
 """
@@ -175,7 +175,6 @@ class PriceOverrides:
 
 _lock = threading.Lock()
 _warned: set[str] = set()
-_unpriced_calls: dict[str, int] = {}
 
 
 # --- the data set -------------------------------------------------------------
@@ -426,8 +425,6 @@ def resolve_price(
         with _lock:
             first = model not in _warned
             _warned.add(model)
-            if not o.given():
-                _unpriced_calls.setdefault(model, 0)
         if first:
             log.warning(
                 "no price known for model %r (provider %s): %s priced at 0; set "
@@ -450,9 +447,6 @@ def cost_of(price: Price, usage: Usage, call_type: str, at: float | None = None)
     input price. Output (chat only; embeddings bill input alone): audio at its
     price, the rest (visible text and reasoning) at the output price.
     """
-    if not price.known:
-        with _lock:
-            _unpriced_calls[price.model] = _unpriced_calls.get(price.model, 0) + 1
     r = price.at(at).rates_at(usage.prompt_tokens)
     cache_read = usage.cache_read_tokens
     cache_write = usage.cache_write_tokens
@@ -475,14 +469,7 @@ def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-def unpriced_models_seen() -> dict[str, int]:
-    """Per unpriced model, how many calls were charged 0 (0 until its first call)."""
-    with _lock:
-        return dict(_unpriced_calls)
-
-
 def _reset_for_tests() -> None:
-    """Forget warnings and counters (tests only)."""
+    """Forget the warnings given (tests only)."""
     with _lock:
         _warned.clear()
-        _unpriced_calls.clear()

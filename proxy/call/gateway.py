@@ -18,7 +18,7 @@ from proxy.call.access import list_allows, refusing_list
 from proxy.call.auth import Caller
 from proxy.call.bound import DEFAULT_OUTPUT_CAP, WorstCase, call_worst_case
 from proxy.call.context import CallContext, Usage
-from proxy.call.customers import load_customer
+from proxy.call.customers import call_rows, load_customer
 from proxy.call.estimate import estimate_prompt_tokens
 from proxy.call.last_known import LastKnownCallers
 from proxy.call.router import Router
@@ -28,7 +28,6 @@ from proxy.errors import AuthError, BadRequest, Forbidden, ProxyError
 from proxy.plugins import call_each
 from proxy.storage.db import database, is_unreachable
 from proxy.storage.journal import SpendJournal
-from proxy.storage.models import ProxySpend, Team
 from proxy.storage.resets import apply_due_resets
 from proxy.storage.responses import remember_response
 from proxy.storage.schema_gate import SchemaGate
@@ -195,20 +194,14 @@ def build_context(
 
 def _load_rows(services: Services, caller: Caller, ctx: CallContext) -> None:
     """The team, end user and proxy rows the checks read, with due resets applied."""
-    rows = caller.rows
-    if rows is not None:
-        ctx.team = rows.team
-    elif ctx.team_id:
-        ctx.team = Team.get_or_none(Team.team_id == ctx.team_id)
+    rows = call_rows(services.config, ctx, caller.rows)
+    ctx.team = rows.team
     load_customer(services.config, ctx, rows)
     if ctx.customer is not None and ctx.customer.blocked:
         raise Forbidden(
             f"User blocked from making LLM API Calls. User={ctx.end_user_id}", type="auth_error"
         )
-    if rows is not None:
-        ctx.proxy_spend = rows.proxy_spend
-    else:
-        ctx.proxy_spend = ProxySpend.get_or_none(ProxySpend.id == 1)
+    ctx.proxy_spend = rows.proxy_spend
     customer_duration = ctx.end_user_budget.budget_duration if ctx.end_user_budget else None
     apply_due_resets(
         (ctx.key, ctx.key.budget_duration if ctx.key else None),

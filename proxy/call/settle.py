@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import peewee
 
-from proxy.call.auth import load_key
 from proxy.call.context import CallContext, Usage
 from proxy.call.cost import Price, Rates
 from proxy.call.customers import load_customer
@@ -29,7 +28,7 @@ from proxy.storage import clock
 from proxy.storage.db import is_unreachable
 from proxy.storage.journal import Entry
 from proxy.storage.ledger import overrun_of, price_call, record_spend, spend_recorded
-from proxy.storage.models import ProxySpend
+from proxy.storage.lookup import load_call_rows
 from proxy.upstream.deployments import Deployment
 
 if TYPE_CHECKING:
@@ -157,7 +156,9 @@ def _deployment(services: Services, record: dict[str, Any]) -> Deployment:
 def _context(services: Services, record: dict[str, Any]) -> CallContext:
     """The call's context as a settle sees it, from today's rows: budgets and
     alerts judge the replayed spend against the current counters."""
-    key = load_key(record["key_token"]) if record["key_token"] else None
+    default_budget = services.config.litellm_settings.max_end_user_budget_id
+    rows = load_call_rows(record["key_token"], record["end_user_id"], default_budget)
+    key = rows.key
     ctx = CallContext(
         config=services.config,
         call_type=record["call_type"],
@@ -165,15 +166,17 @@ def _context(services: Services, record: dict[str, Any]) -> CallContext:
         body={},
         is_master=record["is_master"],
         key=key,
-        user=getattr(key, "user_row", None) if key is not None else None,
+        user=rows.user if key is not None else None,
         team_id=record["team_id"],
         end_user_id=record["end_user_id"],
         request_id=record["request_id"],
         start_time=record["start_time"],
         model_group=record.get("model_group") or "",
     )
-    load_customer(services.config, ctx, None)
-    ctx.proxy_spend = ProxySpend.get_or_none(ProxySpend.id == 1)
+    if rows.team is not None and rows.team.team_id == ctx.team_id:
+        ctx.team = rows.team
+    load_customer(services.config, ctx, rows)
+    ctx.proxy_spend = rows.proxy_spend
     return ctx
 
 

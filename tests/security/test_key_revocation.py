@@ -1,7 +1,7 @@
 """A deleted key is refused on its very next call, by every worker.
 
 Comptroller keeps no cache of keys: each call reads its key row from the
-database (one query, :func:`proxy.call.auth.load_key`), so the documented
+database (one query, :func:`proxy.storage.lookup.load_call_rows`), so the documented
 staleness is zero. This test proves it where a cache would show: real
 gunicorn workers on PostgreSQL. gunicorn's access log names the worker
 (``%(p)s``) that answered each call; every worker first serves the key, then
