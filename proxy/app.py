@@ -18,6 +18,7 @@ from proxy.config import Config, load_config
 from proxy.errors import ProxyError, ServiceUnavailable, error_shape
 from proxy.plugins import make_plugin_manager
 from proxy.storage.db import (
+    close_broken_connection,
     connection_budget_warning,
     database,
     init_database,
@@ -89,11 +90,7 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(MaxConnectionsExceeded)
     def _database_down(err: Exception) -> Response:
         log.error("database error: %s", err)
-        if not database.is_closed():
-            try:
-                database.close()
-            except Exception:
-                log.debug("closing a broken connection failed", exc_info=True)
+        close_broken_connection()
         # The other idle pooled connections most likely died with this one
         # (server restart, backends terminated): drop them all, so each one
         # does not fail a call of its own before the pool replaces it.

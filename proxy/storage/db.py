@@ -8,6 +8,7 @@ it, so the same code runs on both backends.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ import psycopg2.extensions
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 database = peewee.DatabaseProxy()
+_log = logging.getLogger("comptroller.db")
 
 
 class BaseModel(peewee.Model):
@@ -288,6 +290,19 @@ def init_database(url: str, pool_size: int | None = None) -> peewee.Database:
     db = make_database(url, pool_size)
     database.initialize(db)
     return db
+
+
+def close_broken_connection() -> None:
+    """Give up this thread's connection after a connection error (closing a dead
+    one may fail too: that is logged, never raised)."""
+    if database.is_closed():
+        return
+    try:
+        database.close()
+    except Exception:
+        logging.getLogger("comptroller.db").debug(
+            "closing a broken connection failed", exc_info=True
+        )
 
 
 def is_postgres() -> bool:

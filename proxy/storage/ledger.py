@@ -24,7 +24,7 @@ from proxy.call.cost import cost_of
 from proxy.plugins import call_each
 from proxy.storage import clock
 from proxy.storage.batching import batched_transaction, current_batch, defer_write
-from proxy.storage.db import database, is_postgres
+from proxy.storage.db import close_broken_connection, database, is_postgres
 from proxy.storage.prepared import run_statement
 
 if TYPE_CHECKING:
@@ -214,10 +214,7 @@ def overrun_alert(ctx: CallContext, cost: float, overrun: float) -> Alert:
 
 def _fresh_connection() -> None:
     """Drop the current (dead) connection; the next one is checked before use."""
-    try:
-        database.close()
-    except Exception:
-        log.debug("closing a dead connection failed", exc_info=True)
+    close_broken_connection()
     check_all = getattr(database.obj, "check_all_before_use", None)
     if check_all is not None:
         check_all()
