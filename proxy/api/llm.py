@@ -32,6 +32,7 @@ from proxy.call.gateway import (
 from proxy.errors import NotFound, ProxyError
 from proxy.storage.db import is_unreachable
 from proxy.storage.responses import forget_response, owned_response
+from proxy.upstream.deployments import Deployment
 
 bp = Blueprint("llm", __name__)
 # Bodies up to this size are parsed before authentication (see _authenticated_body).
@@ -149,6 +150,7 @@ def responses() -> ResponseReturnValue:
     caller, body = _authenticated_body(svc)
     check_body(ResponsesRequest, body)
     carried = 0
+    pinned: Deployment | None = None
     previous = body.get("previous_response_id")
     if previous is not None:
         row = owned_response(previous, _caller_hash(svc, caller))
@@ -157,7 +159,26 @@ def responses() -> ResponseReturnValue:
                 f"Previous response with id '{previous}' not found.", param="previous_response_id"
             )
         carried = int(row.context_tokens)
-    return handle_call(svc, caller, "responses", body, request.headers, carried_tokens=carried)
+        pinned = _holder(svc, row)
+        if pinned is not None and pinned.model_name != body["model"]:
+            pinned = None  # another model: routed as usual (its upstream must know the id)
+    return handle_call(
+        svc,
+        caller,
+        "responses",
+        body,
+        request.headers,
+        carried_tokens=carried,
+        pinned=pinned,
+    )
+
+
+def _holder(svc: Any, row: Any) -> Deployment | None:
+    """The deployment whose upstream stored a response: the one that answered, else
+    (a row from before deployments had ids, or a deployment since removed) the
+    first of its model name."""
+    dep = svc.models.by_id.get(row.deployment_id) if row.deployment_id else None
+    return dep or svc.models.get(row.model_group)
 
 
 def _forward_response(response_id: str, suffix: str = "") -> Response:
@@ -166,7 +187,7 @@ def _forward_response(response_id: str, suffix: str = "") -> Response:
     svc = services()
     caller = authenticate(request.headers, svc.config.master_key)
     row = owned_response(response_id, _caller_hash(svc, caller))
-    dep = svc.models.get(row.model_group) if row is not None else None
+    dep = _holder(svc, row) if row is not None else None
     if row is None or dep is None:
         raise NotFound(f"No response found with id '{response_id}'.", param="response_id")
     check_model_access(svc, caller, dep.model_name)

@@ -6,9 +6,9 @@ identify -> check (plugins) -> call upstream -> settle spend -> release.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 from flask import Response, jsonify
@@ -36,6 +36,7 @@ from proxy.upstream.client import StreamRelay, UpstreamClient, upstream_path
 from proxy.upstream.deployments import Deployment, ModelTable
 
 log = logging.getLogger("comptroller.gateway")
+T = TypeVar("T")
 
 END_USER_HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
 
@@ -230,12 +231,21 @@ def handle_call(
     body: dict[str, Any],
     headers: Any,
     carried_tokens: int = 0,
+    pinned: Deployment | None = None,
 ) -> Response:
     """Run one LLM call through checks, upstream and the spend ledger.
 
     ``headers`` are the client's: they name the end user, and an ``anthropic/``
     upstream gets the client's ``anthropic-version``/``anthropic-beta``.
+    ``pinned``: the one deployment that can answer (a Responses continuation goes
+    to the upstream that stored the conversation), instead of the router's pick.
     """
+
+    def route(send: Callable[[Deployment], T]) -> T:
+        if pinned is not None:
+            return send(pinned)
+        return services.router.route(ctx.model_group, ctx.request_id, send)
+
     api = APIS[call_type]
     deployment = resolve_deployment(services, body["model"])
     check_model_access(services, caller, deployment.model_name)
@@ -269,22 +279,16 @@ def handle_call(
         database.close()
     if ctx.stream:
         try:
-            relay = services.router.route(
-                ctx.model_group,
-                ctx.request_id,
-                lambda dep: _open_stream(services, ctx, dep, headers),
-            )
+            relay = route(lambda dep: _open_stream(services, ctx, dep, headers))
         except BaseException:
             _finish(services, ctx, "failed")
             raise
         return _with_headers(stream_response(services, ctx, relay), ctx)
     try:
-        answer, raw = services.router.route(
-            ctx.model_group,
-            ctx.request_id,
+        answer, raw = route(
             lambda dep: services.upstream.call_raw(
                 dep, call_type, _upstream_body(ctx, dep), client_headers=headers
-            ),
+            )
         )
     except BaseException:
         _finish(services, ctx, "failed")

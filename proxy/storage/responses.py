@@ -30,6 +30,8 @@ class ResponseOwner(BaseModel):
     response_id = peewee.CharField(primary_key=True, max_length=255)
     key_hash = peewee.CharField(max_length=64, index=True)
     model_group = peewee.CharField(max_length=255)
+    # The deployment that answered (migration m0009): its upstream holds the response.
+    deployment_id = peewee.CharField(max_length=64, null=True)
     # Input + output tokens of the response: what a continuation carries over.
     context_tokens = peewee.BigIntegerField(default=0)
     created_at = peewee.DoubleField()
@@ -48,6 +50,7 @@ def remember_response(ctx: CallContext, response_id: object, usage: Usage) -> No
             response_id=response_id[:255],
             key_hash=ctx.key_hash,
             model_group=ctx.deployment.model_name,
+            deployment_id=ctx.deployment.id,
             context_tokens=usage.total_tokens,
             created_at=clock.now(),
         ).on_conflict_ignore().execute()

@@ -898,3 +898,40 @@ def test_anthropic_base_url_ending_in_anthropic_works_too(client: FlaskClient) -
     assert resp.status_code == 200
     refused = client.post("/anthropic/v1/messages", json=claude_body(), headers={"x-api-key": "x"})
     assert refused.status_code == 401 and refused.get_json()["type"] == "error"
+
+
+# --- several deployments: a stored response lives at one upstream ---------------------
+
+
+def test_continuations_and_retrievals_go_to_the_deployment_that_stored_the_response(
+    make_app: Callable[..., Flask], db_url: str, upstream: MockOpenAI
+) -> None:
+    with MockOpenAI() as second:
+        entries = [
+            {
+                "model_name": "gpt-4o",
+                "litellm_params": {
+                    "model": "openai/gpt-4o",
+                    "api_base": base,
+                    "api_key": "sk-up",
+                    **PRICES,
+                },
+            }
+            for base in (upstream.base_url, second.base_url)
+        ]
+        client = make_app(base_config(db_url, model_list=entries)).test_client()
+        first = client.post(
+            "/v1/responses", json={"model": "gpt-4o", "input": "hi"}, headers=MASTER
+        ).get_json()
+        holder = upstream if first["id"] in upstream.stored_responses else second
+        other = second if holder is upstream else upstream
+        previous = first["id"]
+        for _ in range(8):  # the router alone would pick the other upstream half the time
+            body = {"model": "gpt-4o", "input": "and?", "previous_response_id": previous}
+            resp = client.post("/v1/responses", json=body, headers=MASTER)
+            assert resp.status_code == 200, resp.get_data(as_text=True)
+            previous = resp.get_json()["id"]
+            assert previous in holder.stored_responses
+        assert client.get(f"/v1/responses/{first['id']}", headers=MASTER).status_code == 200
+        assert not [r for r in other.requests if r.path.startswith("/v1/responses")]
+        assert SpendLog.select().count() == 9

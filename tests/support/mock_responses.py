@@ -74,7 +74,8 @@ def create_response(handler: _Handler, mock: MockOpenAI, body: dict[str, Any]) -
     visible_limit = limit - reasoning if isinstance(limit, int) else None
     words, cut = _words(mock, body, visible_limit)
     input_tokens = response_input_tokens(mock, body)
-    ident = f"resp_mock{mock._next_id()}"
+    # Unique across mock servers, as the real ids are (several upstreams in one test).
+    ident = f"resp_mock{mock.port}_{mock._next_id()}"
     item_id = f"msg_mock{mock._next_id()}"
     text = " ".join(words)
     output_tokens = len(words) + reasoning
