@@ -46,6 +46,18 @@ class JSONField(peewee.TextField):
 _inherited: list[Any] = []
 
 
+def _tracked_by(db: Any, connection_class: type) -> type:
+    """A subclass of the driver's ``connection_class`` whose connections add
+    themselves to ``db.opened`` (a set the database replaces after fork)."""
+
+    class Tracked(connection_class):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            db.opened.add(self)
+
+    return Tracked
+
+
 class _TrackedSqlite(sqlite3.Connection):
     """sqlite3's connection, remembered by the database that opened it."""
 
@@ -57,14 +69,7 @@ class _SqliteDatabase(peewee.SqliteDatabase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
-        database = self
-
-        class Tracked(_TrackedSqlite):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                database.opened.add(self)
-
-        super().__init__(*args, factory=Tracked, **kwargs)
+        super().__init__(*args, factory=_tracked_by(self, _TrackedSqlite), **kwargs)
 
     def forget_inherited_connections(self) -> None:
         """In a forked child: drop the parent's connections without closing them.
@@ -127,14 +132,8 @@ class _PostgresPool(PooledPostgresqlDatabase):
         self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
         self._pinged_after = 0.0  # connections checked in before this are pinged
         self._batches = threading.local()
-        database = self
-
-        class Tracked(_TrackedPostgres):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                database.opened.add(self)
-
-        super().__init__(*args, connection_factory=Tracked, **kwargs)
+        factory = _tracked_by(self, _TrackedPostgres)
+        super().__init__(*args, connection_factory=factory, **kwargs)
 
     # Transaction control of a batched spend transaction (proxy.storage.batching):
     # while this thread has a batch, these go through it.
