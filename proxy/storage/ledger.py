@@ -80,6 +80,10 @@ _INCREMENTS = {
     ),
     "proxy": "UPDATE proxy_spend SET spend = spend + %s WHERE id = 1 RETURNING spend",
 }
+_FOLLOW_REGENERATED_KEY = (
+    'UPDATE "key" SET spend = spend + %s WHERE previous_token = %s RETURNING spend, token'
+)
+_LOG_TO_KEY = "UPDATE spend_log SET api_key = %s WHERE request_id = %s"
 # One more call (and its tokens) charged 0 for a model group; nobody reads its
 # result, so it goes with the COMMIT. A call that commits after a later one
 # must not move last_seen back.
@@ -110,13 +114,32 @@ class _Ledger:
             for _, more in self.increments:
                 params += more
             row = run_statement(_ledger_statement(kinds), params).fetchone()
-            return dict(zip(kinds, row, strict=True))
-        run_statement(_LOG_INSERT, self.log_params)
-        totals: dict[str, float | None] = {}
-        for kind, params in self.increments:
-            row = run_statement(_INCREMENTS[kind], params).fetchone()
-            totals[kind] = row[0] if row else None
+            totals: dict[str, float | None] = dict(zip(kinds, row, strict=True))
+        else:
+            run_statement(_LOG_INSERT, self.log_params)
+            totals = {}
+            for kind, params in self.increments:
+                row = run_statement(_INCREMENTS[kind], params).fetchone()
+                totals[kind] = row[0] if row else None
+        if "key" in totals and totals["key"] is None:
+            totals["key"] = self._follow_regenerated_key()
         return totals
+
+    def _follow_regenerated_key(self) -> float | None:
+        """The call's key was regenerated (or deleted) while the call was upstream.
+
+        Regenerated: its row now has a new hash and keeps the one the call knew
+        as ``previous_token``; the call's cost goes there and its spend-log row
+        follows the key, so the key's spend stays the sum of its logs. Deleted:
+        there is no counter left to add to (``None``, as before). Only this rare
+        path costs a statement more.
+        """
+        cost, old_token = dict(self.increments)["key"]
+        row = run_statement(_FOLLOW_REGENERATED_KEY, [cost, old_token]).fetchone()
+        if row is None:
+            return None
+        run_statement(_LOG_TO_KEY, [row[1], self.log_params[0]])
+        return float(row[0])
 
 
 def _ledger_statement(kinds: tuple[str, ...]) -> str:

@@ -97,6 +97,8 @@ class Key(BaseModel):
     metadata = JSONField(default=dict)
     blocked = peewee.BooleanField(default=False)
     created_at = peewee.DoubleField(default=now)
+    # The hash before the last /key/regenerate: calls in flight then settle on it.
+    previous_token = peewee.CharField(null=True, max_length=64, index=True)
 
 
 class Customer(BaseModel):

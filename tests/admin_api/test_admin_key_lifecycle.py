@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from proxy.storage.models import Key, SpendLog
 from tests.conftest import MASTER_KEY
 from tests.support.admin_api import post, post_ok
 from tests.support.assertions import assert_error
-from tests.support.budgets import CALL_COST, budget_config, chat
+from tests.support.budgets import CALL_COST, budget_config, budget_upstream, chat
 
 BLOCKED = "Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin."
 
@@ -127,3 +128,26 @@ def test_a_blocked_key_stays_blocked_after_regenerate(app, client):
     new = post_ok(client, "/key/regenerate", {"key": old["key"]})
     assert new["blocked"] is True
     assert assert_error(chat(app, new["key"]), 401)["message"] == BLOCKED
+
+
+def test_a_call_in_flight_when_its_key_is_regenerated_is_added_to_the_key(app, client):
+    """The call settles under the hash it started with, which the key no longer has:
+    its cost still lands on the key, and its log follows the key."""
+    old = generate(client, key_alias="busy", max_budget=10)
+    upstream = budget_upstream()
+    upstream.delay = 1.5
+    answers: list[Any] = []
+    call = threading.Thread(target=lambda: answers.append(chat(app, old["key"])))
+    call.start()
+    try:
+        upstream.wait_in_flight(1, timeout=10)
+        new = post_ok(client, "/key/regenerate", {"key": old["key"]})
+    finally:
+        call.join(timeout=30)
+        upstream.delay = 0
+    assert answers and answers[0].status_code == 200
+    with database.connection_context():
+        logs = list(SpendLog.select())
+        assert len(logs) == 1 and {log.api_key for log in logs} == {new["token"]}
+        key = Key.get_by_id(new["token"])
+        assert key.spend == pytest.approx(logs[0].spend) and key.spend > 0

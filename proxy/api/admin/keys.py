@@ -213,8 +213,9 @@ def key_regenerate(key: str | None = None) -> ResponseReturnValue:
 
     The key's row takes the new hash in place, and its spend-log rows follow
     it in the same transaction, so the key's spend still equals the sum of
-    its logs. The old hash then exists nowhere, so the old secret is an
-    unknown key from the next lookup on.
+    its logs. The old secret is an unknown key from the next lookup on; the
+    old hash stays only as ``previous_token``, where a call already upstream
+    settles (``proxy.storage.ledger``).
     """
     body = json_body(required=key is None)
     req = parse(KeyRegenerate, {**body, "key": key} if key is not None else body)
@@ -226,7 +227,7 @@ def key_regenerate(key: str | None = None) -> ResponseReturnValue:
     try:
         with database.atomic():
             moved = (
-                Key.update(token=token, key_name=display_name(plain))
+                Key.update(token=token, key_name=display_name(plain), previous_token=old.token)
                 .where(Key.token == old.token)
                 .execute()
             )
