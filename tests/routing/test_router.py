@@ -269,3 +269,14 @@ def test_usage_based_routing_sends_each_call_to_the_least_used_deployment(
     assert Counter(keys_seen(upstream)) == {"a": 5, "b": 5}
     seen = keys_seen(upstream)
     assert all(x != y for x, y in zip(seen[::2], seen[1::2], strict=True))
+
+
+def test_a_deployment_at_its_tpm_is_skipped_for_the_rest_of_its_minute(
+    make_app: Any, db_url: str, upstream: MockOpenAI
+) -> None:
+    models = [dep("m", upstream, "a", tpm=1), dep("m", upstream, "b", weight=1)]
+    app = make_app(base_config(db_url, model_list=models))
+    for _ in range(4):
+        assert chat(app).status_code == 200
+    # Its first call's tokens fill a's minute: every later call goes to b.
+    assert Counter(keys_seen(upstream)) == {"a": 1, "b": 3}
