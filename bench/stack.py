@@ -305,6 +305,6 @@ class Stack:
 
     def spend_check(self) -> tuple[float, float, int]:
         """(proxy counter, sum of spend logs, spend-log rows): equal when spend is exact."""
-        counter = self._query("SELECT spend FROM proxy_spend WHERE id = 1")[0][0]
+        counter = self._query("SELECT SUM(spend) FROM proxy_spend")[0][0]
         total, rows = self._query("SELECT COALESCE(SUM(spend), 0), COUNT(*) FROM spend_log")[0]
         return float(counter), float(total), int(rows)

@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("comptroller.plugins.budget_alerts")
 
 THRESHOLDS = (85, 95)
+# Counters whose increments do not run one after another: the proxy's is striped
+# (proxy.storage.counters), so two concurrent calls may each read back a total
+# below a line that their sum crosses. For these, every call that reads a total
+# at or above a line claims its mark and the first claim alerts: exactly once,
+# at worst one call late. Each process remembers the marks it saw taken.
+STRIPED_KINDS = frozenset({"proxy"})
+_MARKS_REMEMBERED = 4096
+_marks_taken: set[tuple[int, str, str, str, float, float]] = set()
 # A call names its period by the budget_reset_at it read when it started, and
 # may record its alert after that moment: longer than any call runs.
 PRUNE_AFTER_SECONDS = 3600.0
@@ -149,5 +157,32 @@ def raise_crossing_alerts(ctx: CallContext, guarded: Guarded | None, cost: float
     if soft is not None and soft > 0:
         lines.append(("soft_budget_crossed", soft, f"{title} soft budget crossed"))
     for event, line, text in lines:
-        if crossed(new, cost, line) and _first_time(guarded, event, line):
+        if guarded.kind in STRIPED_KINDS:
+            if _reached_first(guarded, event, line, new):
+                ctx.alerts.append(_alert(ctx, guarded, event, text, new))
+        elif crossed(new, cost, line) and _first_time(guarded, event, line):
             ctx.alerts.append(_alert(ctx, guarded, event, text, new))
+
+
+def _reached_first(guarded: Guarded, event: str, line: float, new: float) -> bool:
+    """A striped counter at or above ``line``: True for the one call that takes its mark."""
+    if new < line:
+        return False
+    # Per database too: a process that is handed another one (tests) starts afresh.
+    database = BudgetAlertSent._meta.database  # the proxy the core initialises
+    mark = (
+        id(getattr(database, "obj", database)),
+        guarded.kind,
+        guarded.entity_id,
+        event,
+        line,
+        guarded.period,
+    )
+    if mark in _marks_taken:
+        return False  # no statement for calls long past the line
+    first = _first_time(guarded, event, line)
+    if not first:  # taken and committed by another call (ours might yet roll back)
+        if len(_marks_taken) >= _MARKS_REMEMBERED:
+            _marks_taken.clear()
+        _marks_taken.add(mark)
+    return first

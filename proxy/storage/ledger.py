@@ -1,7 +1,8 @@
 """The spend ledger: one transaction per metered call.
 
 The spend-log row, ``spend = spend + cost`` on the key, its user, its team,
-the end user (upserted on first sight) and the proxy counter, the count of a
+the end user (upserted on first sight) and one stripe of the proxy counter
+(:mod:`proxy.storage.counters`), the count of a
 call whose model has no price (``unpriced_model``), whatever the plugins add
 in ``post_call_spend``, and the alerts they raise all land together or not at
 all. Increments are atomic SQL; the new totals come back through ``RETURNING``
@@ -22,7 +23,7 @@ import peewee
 
 from proxy.call.cost import cost_of
 from proxy.plugins import call_each
-from proxy.storage import clock
+from proxy.storage import clock, counters
 from proxy.storage.batching import batched_transaction, current_batch, defer_write
 from proxy.storage.db import close_broken_connection, database, is_postgres
 from proxy.storage.prepared import run_statement
@@ -78,7 +79,8 @@ _INCREMENTS = {
         "ON CONFLICT (user_id) DO UPDATE SET spend = customer.spend + EXCLUDED.spend "
         "RETURNING spend"
     ),
-    "proxy": "UPDATE proxy_spend SET spend = spend + %s WHERE id = 1 RETURNING spend",
+    # One stripe of the proxy counter (proxy.storage.counters): no row every call locks.
+    "proxy": counters.INCREMENT_SQL,
 }
 _FOLLOW_REGENERATED_KEY = (
     'UPDATE "key" SET spend = spend + %s WHERE previous_token = %s RETURNING spend, token'
@@ -120,7 +122,7 @@ class _Ledger:
             totals = {}
             for kind, params in self.increments:
                 row = run_statement(_INCREMENTS[kind], params).fetchone()
-                totals[kind] = row[0] if row else None
+                totals[kind] = row[-1] if row else None
         if "key" in totals and totals["key"] is None:
             totals["key"] = self._follow_regenerated_key()
         return totals
@@ -150,7 +152,10 @@ def _ledger_statement(kinds: tuple[str, ...]) -> str:
     if sql is None:
         ctes = [f"log AS ({_LOG_INSERT})"]
         ctes += [f"new_{kind} AS ({_INCREMENTS[kind]})" for kind in kinds]
-        totals = ", ".join(f"(SELECT spend FROM new_{kind})" for kind in kinds)
+        totals = ", ".join(
+            counters.TOTAL_AFTER_SQL if kind == "proxy" else f"(SELECT spend FROM new_{kind})"
+            for kind in kinds
+        )
         sql = _ledger_sql[kinds] = f"WITH {', '.join(ctes)} SELECT {totals}"
     return sql
 
@@ -173,7 +178,7 @@ def _ledger(
         increments.append(("team", [ctx.team_id, cost, end]))
     if ctx.end_user_id:
         increments.append(("customer", [ctx.end_user_id, cost, end]))
-    increments.append(("proxy", [cost]))
+    increments.append(("proxy", [counters.pick_stripe(), cost, end]))  # its row alone on SQLite
     return _Ledger(log_params, increments)
 
 

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import peewee
 
-from proxy.storage import clock
+from proxy.storage import clock, counters
 from proxy.storage.db import database, is_postgres
 from proxy.storage.models import Budget, Customer, Key, ProxySpend, Team, User
 from proxy.storage.prepared import Prepared
@@ -75,7 +75,8 @@ def _sql(param: str) -> str:
             f'LEFT JOIN "customer" AS c ON c."user_id" = {param} '
             f'LEFT JOIN "budget" AS b ON b."budget_id" = c."budget_id" '
             f'LEFT JOIN "budget" AS d ON d."budget_id" = {param} '
-            f'LEFT JOIN "proxy_spend" AS p ON p."id" = 1'
+            # The proxy counter is the sum of its stripes (proxy.storage.counters).
+            f'LEFT JOIN ({counters.HEADER_WITH_TOTAL_SQL}) AS p ON p."id" = {counters.HEADER_ID}'
         )
         _sql_by_param[param] = sql
     return sql

@@ -59,7 +59,8 @@ _SPEND_OF = {
     "user": 'SELECT spend FROM "user" WHERE user_id = %s',
     "team": "SELECT spend FROM team WHERE team_id = %s",
     "customer": "SELECT spend FROM customer WHERE user_id = %s",
-    "proxy": "SELECT spend FROM proxy_spend WHERE id = 1",
+    # The sum of its stripes (proxy.storage.counters); NULL without a row, as the others.
+    "proxy": "SELECT SUM(spend) FROM proxy_spend",
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import peewee
 
 from proxy.durations import first_reset, next_reset_after
-from proxy.storage import clock
+from proxy.storage import clock, counters
 from proxy.storage.models import ProxySpend
 
 # Rows rescheduled per UPDATE: three bound values each, within the 999 of old SQLite.
@@ -27,6 +27,21 @@ def _reset_one(row: Any, pk_field: peewee.Field, duration: str | None, now: floa
     """Bring ``row`` (a key, user, customer or the proxy counter) up to date."""
     if not duration:
         return
+    current = row.budget_reset_at
+    if current is not None and current > now:
+        return  # not due: no statement
+    if type(row) is not ProxySpend:
+        _reset_row(row, pk_field, duration, now)
+        return
+    # The proxy counter is striped (proxy.storage.counters): the header's conditional
+    # update decides which worker resets, and that worker zeroes every stripe with it.
+    with ProxySpend._meta.database.atomic():
+        if _reset_row(row, pk_field, duration, now):
+            counters.zero_stripes()
+
+
+def _reset_row(row: Any, pk_field: peewee.Field, duration: str, now: float) -> bool:
+    """The conditional update of one due row; True when this call zeroed its spend."""
     model = type(row)
     current = row.budget_reset_at
     pk = getattr(row, pk_field.name)
@@ -42,24 +57,28 @@ def _reset_one(row: Any, pk_field: peewee.Field, duration: str | None, now: floa
             .where((pk_field == pk) & (model.budget_reset_at.is_null()))
             .execute()
         )
-    elif current <= now:
+    else:
+        scheduled = current
         target = next_reset_after(current, duration, now)
         changed = (
             model.update({model.spend: 0.0, model.budget_reset_at: target})
             .where((pk_field == pk) & (model.budget_reset_at == current))
             .execute()
         )
-    else:
-        return
     if changed:
         row.budget_reset_at = target
-        if current is not None or scheduled <= now:
+        if scheduled <= now:
             row.spend = 0.0
+            return True
+        return False
+    # Another worker reset it first: read what it wrote.
+    if model is ProxySpend:
+        fresh = counters.proxy_counter()
     else:
-        # Another worker reset it first: read what it wrote.
         fresh = model.select(model.spend, model.budget_reset_at).where(pk_field == pk).first()
-        if fresh is not None:
-            row.spend, row.budget_reset_at = fresh.spend, fresh.budget_reset_at
+    if fresh is not None:
+        row.spend, row.budget_reset_at = fresh.spend, fresh.budget_reset_at
+    return False
 
 
 def apply_due_resets(*entities: tuple[Any, str | None], now: float | None = None) -> None:
@@ -73,7 +92,7 @@ def apply_due_resets(*entities: tuple[Any, str | None], now: float | None = None
 def current_proxy_spend(budget_duration: str | None) -> float:
     """The proxy-wide counter as of now: a reset that is due is applied first,
     as every admin read does for the rows it shows."""
-    row = ProxySpend.get_or_none(ProxySpend.id == 1)
+    row = counters.proxy_counter()
     if row is None:
         return 0.0
     apply_due_resets((row, budget_duration))

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from proxy.call.auth import hash_key
+from proxy.storage.counters import proxy_total
 from proxy.storage.models import ProxySpend, SpendLog
 from tests.conftest import MASTER
 from tests.support.assertions import assert_error
@@ -152,4 +153,4 @@ def test_proxy_spend_reads_apply_a_due_reset(make_app):
     metrics = client.get("/metrics", headers=MASTER).get_data(as_text=True)
     assert "comptroller_proxy_spend_usd 0.0\n" in metrics
     row = ProxySpend.get_by_id(1)
-    assert row.spend == 0.0 and row.budget_reset_at > time.time()
+    assert proxy_total() == 0.0 and row.budget_reset_at > time.time()

@@ -202,3 +202,42 @@ def test_two_calls_that_both_look_like_the_crossing_raise_one_alert(db_url, make
     b = 0.08293520492002723
     assert (1.0 + b) - b < 1.0
     assert settle(1.0 + b, b) == []
+
+
+def test_a_proxy_crossing_two_concurrent_calls_both_missed_is_raised_by_the_next(
+    db_url, make_app
+) -> None:
+    """The proxy counter is striped: two concurrent calls may each read back a total
+    below the line their sum crosses. The next call, already past it, raises it once."""
+    make_app(budget_config(db_url))
+
+    def settle(new: float, cost: float) -> list[Alert]:
+        ctx: Any = types.SimpleNamespace(
+            spend_after={"proxy": new},
+            alerts=[],
+            key_hash=None,
+            end_user_id=None,
+            user_id=None,
+            team_id=None,
+            user=None,
+            key=None,
+        )
+        guarded = Guarded(
+            kind="proxy",
+            entity_id="1",
+            name="",
+            spend=0.0,
+            max_budget=1.0,
+            soft_budget=None,
+            period=123.0,
+            message=lambda s, m: "",
+        )
+        with database.connection_context():
+            raise_crossing_alerts(ctx, guarded, cost)
+        return [a for a in ctx.alerts if a.event == "budget_crossed"]
+
+    # A and B (0.3 each, from 0.5) each read back 0.8: neither sees the line.
+    assert settle(0.8, 0.3) == [] and settle(0.8, 0.3) == []
+    # C reads 1.4 (A, B and itself): old = 1.1 is past the line, yet it is the first to see it.
+    assert len(settle(1.4, 0.3)) == 1
+    assert settle(1.7, 0.3) == [] and settle(1.7, 0.3) == []

@@ -176,7 +176,7 @@ def ledger(db_url: str) -> dict[str, Any]:
             users = dict(cur.fetchall())
             cur.execute("SELECT user_id, spend FROM customer")
             customers = dict(cur.fetchall())
-            cur.execute("SELECT spend FROM proxy_spend WHERE id = 1")
+            cur.execute("SELECT SUM(spend) FROM proxy_spend")  # every stripe
             proxy_spend = cur.fetchone()[0]
     finally:
         conn.close()

@@ -28,8 +28,9 @@ import requests
 
 from plugins.budgets.strict import BudgetReservation
 from proxy.call.auth import hash_key
+from proxy.storage.counters import proxy_total
 from proxy.storage.db import database, init_database
-from proxy.storage.models import Customer, Key, ProxySpend, User
+from proxy.storage.models import Customer, Key, User
 from tests.conftest import base_config, openai_model
 from tests.support.billing import AdversarialBilling
 from tests.support.budgets import make_key, make_user
@@ -149,7 +150,7 @@ def run(mode: str, pg_url: str, upstream: MockOpenAI, tmp_path: Path) -> dict[st
         for c in CUSTOMERS:
             row = Customer.get_or_none(Customer.user_id == c)
             spend[("customer", c)] = row.spend if row is not None else 0.0
-        spend[("proxy", "1")] = ProxySpend.get_by_id(1).spend
+        spend[("proxy", "1")] = proxy_total()
         held = BudgetReservation.select().count()
     return {"answers": answers, "bodies": bodies, "plan": plan, "spend": spend, "held": held}
 

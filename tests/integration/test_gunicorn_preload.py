@@ -19,8 +19,9 @@ import requests
 from peewee import fn
 
 from proxy.call.auth import hash_key
+from proxy.storage.counters import proxy_total
 from proxy.storage.db import database, init_database
-from proxy.storage.models import Key, ProxySpend, SpendLog
+from proxy.storage.models import Key, SpendLog
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.mock_openai import MockOpenAI
@@ -111,7 +112,7 @@ def test_preloaded_workers_each_use_their_own_connections(
             as_tuple=True
         )
         key_spend = Key.get_by_id(hash_key(plain)).spend
-        proxy_spend = ProxySpend.get_by_id(1).spend
+        proxy_spend = proxy_total()
     count, total = logged
     assert count == len(statuses)
     assert total > 0

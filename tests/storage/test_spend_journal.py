@@ -114,7 +114,7 @@ class Proxy:
                     '(SELECT token FROM "key")'
                 )
                 key_logs = cur.fetchone()[0]
-                cur.execute("SELECT spend FROM proxy_spend WHERE id = 1")
+                cur.execute("SELECT SUM(spend) FROM proxy_spend")  # every stripe
                 proxy_spend = cur.fetchone()[0]
                 cur.execute("SELECT coalesce(sum(spend), 0) FROM customer")
                 customers = cur.fetchone()[0]

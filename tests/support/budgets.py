@@ -73,6 +73,8 @@ def make_customer(user_id: str, **fields: Any) -> None:
 
 def set_proxy_spend(spend: float) -> None:
     with database.connection_context():
+        # The counter is striped (proxy.storage.counters): all of it on the header row.
+        ProxySpend.update(spend=0.0).execute()
         ProxySpend.update(spend=spend).where(ProxySpend.id == 1).execute()
 
 

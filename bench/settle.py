@@ -1,0 +1,146 @@
+"""The settle benchmark: how many spend transactions one PostgreSQL takes per second.
+
+``python -m bench.settle`` starts N processes (``bench/settle_worker.py``), each
+settling calls back to back through ``record_spend`` on one fresh database,
+for two workloads: (a) every process with its own key, (b) every process on
+one hot key. Each settle writes a spend log and increments the key and the
+proxy counter. It prints settles/s for each N and checks, after every phase,
+that the key counters and the proxy counter equal the sum of the spend logs.
+
+``--code DIR`` runs the workers on another checkout's code (e.g. a
+``git worktree`` of main, to measure before a change) in the same run, so the
+ratios between the two come from the same minutes of a shared machine::
+
+    git worktree add /tmp/main-before main
+    python -m bench.settle --code /tmp/main-before --code .
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+
+from tests.support.databases import create_pg_database, drop_pg_database
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("settle_worker.py")
+
+
+def _prepare(url: str, code: Path, keys: int) -> list[str]:
+    """Migrate a fresh database with ``code``'s migrations; make ``keys`` keys."""
+    script = (
+        "import sys; from proxy.storage.db import init_database; "
+        "from proxy.storage.migrate import migrate; init_database(sys.argv[1]); migrate()"
+    )
+    subprocess.run([sys.executable, "-c", script, url], check=True, env=_env(code), cwd=str(code))
+    tokens = [f"bench-settle-key-{i:03d}" for i in range(keys)]
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        for token in tokens:
+            cur.execute(
+                'INSERT INTO "key" (token, key_name, models, spend, metadata, blocked, created_at) '
+                "VALUES (%s, 'sk-...bench', '[]', 0, '{}', false, 0)",
+                [token],
+            )
+    return tokens
+
+
+def _env(code: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(code)
+    env["COMPTROLLER_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+def _check(url: str) -> str:
+    """'equal' when every counter equals the sum of its spend logs."""
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COALESCE(SUM(spend), 0), COUNT(*) FROM spend_log")
+        total, count = cur.fetchone()
+        cur.execute("SELECT SUM(spend) FROM proxy_spend")  # striped or not: the sum
+        proxy = cur.fetchone()[0]
+        cur.execute(
+            'SELECT COUNT(*) FROM "key" k WHERE abs(k.spend - COALESCE((SELECT SUM(s.spend) '
+            "FROM spend_log s WHERE s.api_key = k.token), 0)) > 1e-9"
+        )
+        keys_off = cur.fetchone()[0]
+    equal = abs(proxy - total) <= 1e-9 and keys_off == 0
+    return "equal" if equal else f"NOT EQUAL (proxy {proxy!r}, logs {total!r}, {keys_off} keys)"
+
+
+def run_phase(code: Path, processes: int, hot: bool, seconds: float) -> tuple[float, str]:
+    url = create_pg_database("comptroller_bench_settle")
+    try:
+        tokens = _prepare(url, code, 1 if hot else processes)
+        workers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(WORKER),
+                    "--url",
+                    url,
+                    "--seconds",
+                    str(seconds),
+                    "--token",
+                    tokens[0 if hot else i],
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=_env(code),
+                cwd=str(code),
+            )  # fmt: skip
+            for i in range(processes)
+        ]
+        try:
+            for worker in workers:
+                assert worker.stdout is not None
+                if worker.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a settle worker did not start")
+            started = time.monotonic()
+            for worker in workers:
+                assert worker.stdin is not None
+                worker.stdin.write("go\n")
+                worker.stdin.flush()
+            settled = 0
+            for worker in workers:
+                assert worker.stdout is not None
+                settled += int(worker.stdout.readline())
+            elapsed = max(seconds, time.monotonic() - started)
+        finally:
+            for worker in workers:
+                worker.wait(timeout=60)
+        return settled / elapsed, _check(url)
+    finally:
+        drop_pg_database(url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.settle")
+    parser.add_argument("--code", action="append", type=Path, help="checkout(s) to measure")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    codes = [path.resolve() for path in (args.code or [ROOT])]
+    print(f"settles/s, {args.seconds:g} s per phase; counters checked against the spend logs")
+    print("| code | workload | " + " | ".join(f"N={n}" for n in args.processes) + " |")
+    print("|---|---|" + "---:|" * len(args.processes))
+    for hot in (False, True):
+        cells: dict[Path, list[str]] = {code: [] for code in codes}
+        for n in args.processes:
+            for code in codes:  # alternating, so each N compares the same minutes
+                rate, check = run_phase(code, n, hot, args.seconds)
+                cells[code].append(f"{rate:.0f}" if check.startswith("equal") else check)
+        workload = "(b) one hot key" if hot else "(a) distinct keys"
+        for code in codes:
+            print(f"| {code} | {workload} | " + " | ".join(cells[code]) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

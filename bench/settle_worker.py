@@ -1,0 +1,71 @@
+"""One process of the settle benchmark (:mod:`bench.settle`): settles calls in a loop.
+
+Run by path with ``PYTHONPATH`` set to the code under test (this worktree or
+another, e.g. main's before a change), so it only uses what both have:
+``proxy.storage.ledger.record_spend`` with a plugin manager holding the
+hook specifications and no plugin (the core's part of a settle: the spend
+log and every counter's increment, one transaction).
+
+Protocol on stdin/stdout: prints ``ready`` once connected, waits for ``go``,
+settles for ``--seconds`` and prints the number of calls it settled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from types import SimpleNamespace
+
+import pluggy
+
+from proxy import hookspecs
+from proxy.call.context import CallContext, Usage
+from proxy.storage.db import database, init_database
+from proxy.storage.ledger import record_spend
+
+COST = 0.000125
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--token", required=True, help="the key (hashed) every call is made with")
+    parser.add_argument("--seconds", type=float, required=True)
+    args = parser.parse_args()
+
+    init_database(args.url, pool_size=1)
+    pm = pluggy.PluginManager("comptroller")
+    pm.add_hookspecs(hookspecs)
+    deployment = SimpleNamespace(
+        model_name="bench-model", upstream_model="bench-upstream", price=SimpleNamespace(known=True)
+    )
+    key = SimpleNamespace(token=args.token, user_id=None, key_alias=None)
+
+    def settle_one() -> None:
+        ctx = CallContext(
+            config=None,  # type: ignore[arg-type]
+            call_type="chat",
+            deployment=deployment,  # type: ignore[arg-type]
+            body={},
+            key=key,  # type: ignore[arg-type]
+        )
+        usage = Usage(prompt_tokens=20, completion_tokens=10)
+        record_spend(pm, ctx, usage, "success", cost=COST)
+
+    settle_one()  # connects, prepares statements
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return 1
+    done = 0
+    deadline = time.monotonic() + args.seconds
+    while time.monotonic() < deadline:
+        settle_one()
+        done += 1
+    print(done, flush=True)
+    database.close_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
