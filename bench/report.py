@@ -103,6 +103,39 @@ def _targets(run: Run) -> list[str]:
     return lines
 
 
+def _peer(run: Run) -> list[str]:
+    """The peer's phases beside Comptroller's, and the ratios (peer / Comptroller)."""
+    peers = [p for p in run.phases if p.target == "peer"]
+    if not peers:
+        return []
+    lines = [
+        f"Peer: {run.peer}, same upstream and loads, 2 workers, no database (so no spend "
+        "tracking, budgets or limits), after Comptroller's phases. Ratios are peer / Comptroller.",
+        "",
+        "| phase | peer req/s | peer p50 / p99 ms | peer added p50 ms | peer CPU ms/call "
+        "| CPU per call ratio | req/s ratio | added p50 ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for peer in peers:
+        direct, proxy = _find(run, peer.stream, peer.connections)
+        p = peer.load
+        added = p.p50_ms - direct.load.p50_ms if direct is not None else None
+        ours = proxy.load.p50_ms - direct.load.p50_ms if proxy and direct else None
+        cpu_ratio = peer.proxy_cpu_ms / proxy.proxy_cpu_ms if proxy and proxy.proxy_cpu_ms else None
+        rps_ratio = p.rps / proxy.load.rps if proxy and proxy.load.rps else None
+        lat_ratio = added / ours if added is not None and ours else None
+        lines.append(
+            f"| {peer.name} | {p.rps:.0f} | {_ms(p.p50_ms)} / {_ms(p.p99_ms)} "
+            f"| {_ms(added) if added is not None else '-'} | {_ms(peer.proxy_cpu_ms)} "
+            f"| {_ratio(cpu_ratio)} | {_ratio(rps_ratio)} | {_ratio(lat_ratio)} |"
+        )
+    return lines
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def _memory(run: Run) -> list[str]:
     if not run.rss_samples:
         return []
@@ -124,6 +157,9 @@ def render(run: Run) -> str:
     ]
     if run.phases:
         lines += _phase_table(run) + ["", *_targets(run), ""]
+        peer = _peer(run)
+        if peer:
+            lines += [*peer, ""]
     lines += _memory(run) + [""]
     drain = (
         f"{run.outbox_drain_seconds:.1f} s after the load"

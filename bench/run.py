@@ -8,7 +8,9 @@ per call (utime + stime of the gunicorn arbiter and workers from /proc),
 PostgreSQL's CPU per call (the server processes of the benchmark's
 database), statements sent to PostgreSQL per call (counted in the workers,
 see ``bench/gunicorn_bench.py``; each is one round trip), webhook alerts
-delivered, and worker RSS. ``--memory`` instead runs ``--memory-calls``
+delivered, and worker RSS. ``--peer litellm`` then runs the same phases
+through the LiteLLM proxy (:mod:`bench.peer`) and prints the ratios.
+``--memory`` instead runs ``--memory-calls``
 calls and samples worker RSS every ``--memory-every``.
 
 Results are printed and written into ``bench/RESULTS.md`` between the
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from bench import procstats
 from bench.load import LoadResult, run_wrk, wrk_available
+from bench.peer import LiteLLMPeer
 from bench.report import render, write_results
 from bench.stack import END_USERS, Stack, chat_body
 
@@ -39,7 +42,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 @dataclass
 class Phase:
-    target: str  # "direct" or "proxy"
+    target: str  # "direct", "proxy" or "peer" (bench.peer)
     stream: bool
     connections: int
     load: LoadResult
@@ -75,6 +78,7 @@ class Run:
     spend_logged: float = 0.0
     spend_rows: int = 0
     profile: str | None = None
+    peer: str | None = None  # the peer gateway's name (--peer)
     total_seconds: float = 0.0
 
 
@@ -118,6 +122,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="connect with synchronous_commit=off (faster commits; a crash may lose the "
         "last few committed calls' spend). Off by default: durability first",
+    )
+    parser.add_argument(
+        "--peer",
+        choices=["litellm"],
+        help="also run the LiteLLM proxy (its own venv, no database) on the same upstream "
+        "with the same load, and print the ratios",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
     parser.add_argument(
@@ -209,6 +219,38 @@ def _proxy_phase(
         worker_rss_mib=[procstats.rss_mib(pid) for pid in stack.worker_pids()],
         worker_cpu_share=[cpu / max(sum(worker_cpu), 1e-9) for cpu in worker_cpu],
     )
+
+
+def _peer_phase(peer: LiteLLMPeer, stream: bool, connections: int, seconds: float) -> Phase:
+    pids = peer.pids()
+    cpu0 = procstats.total_cpu_seconds(pids)
+    load = run_wrk(
+        f"{peer.url}/v1/chat/completions", _bodies(stream), peer.headers(), connections, seconds
+    )
+    cpu1 = procstats.total_cpu_seconds(peer.pids())
+    phase = Phase("peer", stream, connections, load)
+    phase.proxy_cpu_ms = (cpu1 - cpu0) * 1000 / max(load.requests, 1)
+    return phase
+
+
+def _peer_phases(
+    run: Run, stack: Stack, workdir: Path, streams: list[bool], args: argparse.Namespace
+) -> None:
+    """The peer after Comptroller's phases (Comptroller idle meanwhile: 2 cores), same loads."""
+    with LiteLLMPeer(workdir, stack.upstream_url, args.workers) as peer:
+        run.peer = peer.name
+        print(f"peer up: {peer.name} at {peer.url}", flush=True)
+        peer.warm_up()
+        for stream in streams:
+            warm = run_wrk(
+                f"{peer.url}/v1/chat/completions", _bodies(stream), peer.headers(), 16, 2
+            )
+            if warm.errors:
+                raise RuntimeError(f"peer warm-up: {warm.errors} failed calls")
+            for connections in args.concurrency:
+                phase = _peer_phase(peer, stream, connections, args.seconds)
+                run.phases.append(phase)
+                _print_phase(phase)
 
 
 def _start_profile(stack: Stack, directory: str, seconds: float) -> list[subprocess.Popen[bytes]]:
@@ -311,6 +353,8 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Run:
                 run.rss_samples.append(
                     (calls, [procstats.rss_mib(pid) for pid in stack.worker_pids()])
                 )
+                if args.peer:
+                    _peer_phases(run, stack, Path(tmp), streams, args)
             run.outbox_drain_seconds = _wait_for_outbox(stack)
             run.alerts_queued, run.alerts_delivered = stack.outbox()
             run.spend_counter, run.spend_logged, run.spend_rows = stack.spend_check()
@@ -326,6 +370,8 @@ def _print_phase(phase: Phase) -> None:
         f"  {phase.target:>6} {phase.name:<12} {load.rps:8.0f} req/s  "
         f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms  errors {load.errors}"
     )
+    if phase.target == "peer":
+        line += f"  cpu {phase.proxy_cpu_ms:.2f} ms/call"
     if phase.target == "proxy":
         line += (
             f"  cpu {phase.proxy_cpu_ms:.2f} ms/call  pg {phase.postgres_cpu_ms:.2f} ms/call"

@@ -38,7 +38,12 @@ def main() -> int:
     pm = pluggy.PluginManager("comptroller")
     pm.add_hookspecs(hookspecs)
     deployment = SimpleNamespace(
-        model_name="bench-model", upstream_model="bench-upstream", price=SimpleNamespace(known=True)
+        model_name="bench-model",
+        upstream_model="bench-upstream",
+        price=SimpleNamespace(known=True),
+        timeout=30.0,
+        id="bench-deployment",
+        provider="openai",
     )
     key = SimpleNamespace(token=args.token, user_id=None, key_alias=None)
 
