@@ -26,6 +26,7 @@ from proxy.plugins import call_each
 from proxy.storage import clock, counters
 from proxy.storage.batching import batched_transaction, current_batch, defer_write
 from proxy.storage.db import close_broken_connection, database, is_postgres
+from proxy.storage.plugin_access import atomic
 from proxy.storage.prepared import run_statement
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def dispatch_alerts(pm: pluggy.PluginManager, alerts: list[Alert]) -> None:
     implementation sends a statement at once (proxy.storage.batching).
     """
     for alert in alerts:
-        call_each(pm, "on_alert", isolate=database.atomic, alert=alert)
+        call_each(pm, "on_alert", isolate=atomic, alert=alert)
 
 
 _LOG_COLUMNS = (

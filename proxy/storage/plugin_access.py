@@ -90,8 +90,13 @@ def transaction() -> Iterator[Any]:
 
 
 def atomic() -> Any:
-    """``database.atomic()``: a transaction, or a savepoint inside one."""
-    return database.atomic()
+    """``database.atomic()``: a transaction, or a savepoint inside one.
+
+    Asked of the database itself, not of peewee's ``DatabaseProxy``, whose own
+    ``savepoint()`` would bypass a batched spend transaction's held savepoint
+    (proxy.storage.batching) and send ``SAVEPOINT``/``RELEASE`` as two round trips.
+    """
+    return database.obj.atomic()
 
 
 def in_transaction() -> bool:

@@ -194,3 +194,38 @@ def test_a_large_body_still_meets_the_end_users_budget(recorded):
     )
     assert resp.status_code == 401
     assert "User rt-customer has exceeded their budget" in resp.get_json()["error"]["message"]
+
+
+def test_every_plugin_on_costs_four_round_trips_and_no_savepoint(
+    make_app: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Budgets, rate limits and a webhook alert on every call: the read, the rate
+    limiter's admission, BEGIN with the ledger, the COMMIT with every deferred write.
+    The savepoint around each ``on_alert`` is held, never sent on its own (peewee's
+    DatabaseProxy would send SAVEPOINT and RELEASE: two round trips more)."""
+    if not db_url.startswith("postgres"):
+        pytest.skip("the batched spend transaction is PostgreSQL's")
+    monkeypatch.setenv("WEBHOOK_URL", "http://127.0.0.1:9/hook")  # queued, never sent here
+    config = base_config(
+        db_url,
+        litellm_settings={"max_end_user_budget_id": "tier", "max_budget": 1e9},
+        general_settings={"alerting": ["webhook"]},
+    )
+    app = make_app(config)
+    recorder = Recorder()
+    monkeypatch.setattr(database.obj, "cursor", recorder.wrap(database.obj.cursor))
+    client = app.test_client()
+    high = {"rpm_limit": 10**9, "tpm_limit": 10**12, "max_parallel_requests": 10**6}
+    make_user("rt-user", max_budget=100, **high)
+    make_budget("tier", max_budget=5, **high)
+    with database.connection_context():
+        Customer.create(user_id="rt-customer", budget_id="tier")
+    plain = make_key(user_id="rt-user", max_budget=50, **high)
+    chat(client, plain, user="rt-customer")  # first sight: windows and resets made
+    with recorder.recording() as sent:
+        assert chat(client, plain, user="rt-customer").status_code == 200
+    texts = [statement_sql(s) for s in sent]
+    assert not [t for t in texts if t.lstrip().upper().startswith(("SAVEPOINT", "RELEASE"))]
+    assert len(sent) == 4, texts
+    assert sent[2].startswith("BEGIN; ") and sent[3].rstrip().endswith("COMMIT")
+    assert "spend tracked" in sent[3]  # the webhook outbox row, with the COMMIT
