@@ -268,6 +268,8 @@ def test_a_hanging_upstream_is_cut_at_the_models_timeout_and_frees_the_slot(
     config = base_config(
         f"sqlite:///{tmp_path / 'hang.db'}",
         model_list=[openai_model("gpt-4o-mini", upstream.base_url, timeout=2)],
+        # One attempt: a timeout is otherwise retried (num_retries, 2 by default).
+        router_settings={"num_retries": 0},
     )
     body = {**CHAT, "model": "gpt-4o-mini"}
     with ProxyServer(config, tmp_path, workers=1, threads=4) as server:
