@@ -34,14 +34,17 @@ def _import_everything() -> None:
 
 
 def table_models() -> list[type[peewee.Model]]:
-    """Every model with a table: subclasses of the storage BaseModel, all modules imported."""
+    """Every model with a table that Comptroller ships: subclasses of the storage
+    BaseModel defined in ``proxy`` or ``plugins``, all their modules imported. (A
+    third-party plugin's model, such as README's example a test may have loaded,
+    is created by that plugin's own ``plugin_tables``.)"""
     _import_everything()
     found: list[type[peewee.Model]] = []
     todo: list[type[peewee.Model]] = [BaseModel]
     while todo:
         model = todo.pop()
         todo.extend(model.__subclasses__())
-        if model is not BaseModel:
+        if model is not BaseModel and model.__module__.split(".")[0] in ("proxy", "plugins"):
             found.append(model)
     return sorted(found, key=lambda m: m._meta.table_name)
 

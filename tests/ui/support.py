@@ -59,3 +59,11 @@ def screenshot(page: Any, directory: Path, tab: str) -> Path:
     path = directory / f"{tab}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def open_tab(page: Any, name: str) -> None:
+    """Follow the top bar's link to tab ``name`` and wait for the new page's load
+    event, so its script has run and its buttons answer (a click before that
+    would be lost)."""
+    with page.expect_navigation():
+        page.get_by_role("link", name=name).click()

@@ -20,7 +20,7 @@ import requests
 from playwright.sync_api import expect
 
 from tests.support.proxy_server import ProxyServer
-from tests.ui.support import MASTER_KEY, api, budget_ids, chat, log_in
+from tests.ui.support import MASTER_KEY, api, budget_ids, chat, log_in, open_tab
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def test_seed_flow_budget_customer_spend_block(
     assert tiers["my-free-tier"]["max_budget"] == 4.0
     save_screenshot(page, "budgets")
 
-    page.get_by_role("link", name="Customers").click()
+    open_tab(page, "Customers")
     page.get_by_role("button", name="+ Create Customer").click()
     dialog = page.locator("#customer-dialog")
     dialog.get_by_label("Customer ID").fill("my-customer-id")
@@ -200,7 +200,7 @@ def test_key_is_shown_once_works_and_can_be_deleted(
     admin: Any, proxy: ProxyServer, save_screenshot: Callable[[Any, str], Path]
 ) -> None:
     page = admin
-    page.get_by_role("link", name="Keys").click()
+    open_tab(page, "Keys")
     page.get_by_role("button", name="+ Create Key").click()
     dialog = page.locator("#key-dialog")
     dialog.get_by_label("Alias").fill("billing-service")
@@ -232,7 +232,7 @@ def test_spend_tab_shows_today_and_the_top_customers_and_keys(
     made = api(proxy, "POST", "/key/generate", json={"key_alias": "spend-tab-key"}).json()
     for _ in range(4):
         assert chat(proxy, "spend-tab-customer", key=made["key"]).status_code == 200
-    page.get_by_role("link", name="Spend").click()
+    open_tab(page, "Spend")
 
     customer = page.locator("#top-customers tbody tr", has_text="spend-tab-customer")
     expect(customer.locator("td").nth(1)).to_have_text("4")

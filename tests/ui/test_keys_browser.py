@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support.proxy_server import ProxyServer
-from tests.ui.support import api, chat
+from tests.ui.support import api, chat, open_tab
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_key_lifecycle_create_edit_block_regenerate(
 ) -> None:
     page = admin
     page.on("dialog", lambda dialog: dialog.accept())
-    page.get_by_role("link", name="Keys").click()
+    open_tab(page, "Keys")
     page.get_by_role("button", name="+ Create Key").click()
     dialog = page.locator("#key-dialog")
     values = {

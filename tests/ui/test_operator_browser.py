@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support.proxy_server import ProxyServer
-from tests.ui.support import api, chat
+from tests.ui.support import api, chat, open_tab
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_team_budget_refuses_its_keys_calls(
     admin: Any, proxy: ProxyServer, save_screenshot: Callable[[Any, str], Path]
 ) -> None:
     page = admin
-    page.get_by_role("link", name="Teams").click()
+    open_tab(page, "Teams")
     page.get_by_role("button", name="+ Create Team").click()
     dialog = page.locator("#team-dialog")
     dialog.get_by_label("Team ID").fill("core-infra")
@@ -70,7 +70,7 @@ def test_team_budget_refuses_its_keys_calls(
 
 def test_user_created_edited_and_its_keys_shown(admin: Any, proxy: ProxyServer) -> None:
     page = admin
-    page.get_by_role("link", name="Users").click()
+    open_tab(page, "Users")
     page.get_by_role("button", name="+ Create User").click()
     dialog = page.locator("#user-dialog")
     dialog.get_by_label("User ID").fill("krrish@berri.ai")
@@ -117,7 +117,7 @@ def test_logs_filter_page_and_export_csv(
     made = api(proxy, "POST", "/key/generate", json={"key_alias": "logs-key"}).json()
     for customer in ("logs-a", "logs-b", "logs-a"):
         assert chat(proxy, customer, key=made["key"]).status_code == 200
-    page.get_by_role("link", name="Logs").click()
+    open_tab(page, "Logs")
     filters = page.locator("#log-filters")
     filters.get_by_label("Customer").fill("logs-a")
     filters.get_by_role("button", name="Filter").click()
@@ -152,7 +152,7 @@ def test_spend_report_over_a_date_range(
     key = api(proxy, "POST", "/key/generate", json={"team_id": "report-team"}).json()["key"]
     assert chat(proxy, "report-customer", key=key).status_code == 200
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    page.get_by_role("link", name="Spend").click()
+    open_tab(page, "Spend")
     form = page.locator("#report-form")
     form.get_by_label("From").fill("2020-01-01")
     form.get_by_label("To").fill("2020-01-31")
