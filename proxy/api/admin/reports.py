@@ -14,17 +14,15 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from peewee import Cast, fn
+from peewee import fn
 
 from proxy.api.admin.schemas import ReportWindow, SpendReportQuery, TopQuery, parse
 from proxy.api.common import services
 from proxy.call.auth import hash_key, require_master
-from proxy.storage.db import is_postgres
+from proxy.storage.days import DAY, utc_day_number
 from proxy.storage.models import Key, SpendLog, now
 
 bp = Blueprint("admin_reports", __name__)
-
-DAY = 86400
 
 
 @bp.before_request
@@ -40,11 +38,8 @@ def _window_start(days: int, at: float) -> float:
 
 
 def _day_number() -> Any:
-    """SQL for the UTC day of ``start_time`` (days since the epoch), exact on both backends."""
-    if is_postgres():
-        return fn.FLOOR(SpendLog.start_time / DAY)
-    # SQLite's CAST truncates toward zero: the floor, as times are positive.
-    return Cast(SpendLog.start_time / DAY, "INTEGER")
+    """SQL for the UTC day of ``start_time`` (days since the epoch)."""
+    return utc_day_number(SpendLog.start_time)
 
 
 def _rows(query: Any) -> list[dict[str, Any]]:

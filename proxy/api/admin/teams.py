@@ -37,8 +37,9 @@ from proxy.api.admin.schemas import (
 from proxy.api.admin.serializers import key_info, team_info, user_info
 from proxy.errors import BadRequest, Conflict, NotFound
 from proxy.storage import clock
-from proxy.storage.db import database, is_postgres
+from proxy.storage.db import database
 from proxy.storage.models import Key, Team, User
+from proxy.storage.plugin_access import lock_rows
 from proxy.storage.resets import apply_due_resets, scheduled_reset
 
 TEAM_COLUMNS = (
@@ -61,10 +62,7 @@ def _columns(values: dict[str, Any]) -> dict[str, Any]:
 def _locked_team(team_id: str) -> Team:
     """The team row, locked until the transaction ends (members are read, then
     written back); 404 naming ``team_id`` if there is none."""
-    query = Team.select().where(Team.team_id == team_id)
-    if is_postgres():
-        query = query.for_update()
-    team = query.first()
+    team = lock_rows(Team.select().where(Team.team_id == team_id)).first()
     if team is None:
         raise NotFound(f"Team not found: team_id={team_id}", param="team_id")
     return team
