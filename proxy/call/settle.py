@@ -13,7 +13,6 @@ finds its row and only drops the entry: never billed twice.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -78,7 +77,7 @@ def _record(
         "start_time": ctx.start_time,
         "end_time": end,
         "status": status,
-        "usage": dataclasses.asdict(usage),
+        "usage": usage.as_dict(),
         "cost": cost,
         "overrun": overrun,
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 # No model reads or writes this many tokens in one call: a count above it is
@@ -64,6 +64,11 @@ class Usage:
         self.completion_tokens = max(
             self.completion_tokens, self.reasoning_tokens, self.audio_output_tokens
         )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields by name (``Usage(**usage.as_dict())`` is an equal Usage); its values
+        are ints and a str, so unlike ``dataclasses.asdict`` it copies nothing."""
+        return {name: getattr(self, name) for name in _USAGE_FIELDS}
 
     @property
     def total_tokens(self) -> int:
@@ -150,3 +155,6 @@ class Usage:
             cache_read_tokens=cache_read,
             cache_write_tokens=cache_write,
         )
+
+
+_USAGE_FIELDS = tuple(f.name for f in fields(Usage))

@@ -57,16 +57,23 @@ def _fsync_directory(directory: Path) -> None:
 class Entry:
     """One call's journal entry, locked by this process while it is open."""
 
-    def __init__(self, journal: SpendJournal, path: Path, fd: int, record: dict[str, Any]):
+    def __init__(
+        self, journal: SpendJournal, path: str | Path, fd: int, record: dict[str, Any]
+    ) -> None:
         self.journal = journal
-        self.path = path
+        # A str: every settle writes an entry, and pathlib's joins cost more than the syscalls.
+        self._path = os.fspath(path)
         self.record = record
         self._fd: int | None = fd
+
+    @property
+    def path(self) -> Path:
+        return Path(self._path)
 
     def done(self) -> None:
         """The spend is in the database: the entry goes."""
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            os.unlink(self._path)
         self._close()
 
     def keep(self) -> None:
@@ -91,6 +98,7 @@ class Entry:
 class SpendJournal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._prefix = os.path.join(directory, "")  # the directory, as a str ending in "/"
 
     def prepare(self) -> None:
         """Create the directory and check it is writable (at start-up: a journal
@@ -103,8 +111,8 @@ class SpendJournal:
     def write(self, request_id: str, record: dict[str, Any]) -> Entry:
         """A locked entry for ``request_id`` (write-ahead: not yet fsync'd)."""
         name = _SAFE_NAME.sub("_", request_id)
-        temporary = self.directory / f".{name}.{os.getpid()}.tmp"
-        final = self.directory / f"{name}.json"
+        temporary = f"{self._prefix}.{name}.{os.getpid()}.tmp"
+        final = f"{self._prefix}{name}.json"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
