@@ -115,9 +115,18 @@ def _due(now: float) -> peewee.Expression:
     return OutboxAlert.sent_at.is_null() & (OutboxAlert.next_attempt_at <= now) & claim_free
 
 
+# The SQL of the sender's every round, written out: building it with peewee's query
+# builder cost more CPU than the round trip (a few hundred microseconds a query).
+_ANY_DUE = (
+    "SELECT EXISTS (SELECT 1 FROM webhook_outbox WHERE sent_at IS NULL "
+    "AND next_attempt_at <= %s AND (claimed_until IS NULL OR claimed_until < %s))"
+)
+
+
 def any_due(now: float | None = None) -> bool:
+    """Whether an alert is due and unclaimed (:func:`_due`)."""
     moment = database_now() if now is None else now
-    return OutboxAlert.select(OutboxAlert.id).where(_due(moment)).exists()
+    return bool(run(_ANY_DUE, [moment, moment]).fetchone()[0])
 
 
 def claim_due(
@@ -177,6 +186,12 @@ def _claimed(alert_id: str, token: str) -> peewee.Expression:
     return (OutboxAlert.id == alert_id) & (OutboxAlert.claim_token == token)
 
 
+_MARK_ALL_SENT = (
+    "UPDATE webhook_outbox SET sent_at = %s, attempts = attempts + 1, claimed_until = NULL, "
+    "claim_token = NULL, last_error = NULL WHERE id IN ({ids}) AND claim_token = %s"
+)
+
+
 def mark_sent(alert_id: str, token: str, now: float | None = None) -> bool:
     """True if this claim still held the alert (a stale token marks nothing)."""
     return mark_all_sent([alert_id], token, now) == 1
@@ -187,17 +202,10 @@ def mark_all_sent(alert_ids: list[str], token: str, now: float | None = None) ->
     if not alert_ids:
         return 0
     moment = database_now() if now is None else now
-    return (
-        OutboxAlert.update(
-            sent_at=moment,
-            attempts=OutboxAlert.attempts + 1,
-            claimed_until=None,
-            claim_token=None,
-            last_error=None,
-        )
-        .where(OutboxAlert.id.in_(alert_ids) & (OutboxAlert.claim_token == token))
-        .execute()
-    )
+    ids = ", ".join(["%s"] * len(alert_ids))
+    sql = _MARK_ALL_SENT.format(ids=ids)
+    # Not prepared: the statement differs with the number of alerts.
+    return int(run(sql, [moment, *alert_ids, token], prepare=False).rowcount)
 
 
 def mark_failed(alert_id: str, token: str, error: str, retry_at: float) -> bool:
