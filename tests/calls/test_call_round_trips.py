@@ -9,6 +9,7 @@ query whatever the number of budget levels; on PostgreSQL the spend ledger is
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,22 +29,26 @@ NO_LIMITS = {"disable": ["rate_limiter", "webhook_alerter"]}
 
 
 class Recorder:
-    """The texts of the statements sent while :meth:`recording`."""
+    """The texts of the statements sent while :meth:`recording`, by the thread
+    that records (the call's: a background thread's statements, such as the
+    webhook sender's claims and pruning, are not the call's round trips)."""
 
     def __init__(self) -> None:
         self.on = False
+        self.thread: int | None = None
         self.sent: list[str] = []
 
     def wrap(self, make_cursor: Any) -> Any:
         return spy_on_cursors(make_cursor, self._seen)
 
     def _seen(self, sql: Any) -> None:
-        if self.on:
+        if self.on and threading.get_ident() == self.thread:
             self.sent.append(sql.decode() if isinstance(sql, bytes) else str(sql))
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[list[str]]:
         self.sent = []
+        self.thread = threading.get_ident()
         self.on = True
         try:
             yield self.sent
