@@ -63,8 +63,8 @@ def _stats_app(app: Any) -> Any:
 def post_worker_init(worker: Any) -> None:
     global _slot
     _slot = 2 * (worker.age % SLOTS)
+    import peewee
     import psycopg2.extensions
-    from playhouse.pool import PooledPostgresqlDatabase
 
     from proxy.storage.db import database
 
@@ -74,7 +74,7 @@ def post_worker_init(worker: Any) -> None:
             return super().execute(query, vars)
 
     db = database.obj
-    if isinstance(db, PooledPostgresqlDatabase):
+    if isinstance(db, peewee.PostgresqlDatabase):
         db.connect_params["cursor_factory"] = CountingCursor
         # Connections pooled while the app was built have plain cursors.
         db.close_all()

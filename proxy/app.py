@@ -7,7 +7,6 @@ from typing import Any
 
 import peewee
 from flask import Flask, Response, request
-from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 from proxy.api import cors
@@ -18,6 +17,7 @@ from proxy.config import Config, load_config
 from proxy.errors import ProxyError, ServiceUnavailable, error_shape
 from proxy.plugins import make_plugin_manager
 from proxy.storage.db import (
+    PoolExhausted,
     close_broken_connection,
     connection_budget_warning,
     database,
@@ -87,7 +87,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(peewee.OperationalError)
     @app.errorhandler(peewee.InterfaceError)
-    @app.errorhandler(MaxConnectionsExceeded)
+    @app.errorhandler(PoolExhausted)
     def _database_down(err: Exception) -> Response:
         log.error("database error: %s", err)
         close_broken_connection()

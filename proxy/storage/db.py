@@ -19,7 +19,6 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import peewee
 import psycopg2.extensions
-from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 database = peewee.DatabaseProxy()
 _log = logging.getLogger("comptroller.db")
@@ -109,17 +108,31 @@ def _sqlite(path: str) -> peewee.SqliteDatabase:
 PING_IF_IDLE_SECONDS = 5.0
 
 
-class _TrackedPostgres(psycopg2.extensions.connection):
-    """psycopg2's connection, stamped when it goes back to the pool."""
+class PoolExhausted(Exception):
+    """Every connection this process may hold stayed in use for as long as a call waits."""
 
+
+class _TrackedPostgres(psycopg2.extensions.connection):
+    """psycopg2's connection, stamped when it is opened and when it goes back to the pool."""
+
+    opened_at: float = 0.0
     checked_in: float | None = None
 
 
-class _PostgresPool(PooledPostgresqlDatabase):
-    """Peewee's pool pings (``SELECT 1``) every connection it hands out: a round
-    trip per checkout, two per LLM call. This one pings only connections that
-    sat idle for :data:`PING_IF_IDLE_SECONDS`; a fresher one that died anyway
-    fails its first statement, which the app answers with a 503.
+class _PostgresPool(peewee.PostgresqlDatabase):
+    """PostgreSQL with a pool of connections, one per thread at a time, up to
+    ``max_connections`` per process.
+
+    Built on peewee's public surface: ``_connect`` is the hook peewee's docs
+    name for a database class ("Adding a Custom Database Driver"), and
+    :meth:`close` hands the connection back instead of closing it. Peewee's own
+    pool (``playhouse.pool``) pings (``SELECT 1``) every connection it hands
+    out: a round trip per checkout, two per LLM call. This one pings only a
+    connection that sat idle for :data:`PING_IF_IDLE_SECONDS` (or every one,
+    after :meth:`check_all_before_use`); a fresher one that died anyway fails
+    its first statement, which the app answers with a 503. What it knows of a
+    connection it asks psycopg2's public ``closed`` and
+    ``get_transaction_status()``.
 
     Connections come from the driver's public ``connection_factory``, so the
     pool can stamp them and a forked child can find them.
@@ -127,13 +140,178 @@ class _PostgresPool(PooledPostgresqlDatabase):
 
     batches_transactions = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.pool_size = int(kwargs.get("max_connections") or 0)
+    def __init__(
+        self,
+        database: str,
+        *,
+        max_connections: int,
+        stale_timeout: float,
+        timeout: float,
+        **kwargs: Any,
+    ) -> None:
+        self.pool_size = int(max_connections)
+        self.stale_timeout = stale_timeout  # a connection older than this is replaced
+        self.wait_timeout = timeout  # how long connect() waits for a free connection
         self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
         self._pinged_after = 0.0  # connections checked in before this are pinged
         self._batches = threading.local()
+        self._reset_pool()
         factory = _tracked_by(self, _TrackedPostgres)
-        super().__init__(*args, connection_factory=factory, **kwargs)
+        super().__init__(database, connection_factory=factory, **kwargs)
+
+    def _reset_pool(self) -> None:
+        self._pool_changed = threading.Condition()
+        self._idle: list[Any] = []  # last in, first out: the freshest is reused first
+        self._in_use: set[Any] = set()
+        self._opening = 0  # connections being opened, counted against pool_size
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    @property
+    def in_use_count(self) -> int:
+        return len(self._in_use)
+
+    # Checkout and check-in.
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        """Take a connection from the pool; wait up to ``timeout`` seconds for one."""
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            try:
+                return bool(super().connect(reuse_if_open))
+            except PoolExhausted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                with self._pool_changed:
+                    if not self._has_room():
+                        self._pool_changed.wait(min(remaining, 1.0))
+
+    def _has_room(self) -> bool:
+        busy = len(self._in_use) + self._opening
+        return bool(self._idle) or not self.pool_size or busy < self.pool_size
+
+    def _connect(self) -> Any:
+        # Called by peewee's connect() (which holds the database's lock): an idle
+        # connection fit for use, else a new one while the pool has room.
+        while True:
+            with self._pool_changed:
+                if self._idle:
+                    conn = self._idle.pop()
+                    self._in_use.add(conn)
+                elif self._has_room():
+                    conn = None
+                    self._opening += 1
+                else:
+                    raise PoolExhausted(f"all {self.pool_size} connections are in use")
+            if conn is None:
+                return self._open()
+            if self._fit_for_use(conn):
+                return conn
+            self._discard(conn)
+
+    def _open(self) -> Any:
+        try:
+            conn = psycopg2.connect(dbname=self.database, **self.connect_params)
+            conn.autocommit = True  # peewee sends BEGIN/COMMIT itself
+            conn.opened_at = time.monotonic()
+        except BaseException:
+            with self._pool_changed:
+                self._opening -= 1
+                self._pool_changed.notify()
+            raise
+        with self._pool_changed:
+            self._opening -= 1
+            self._in_use.add(conn)
+        return conn
+
+    def _is_stale(self, conn: Any) -> bool:
+        return time.monotonic() - conn.opened_at > self.stale_timeout
+
+    def _fit_for_use(self, conn: Any) -> bool:
+        """Whether an idle connection may be handed out: open, idle, not stale, and
+        back recently (else it answers ``SELECT 1`` first)."""
+        if conn.closed or self._is_stale(conn):
+            return False
+        if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            return False
+        since = conn.checked_in
+        now = time.monotonic()
+        if since is not None and since > self._pinged_after and now - since < PING_IF_IDLE_SECONDS:
+            return True
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except psycopg2.Error:
+            return False
+        return True
+
+    def close(self) -> bool:
+        """Give this thread's connection back to the pool (closed if it is broken,
+        stale or cannot leave a transaction)."""
+        if self.is_closed():
+            return False
+        if self.in_transaction():
+            raise peewee.OperationalError("Attempting to close database while transaction is open.")
+        conn = self.connection()
+        self.dispose()  # this thread lets go of it; the connection itself stays open
+        self._check_in(conn)
+        return True
+
+    def _check_in(self, conn: Any) -> None:
+        if self._reusable(conn):
+            conn.checked_in = time.monotonic()
+            with self._pool_changed:
+                if conn in self._in_use:  # not closed by close_all meanwhile
+                    self._in_use.discard(conn)
+                    self._idle.append(conn)
+                self._pool_changed.notify()
+        else:
+            self._discard(conn)
+
+    def _reusable(self, conn: Any) -> bool:
+        if conn.closed or self._is_stale(conn):
+            return False
+        status = conn.get_transaction_status()
+        if status == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            return True
+        if status == psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN:  # the server is gone
+            return False
+        try:  # a transaction left open (or failed): end it; autocommit ignores rollback()
+            with conn.cursor() as cursor:
+                cursor.execute("ROLLBACK")
+        except psycopg2.Error:
+            return False
+        return True
+
+    def _discard(self, conn: Any) -> None:
+        with self._pool_changed:
+            self._in_use.discard(conn)
+            self._pool_changed.notify()
+        _close_quietly(conn)
+
+    def check_all_before_use(self) -> None:
+        """A connection was found dead: ping every pooled one before handing it out."""
+        self._pinged_after = time.monotonic()
+
+    def close_idle(self) -> None:
+        """Close the connections no thread holds."""
+        with self._pool_changed:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close_quietly(conn)
+
+    def close_all(self) -> None:
+        """Close every connection, those other threads hold included (tests, shutdown)."""
+        self.close()
+        with self._pool_changed:
+            conns = self._idle + list(self._in_use)
+            self._idle, self._in_use = [], set()
+            self._pool_changed.notify_all()
+        for conn in conns:
+            _close_quietly(conn)
 
     # Transaction control of a batched spend transaction (proxy.storage.batching):
     # while this thread has a batch, these go through it.
@@ -181,31 +359,6 @@ class _PostgresPool(PooledPostgresqlDatabase):
         """Send ``sql`` as it is, ahead of anything a batch holds back."""
         return super().execute_sql(sql)
 
-    def close(self) -> bool:
-        if not self.is_closed():
-            conn = self.connection()
-            conn.checked_in = time.monotonic()
-        return bool(super().close())
-
-    def check_all_before_use(self) -> None:
-        """A connection was found dead: ping every pooled one before handing it out."""
-        self._pinged_after = time.monotonic()
-
-    def _is_closed(self, conn: Any) -> bool:
-        # The pool's hook for "may this idle connection be handed out?" (its
-        # default pings each one).
-        if conn.closed:
-            return True
-        since = getattr(conn, "checked_in", None)
-        fresh = (
-            since is not None
-            and since > self._pinged_after
-            and time.monotonic() - since < PING_IF_IDLE_SECONDS
-        )
-        if fresh and conn.get_transaction_status() == 0:  # idle, not in a transaction
-            return False
-        return bool(super()._is_closed(conn))
-
     def forget_inherited_connections(self) -> None:
         """In a forked child: empty the pool without closing its connections.
 
@@ -221,7 +374,15 @@ class _PostgresPool(PooledPostgresqlDatabase):
                     os.dup2(devnull.fileno(), conn.fileno())
         self.opened = weakref.WeakSet()
         self._batches = threading.local()
+        self._reset_pool()  # a new lock too: another thread of the parent may have held the old
         self.dispose()
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:
+        _log.debug("closing a pooled connection failed", exc_info=True)
 
 
 # Connections one process may hold: its threads (16 by default) plus the
@@ -232,7 +393,7 @@ DEFAULT_POOL_SIZE = 20
 POOL_WAIT_SECONDS = 10
 
 
-def _postgres(url: str, pool_size: int | None = None) -> PooledPostgresqlDatabase:
+def _postgres(url: str, pool_size: int | None = None) -> _PostgresPool:
     parsed = urlparse(url)
     options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
     size = options.pop("max_connections", None)
@@ -317,12 +478,12 @@ def pool_size() -> int | None:
 def is_unreachable(err: BaseException) -> bool:
     """The database could not be reached or used (down, refused, pool exhausted),
     as opposed to a statement it rejected."""
-    return isinstance(err, (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded))
+    return isinstance(err, (peewee.OperationalError, peewee.InterfaceError, PoolExhausted))
 
 
 def unavailable_reason(err: BaseException) -> str:
     """What a client is told about ``err``, without the server's address."""
-    if isinstance(err, MaxConnectionsExceeded):
+    if isinstance(err, PoolExhausted):
         return (
             f"all {pool_size()} database connections of this worker are in use (waited "
             f"{POOL_WAIT_SECONDS} s; general_settings.database_connection_pool_limit sets "

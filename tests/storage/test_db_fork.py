@@ -94,8 +94,8 @@ def test_a_forked_child_starts_with_an_empty_pool_and_spares_the_parents_sockets
 
         def child() -> dict[str, Any]:
             report = {
-                "idle": len(db._connections),
-                "in_use": len(db._in_use),
+                "idle": db.idle_count,
+                "in_use": db.in_use_count,
                 "closed": db.is_closed(),
                 # The child keeps no copy of the parent's sockets.
                 "sockets_released": not any(map(_is_socket, sockets)),
