@@ -10,6 +10,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from proxy.api import cors
+from proxy.call import read_fold
 from proxy.call.gateway import Services
 from proxy.call.router import Router
 from proxy.call.settle import JournalReplayer
@@ -195,4 +196,6 @@ def create_app(
     app.register_blueprint(docs.bp)
     _register_error_handlers(app)
     pm.hook.plugin_startup(app=app, config=config)
+    services.read_fragments = read_fold.collect(pm, config)
+    read_fold.install(app)
     return app

@@ -17,6 +17,8 @@ run around all the others.
 Transactions.
 
 - ``plugin_tables``, ``plugin_startup``: at start-up, outside any request.
+- ``call_read_fragment``: once per app at start-up; the fragment itself runs
+  in the call's one read, its own statement (autocommit) before any check.
 - ``pre_request_check``: no transaction is open; a plugin opens its own
   (``plugin_api.transaction()``) if it needs one.
 - ``post_call_spend`` then ``on_alert``: inside the call's spend
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from proxy.call.alerts import Alert
-    from proxy.call.context import CallContext, Refusal, Usage
+    from proxy.call.context import CallContext, ReadFragment, Refusal, Usage
     from proxy.config import Config
     from proxy.upstream.deployments import Deployment
 
@@ -83,6 +85,47 @@ def plugin_startup(app: Flask, config: Config) -> None:
     A plugin reads its settings here (``config.plugin_settings(name)``) and
     may start background work. It must not open a database connection that
     outlives this call: gunicorn forks workers after start-up.
+    """
+
+
+@hookspec
+def call_read_fragment(config: Config) -> ReadFragment | None:
+    """Return a :class:`~proxy.call.context.ReadFragment`: a statement to run
+    inside every metered call's one read, or ``None``.
+
+    For a plugin that must read or write before the call goes upstream and
+    would otherwise cost every call a round trip of its own (the rate limiter
+    decides its admission this way: one statement for the core's read and its
+    decision, so a metered call with every plugin on costs 3 round trips, not
+    4). Called once per app after ``plugin_startup``, and only where the
+    database runs data-modifying CTEs (PostgreSQL, ``features().writable_ctes``);
+    elsewhere the plugin does its work in :func:`pre_request_check`.
+
+    Composition (proxy.storage.lookup): ``WITH call_read AS (<the read>),
+    <the fragments' CTEs> SELECT call_read.*, <each result as JSON>``.
+    ``call_read`` is one row: every column of the rows the core reads, named
+    ``"<alias>.<column>"`` (``k`` key, ``u`` its user, ``t`` its team, ``c``
+    the end user's customer row, ``b`` that customer's budget row, ``d`` the
+    default end-user budget row, ``p`` the proxy counter; NULLs where there is
+    no row), ``"now"`` (the database's clock, as ``ctx.now()``) and
+    ``"end_user_id"``. Every CTE runs in the read's one statement and its
+    one transaction (autocommit): a write lands even if the call is then
+    refused, and a statement that fails fails the read (the call gets a
+    5xx). So a fragment must not fail on data (decide with ``CASE``, never
+    with an error), must lock rows in a fixed order, and must be undoable.
+
+    Results: the ``result`` CTE's rows reach the plugin as
+    ``ctx.read_results[name]`` (a list of dicts). The plugin takes them
+    (``pop``) in :func:`pre_request_check`; from then on it owns what the
+    fragment took and gives it back in :func:`call_finished` as usual. If
+    the call ends before the plugin took them (authentication or a bad body
+    refused it, or an earlier check did, or the plugin's check never ran),
+    the core calls ``undo(read, rows)`` instead, at the end of the request.
+    The read runs before the core knows whether the call will be refused,
+    so what the fragment decides is speculative until the plugin takes it;
+    a plugin that finds the result does not fit the context (the rows it
+    was computed from no longer describe the call) undoes it itself and
+    falls back to deciding in :func:`pre_request_check`.
     """
 
 

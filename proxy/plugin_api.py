@@ -26,6 +26,10 @@ Database access, the same on SQLite and PostgreSQL:
   :func:`database_now`: the database's clock, which every host shares
   (``ctx.now()`` in a hook).
 
+A plugin whose check must write before the call goes upstream may run that
+statement inside the call's one read instead of a round trip of its own:
+:class:`ReadFragment` (``call_read_fragment`` in :mod:`proxy.hookspecs`).
+
 Per-app state (a sender thread, a client) goes on ``app.extensions`` in
 ``plugin_startup``, which hands the plugin its ``app``.
 """
@@ -34,7 +38,7 @@ from __future__ import annotations
 
 from proxy.call.alerts import Alert
 from proxy.call.bound import LIMIT_FIELDS, WorstCase, call_worst_case
-from proxy.call.context import CallContext, Refusal, Usage
+from proxy.call.context import CallContext, CallRead, ReadFragment, Refusal, Usage
 from proxy.config import Config, ConfigError
 from proxy.durations import parse_duration
 from proxy.hookspecs import hookimpl
@@ -61,12 +65,14 @@ __all__ = [
     "LIMIT_FIELDS",
     "Alert",
     "CallContext",
+    "CallRead",
     "Config",
     "ConfigError",
     "Deployment",
     "Features",
     "JSONField",
     "PluginModel",
+    "ReadFragment",
     "Refusal",
     "Usage",
     "WorstCase",

@@ -37,6 +37,7 @@ from flask.testing import FlaskClient
 
 from proxy.app import create_app
 from proxy.config import build_config
+from proxy.storage import clock as clock_module
 from proxy.storage.clock import database_clock
 from proxy.storage.db import database
 from tests.support.databases import (
@@ -287,4 +288,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
 
     frozen = FrozenClock(time.time())
     monkeypatch.setattr(database_clock, "now", frozen.time)
+    # What the call's one read hands plugins' fragments as ``now`` (proxy.storage.lookup).
+    monkeypatch.setattr(clock_module, "fresh_now", frozen.time)
     return frozen

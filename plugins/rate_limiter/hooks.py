@@ -11,6 +11,15 @@ to decide and, when a TPM or parallel limit applies, one more inside the
 spend transaction (the call's real tokens, the slot given back). A call that
 fails or is refused after the check gives its slot back when it ends.
 
+On PostgreSQL the deciding statement is part of the call's one read
+(``call_read_fragment``: :data:`store.FOLDED_ADMISSION_CTES`), so deciding
+costs no round trip of its own; the check then only reads the decision. The
+read runs before authentication and the budgets have had their say, so a
+call they refuse gives back what the read took (the fragment's ``undo``: its
+slots and its request). Where the read could not decide (a scope's first
+call ever, the rows changed under the call, SQLite, a large body) the check
+decides with its own statement, as before.
+
 Settings (``plugins.settings.rate_limiter``): ``lease_seconds``, how long a
 parallel slot stays held if the worker holding it dies (default: the
 deployment's timeout plus 60 s).
@@ -32,12 +41,15 @@ from plugins.rate_limiter.limits import (
     scopes_for,
 )
 from plugins.rate_limiter.report import rate_limit_headers, refusal, refused_by_parallel_only
-from proxy.plugin_api import after_commit, hookimpl
+from proxy.plugin_api import ReadFragment, after_commit, database_now, features, hookimpl
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
     from flask import Flask
 
-    from proxy.plugin_api import CallContext, Config, Deployment, Refusal, Usage
+    from proxy.plugin_api import CallContext, CallRead, Config, Deployment, Refusal, Usage
 
 
 @dataclass
@@ -64,14 +76,49 @@ def plugin_startup(app: Flask, config: Config) -> None:
     configured_lease_seconds(config)  # a bad setting stops start-up, naming the key
 
 
+def _fold_params(read: CallRead) -> Sequence[Any]:
+    return [read.request_id, lease_seconds(read)]
+
+
+def _undo_fold(read: CallRead, rows: list[dict[str, Any]]) -> None:
+    store.undo_folded(rows, read.request_id, database_now())
+
+
+@hookimpl
+def call_read_fragment(config: Config) -> ReadFragment | None:
+    if not features().writable_ctes:
+        return None
+    return ReadFragment(
+        name=PLUGIN_NAME,
+        ctes=store.FOLDED_ADMISSION_CTES,
+        result=store.FOLDED_RESULT,
+        params=_fold_params,
+        undo=_undo_fold,
+    )
+
+
+def _decided_in_the_read(ctx: CallContext, scopes: list[Scope]) -> store.Admission | None:
+    """The admission the call's read decided, if it decided one for these scopes."""
+    rows = ctx.read_results.pop(PLUGIN_NAME, None)
+    if rows is None:
+        return None
+    admission = store.folded_admission(scopes, rows)
+    if admission is None:
+        # Decided on rows that no longer describe the call, or not at all: undone,
+        # then decided here.
+        store.undo_folded(rows, ctx.request_id, ctx.now())
+    return admission
+
+
 @hookimpl
 def pre_request_check(ctx: CallContext) -> Refusal | None:
     scopes = scopes_for(ctx)
+    folded = _decided_in_the_read(ctx, scopes)
     if not scopes:
         return None
     now = ctx.now()
     lease_until = now + lease_seconds(ctx)
-    admission = store.admit(scopes, ctx.request_id, now, lease_until)
+    admission = folded or store.admit(scopes, ctx.request_id, now, lease_until)
     if not admission.admitted and refused_by_parallel_only(admission):
         # Slots of calls whose worker died come back once their lease expires.
         if store.reclaim_expired(now):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.plugin_api import Config, ConfigError
 
 if TYPE_CHECKING:
-    from proxy.plugin_api import CallContext, Deployment
+    from proxy.plugin_api import CallContext, CallRead, Deployment
 
 PLUGIN_NAME = "rate_limiter"
 
@@ -107,7 +107,7 @@ def configured_lease_seconds(config: Config) -> float | None:
     return float(value)
 
 
-def lease_seconds(ctx: CallContext) -> float:
+def lease_seconds(ctx: CallContext | CallRead) -> float:
     """How long a parallel slot taken for ``ctx`` stays held if nobody gives it back.
 
     The setting if given, else the longest the upstream part may take (every

@@ -255,6 +255,144 @@ def _all_or_nothing(scopes: list[Scope], sql: str, params: list[Any]) -> Admissi
         return Admission(_states(scopes, rows, rolled_back=True))
 
 
+# --- the admission inside the call's one read (PostgreSQL) --------------------------------
+#
+# ``call_read`` (proxy.hookspecs.call_read_fragment) is one row: the key ``k``, its user
+# ``u``, its team ``t``, the end user's customer row ``c``, its budget ``b`` and the default
+# end-user budget ``d``. The scopes are derived from it here as limits.scopes_for derives
+# them from the context; pre_request_check compares the two before trusting the result.
+
+
+def _limit_sql(column: str) -> str:
+    """limits._limit in SQL: a negative limit is 0, NULL stays NULL."""
+    return f"CASE WHEN {column} IS NULL THEN NULL ELSE GREATEST({column}, 0) END"
+
+
+def _entity_limits(alias: str) -> str:
+    return ", ".join(
+        _limit_sql(f'r."{alias}.{column}"')
+        for column in ("rpm_limit", "tpm_limit", "max_parallel_requests")
+    )
+
+
+def _end_user_limits() -> str:
+    """The limits of the budget row that governs the end user (gateway.load_customer):
+    its own (``b``), else the default (``d``) if it has no budget of its own."""
+    out = []
+    for column in ("rpm_limit", "tpm_limit", "max_parallel_requests"):
+        value = (
+            f'CASE WHEN r."b.budget_id" IS NOT NULL THEN r."b.{column}" '
+            f"WHEN r.\"c.user_id\" IS NULL OR COALESCE(r.\"c.budget_id\", '') = '' "
+            f'THEN r."d.{column}" END'
+        )
+        out.append(_limit_sql(f"({value})"))
+    return ", ".join(out)
+
+
+_NOW = "(SELECT now FROM call_read)"
+# The call's scopes -> their window rows locked in (kind, entity) order -> whether
+# every one fits -> counted in all (only if every row exists and every one fits)
+# -> leases. A scope without a window row yet leaves the decision to
+# pre_request_check (``decided`` false): rows are made once per entity, ever.
+FOLDED_ADMISSION_CTES = (
+    "rl_scope AS MATERIALIZED (SELECT kind, entity, rpm, tpm, par FROM call_read r "
+    "CROSS JOIN LATERAL (VALUES "
+    f"('key', r.\"k.token\", {_entity_limits('k')}), "
+    f"('user', r.\"u.user_id\", {_entity_limits('u')}), "
+    f"('team', r.\"t.team_id\", {_entity_limits('t')}), "
+    '(\'end_user\', CASE WHEN r."b.budget_id" IS NOT NULL OR r."d.budget_id" IS NOT NULL '
+    f"THEN NULLIF(r.end_user_id, '') END, {_end_user_limits()})"
+    ") AS s (kind, entity, rpm, tpm, par) "
+    "WHERE r.caller IS NOT NULL AND entity IS NOT NULL "
+    "AND (rpm IS NOT NULL OR tpm IS NOT NULL OR par IS NOT NULL)), "
+    f"rl_locked AS MATERIALIZED (SELECT w.kind, w.entity, w.window_start, w.requests, "
+    f"w.tokens, w.in_flight FROM {WINDOWS} w JOIN rl_scope s "
+    f"ON w.kind = s.kind AND w.entity = s.entity "
+    f'ORDER BY w.kind COLLATE "C", w.entity COLLATE "C" FOR UPDATE OF w), '
+    "rl_now AS MATERIALIZED (SELECT s.kind, s.entity, s.rpm, s.tpm, s.par, "
+    "l.kind IS NOT NULL AS found, l.in_flight, "
+    f"CASE WHEN l.window_start <= {_NOW} - {WINDOW_SECONDS} THEN {_NOW} "
+    "ELSE l.window_start END AS window_start, "
+    f"CASE WHEN l.window_start <= {_NOW} - {WINDOW_SECONDS} THEN 0 ELSE l.requests END "
+    "AS requests, "
+    f"CASE WHEN l.window_start <= {_NOW} - {WINDOW_SECONDS} THEN 0 ELSE l.tokens END "
+    "AS tokens "
+    "FROM rl_scope s LEFT JOIN rl_locked l ON l.kind = s.kind AND l.entity = s.entity), "
+    "rl_fit AS MATERIALIZED (SELECT n.*, COALESCE((n.rpm IS NULL OR n.requests < n.rpm) "
+    "AND (n.tpm IS NULL OR n.tokens < n.tpm) "
+    "AND (n.par IS NULL OR n.in_flight < n.par), false) AS fits FROM rl_now n), "
+    "rl_go AS MATERIALIZED (SELECT COALESCE(bool_and(found), true) AS decided, "
+    "COALESCE(bool_and(fits), true) AS all_fit FROM rl_fit), "
+    f"rl_counted AS (UPDATE {WINDOWS} w SET window_start = f.window_start, "
+    "requests = f.requests + 1, tokens = f.tokens, "
+    "in_flight = f.in_flight + CASE WHEN f.par IS NULL THEN 0 ELSE 1 END, "
+    "rpm_limit = f.rpm, tpm_limit = f.tpm, parallel_limit = f.par, admitted = 1 "
+    "FROM rl_fit f, rl_go g WHERE g.decided AND g.all_fit "
+    "AND w.kind = f.kind AND w.entity = f.entity "
+    "RETURNING w.kind, w.entity, w.requests, w.in_flight), "
+    f"rl_leased AS (INSERT INTO {LEASES} (request_id, kind, entity, expires_at) "
+    f"SELECT %s::text, c.kind, c.entity, {_NOW} + %s::float8 "
+    "FROM rl_counted c JOIN rl_fit f ON f.kind = c.kind AND f.entity = c.entity "
+    "WHERE f.par IS NOT NULL), "
+    "rl_result AS (SELECT f.kind, f.entity, f.rpm, f.tpm, f.par, g.decided, "
+    "c.kind IS NOT NULL AS counted, f.fits AS admitted, f.window_start, "
+    "COALESCE(c.requests, f.requests) AS requests, f.tokens, "
+    "COALESCE(c.in_flight, f.in_flight) AS in_flight "
+    "FROM rl_fit f CROSS JOIN rl_go g "
+    "LEFT JOIN rl_counted c ON c.kind = f.kind AND c.entity = f.entity)"
+)
+FOLDED_RESULT = "rl_result"
+
+
+def folded_admission(scopes: list[Scope], rows: list[dict[str, Any]]) -> Admission | None:
+    """The admission the call's read decided, or None if it decided nothing (a scope
+    had no window row yet) or decided on other scopes than ``scopes`` (what the
+    context says governs the call): pre_request_check then decides on its own."""
+    if any(not row["decided"] for row in rows):
+        return None
+    by_id = {(row["kind"], row["entity"]): row for row in rows}
+    if len(by_id) != len(rows) or len(rows) != len(scopes):
+        return None
+    states = []
+    for scope in scopes:
+        row = by_id.get(scope.row_id)
+        limits = (scope.rpm_limit, scope.tpm_limit, scope.max_parallel_requests)
+        if row is None or (row["rpm"], row["tpm"], row["par"]) != limits:
+            return None
+        states.append(
+            WindowState(
+                scope=scope,
+                window_start=float(row["window_start"]),
+                requests=int(row["requests"]),
+                tokens=int(row["tokens"]),
+                in_flight=int(row["in_flight"]),
+                admitted=bool(row["admitted"]),
+            )
+        )
+    return Admission(states)
+
+
+def undo_folded(rows: list[dict[str, Any]], request_id: str, now: float) -> None:
+    """Give back what the read's admission took: its slots and its requests."""
+    counted = [row for row in rows if row["counted"]]
+    if not counted:
+        return
+    if any(row["par"] is not None for row in counted):
+        release(request_id, now)
+    states = [
+        WindowState(
+            scope=Scope(row["kind"], row["entity"], row["entity"]),
+            window_start=float(row["window_start"]),
+            requests=int(row["requests"]),
+            tokens=int(row["tokens"]),
+            in_flight=int(row["in_flight"]),
+            admitted=True,
+        )
+        for row in counted
+    ]
+    uncount_requests(states)
+
+
 def _settle_sql(count: int, with_release: bool) -> str:
     p = "%s"
     in_flight = ""

@@ -47,14 +47,18 @@ def validate_embeddings(body: dict[str, Any]) -> None:
     check_body(EmbeddingRequest, body)
 
 
-def _authenticated_body(svc: Any) -> tuple[Caller, dict[str, Any]]:
+def _authenticated_body(
+    svc: Any, metered: bool = True, model: str | None = None
+) -> tuple[Caller, dict[str, Any]]:
     """The caller and the JSON body; a bad body is answered only after a bad key.
 
     The body is parsed first so that the query that reads the key can also
-    read the end user's rows (one round trip for everything the checks need).
-    A large body is parsed only once the caller is known: nobody without a
-    key gets the server to parse megabytes (the gateway then reads the end
-    user's rows on its own).
+    read the end user's rows (one round trip for everything the checks need)
+    and, for a ``metered`` call, run the plugins' read fragments
+    (proxy.call.read_fold; ``model`` is the one the route names, else the
+    body's). A large body is parsed only once the caller is known: nobody
+    without a key gets the server to parse megabytes (the gateway then reads
+    the end user's rows on its own, and the plugins decide in their checks).
     """
     length = request.content_length
     if length is None or length > PREFETCH_BODY_LIMIT:
@@ -71,6 +75,9 @@ def _authenticated_body(svc: Any) -> tuple[Caller, dict[str, Any]]:
         hint = end_user_id(request.headers, body)
     except ProxyError:
         hint = None  # reported by the gateway, after authentication
+    fold = None
+    if metered and body_error is None:
+        fold = svc.fold_request(model or body.get("model"), hint)
     caller = _identified(
         svc,
         lambda: authenticate(
@@ -79,6 +86,7 @@ def _authenticated_body(svc: Any) -> tuple[Caller, dict[str, Any]]:
             end_user_id=hint,
             default_budget_id=svc.config.litellm_settings.max_end_user_budget_id,
             prefetch=True,
+            fold=fold,
         ),
     )
     if body_error is not None:
@@ -105,7 +113,7 @@ def _identified(svc: Any, authenticated: Callable[[], Caller]) -> Caller:
 @bp.post("/openai/deployments/<path:deployment>/chat/completions")
 def chat_completions(deployment: str | None = None) -> ResponseReturnValue:
     svc = services()
-    caller, body = _authenticated_body(svc)
+    caller, body = _authenticated_body(svc, model=deployment)
     if deployment is not None:
         body["model"] = deployment
     validate_chat(body)
@@ -117,7 +125,7 @@ def chat_completions(deployment: str | None = None) -> ResponseReturnValue:
 @bp.post("/openai/deployments/<path:deployment>/embeddings")
 def embeddings(deployment: str | None = None) -> ResponseReturnValue:
     svc = services()
-    caller, body = _authenticated_body(svc)
+    caller, body = _authenticated_body(svc, model=deployment)
     if deployment is not None:
         body["model"] = deployment
     validate_embeddings(body)
@@ -129,7 +137,7 @@ def embeddings(deployment: str | None = None) -> ResponseReturnValue:
 @bp.post("/openai/deployments/<path:deployment>/completions")
 def completions(deployment: str | None = None) -> ResponseReturnValue:
     svc = services()
-    caller, body = _authenticated_body(svc)
+    caller, body = _authenticated_body(svc, model=deployment)
     if deployment is not None:
         body["model"] = deployment
     check_body(CompletionRequest, body)
@@ -235,7 +243,7 @@ def messages() -> ResponseReturnValue:
 def count_tokens() -> ResponseReturnValue:
     """Passed through to an ``anthropic/`` model's upstream; free, so not metered."""
     svc = services()
-    caller, body = _authenticated_body(svc)
+    caller, body = _authenticated_body(svc, metered=False)
     check_body(CountTokensRequest, body)
     dep = resolve_deployment(svc, body["model"])
     check_model_access(svc, caller, dep.model_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from proxy.call.auth import hash_key
 from proxy.call.usage import Usage
 from proxy.storage import clock
 
-__all__ = ["CallContext", "Refusal", "Usage"]
+__all__ = ["CallContext", "CallRead", "ReadFragment", "Refusal", "Usage"]
 
 if TYPE_CHECKING:
     from proxy.call.alerts import Alert
@@ -36,6 +37,50 @@ class Refusal:
     type: str = "auth_error"
     code: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def new_request_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class CallRead:
+    """What is known of a metered call when its one read is sent: before
+    authentication has finished and before any check (no :class:`CallContext` yet).
+
+    ``request_id`` becomes the call's ``ctx.request_id``; ``model_group`` is
+    the model the client asked for (it exists), ``max_upstream_seconds`` what
+    ``ctx.max_upstream_seconds`` will be.
+    """
+
+    request_id: str
+    config: Config
+    model_group: str
+    max_upstream_seconds: float
+    end_user_id: str | None
+
+
+@dataclass(frozen=True)
+class ReadFragment:
+    """A plugin's statement, run inside the call's one read (PostgreSQL only;
+    see ``call_read_fragment`` in :mod:`proxy.hookspecs` for the contract).
+
+    ``ctes``: ``name AS (...)`` clauses (comma-separated, writes allowed) that
+    read the one-row CTE ``call_read``; name them after the plugin, they share
+    one ``WITH`` with other plugins'. ``result``: the CTE whose rows come back,
+    as a list of dicts, in ``ctx.read_results[name]``. The SQL is fixed per
+    app (prepared once per connection); ``params(read)`` gives each call's
+    values for its ``%s`` placeholders, or ``None`` to leave the fragment out
+    of this call's read. ``undo(read, rows)``: give back what the fragment
+    took, for a call whose result the plugin never took from
+    ``ctx.read_results`` (refused before its check ran, or by authentication).
+    """
+
+    name: str
+    ctes: str
+    result: str
+    params: Callable[[CallRead], Sequence[Any] | None]
+    undo: Callable[[CallRead, list[dict[str, Any]]], None]
 
 
 @dataclass
@@ -65,7 +110,7 @@ class CallContext:
     end_user_budget: Budget | None = None
     end_user_budget_is_default: bool = False
     proxy_spend: ProxySpend | None = None
-    request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    request_id: str = field(default_factory=new_request_id)
     # The database's clock (proxy.storage.clock), as every time that several hosts compare.
     start_time: float = field(default_factory=clock.now)
     # The call's worst case (proxy.call.bound) and its dollars: what strict mode reserves.
@@ -83,6 +128,12 @@ class CallContext:
     alerts: list[Alert] = field(default_factory=list)
     # Scratch space for plugins, keyed by plugin name (what they took, etc.).
     plugin_state: dict[str, Any] = field(default_factory=dict)
+    # Rows of the plugins' fragments run in the call's one read, by fragment name
+    # (proxy.hookspecs.call_read_fragment): a plugin takes (pops) its own; what is
+    # left when the call ends is given back by the fragment's ``undo``.
+    read_results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # What the read that ran the fragments knew of the call (None: no fragment ran).
+    read: CallRead | None = None
     # The model name the client asked for; ``deployment`` is the one answering
     # (another model's after a fallback), and ``reachable`` every deployment the
     # router may send this call to, fallbacks included.

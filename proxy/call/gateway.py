@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 import pluggy
 from flask import Response, jsonify
 
-from proxy.call import api_bounds
+from proxy.call import api_bounds, read_fold
 from proxy.call.access import list_allows, refusing_list
 from proxy.call.auth import Caller
 from proxy.call.bound import DEFAULT_OUTPUT_CAP, WorstCase, call_worst_case
-from proxy.call.context import CallContext, Usage
+from proxy.call.context import CallContext, CallRead, ReadFragment, Usage, new_request_id
 from proxy.call.customers import call_rows, load_customer
 from proxy.call.estimate import estimate_prompt_tokens
 from proxy.call.last_known import LastKnownCallers
@@ -56,6 +56,25 @@ class Services:
     replayer: JournalReplayer = field(init=False)
     # Fail-open's last known state of each caller (proxy.call.last_known).
     last_known: LastKnownCallers = field(default_factory=LastKnownCallers)
+    # The plugins' statements run in each metered call's read, by name (proxy.call.read_fold).
+    read_fragments: dict[str, ReadFragment] = field(default_factory=dict)
+
+    def fold_request(self, model: Any, end_user: str | None) -> read_fold.FoldRequest | None:
+        """What a metered call's read runs for the plugins, if any: asked before
+        authentication, for a call to ``model`` (what the body names)."""
+        if not self.read_fragments or not isinstance(model, str):
+            return None
+        deployment = self.models.get(model)
+        if deployment is None:
+            return None  # refused before any check: nothing for the plugins to decide
+        read = CallRead(
+            request_id=new_request_id(),
+            config=self.config,
+            model_group=deployment.model_name,
+            max_upstream_seconds=self.router.max_seconds(deployment.model_name),
+            end_user_id=end_user,
+        )
+        return read_fold.FoldRequest.of(read, self.read_fragments)
 
 
 def end_user_id(headers: Any, body: dict[str, Any]) -> str | None:
@@ -165,6 +184,9 @@ def build_context(
     carried_tokens: int = 0,
 ) -> CallContext:
     config = services.config
+    # The plugins' fragments ran in the read that authenticated the caller: the call
+    # keeps that read's id (leases were taken under it).
+    folded = read_fold.pending()
     ctx = CallContext(
         config=config,
         call_type=call_type,
@@ -180,6 +202,8 @@ def build_context(
         reachable=services.router.reachable(deployment.model_name),
         max_upstream_seconds=services.router.max_seconds(deployment.model_name),
     )
+    if folded is not None:
+        ctx.request_id = folded.read.request_id
     if caller.key is not None:
         ctx.team_id = caller.key.team_id or (caller.user.team_id if caller.user else None)
     if not caller.last_known:  # fail-open with the database away: no rows to read
@@ -190,7 +214,22 @@ def build_context(
         _make_boundable(ctx, ctx.worst_case)
     if ctx.call_type == "chat":
         ctx.request_id = f"chatcmpl-{ctx.request_id.split('-', 1)[1]}"
+    _take_read_results(services, caller, ctx)
     return ctx
+
+
+def _take_read_results(services: Services, caller: Caller, ctx: CallContext) -> None:
+    """The fragments' results go on ``ctx`` if they were computed for this call's rows
+    (the read that authenticated it covered its end user); else they are given back."""
+    folded = read_fold.claim()
+    if folded is None:
+        return
+    rows = caller.rows
+    if rows is not None and not caller.last_known and rows.end_user_id == ctx.end_user_id:
+        ctx.read = folded.read
+        ctx.read_results = folded.results
+    else:
+        read_fold.give_back(folded.read, folded.fragments, folded.results)
 
 
 def _load_rows(services: Services, caller: Caller, ctx: CallContext) -> None:
@@ -221,6 +260,8 @@ def _with_headers(resp: Response, ctx: CallContext) -> Response:
 
 
 def _finish(services: Services, ctx: CallContext, outcome: str) -> None:
+    # What the read's fragments took for plugins whose check never took it (refused first).
+    read_fold.give_back(ctx.read, services.read_fragments, ctx.read_results)
     call_each(services.pm, "call_finished", ctx=ctx, outcome=outcome)
 
 

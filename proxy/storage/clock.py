@@ -97,6 +97,15 @@ def now() -> float:
     return database_clock.now()
 
 
+def fresh_now() -> float | None:
+    """The database's time now if this process has a recent reading of it, else None
+    (a caller then lets the server say, in the statement it is sending anyway)."""
+    reading = database_clock._reading
+    if reading is None or time.monotonic() - reading[1] > RESYNC_SECONDS:
+        return None
+    return database_clock.now()
+
+
 def observe(server_time: float) -> None:
     """A query has just read the server's time (``POSTGRES_NOW``)."""
     database_clock.observe(server_time)

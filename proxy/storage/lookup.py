@@ -10,11 +10,21 @@ is a row of NULLs, so the master key and a new end user use the same query.
 The SQL is written once per parameter style, and each row's columns become
 model objects through the models' own constructors: building a peewee query
 per call would cost more CPU than the round trip it saves.
+
+On PostgreSQL, plugins may add statements to the read (``call_read_fragment``,
+proxy/hookspecs.py): the read becomes the first CTE, ``call_read``, of one
+statement whose other CTEs are the plugins' (writes included: PostgreSQL runs
+data-modifying CTEs at the top level of a ``WITH``), and each plugin's result
+rows come back as one JSON column of the same row. ``call_read`` has one row:
+every column of the joined rows as ``"<alias>.<column>"`` (aliases as in
+:data:`READ_ALIASES`), ``"now"`` (the database's clock), ``"end_user_id"``
+and ``"caller"`` (``'master'``, ``'key'`` for a key that exists, else NULL).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import peewee
@@ -41,7 +51,32 @@ _PK_INDEX: dict[type[peewee.Model], int] = {
     model: [field.name for field in fields].index(cast(peewee.Field, model._meta.primary_key).name)
     for model, fields in _FIELDS.items()
 }
+# The number of model columns in a read's row (the server's time comes next).
+_WIDTH = sum(len(_FIELDS[model]) for _, model in _PARTS)
 _sql_by_param: dict[str, str] = {}
+# What ``call_read``'s columns are named after (proxy/hookspecs.py, call_read_fragment).
+READ_ALIASES = {
+    "k": "the key",
+    "u": "its user",
+    "t": "its team (the key's, else its user's)",
+    "c": "the end user's customer row",
+    "b": "the customer's own budget row",
+    "d": "the default end-user budget row (max_end_user_budget_id)",
+    "p": "the proxy counter (spend summed over its stripes)",
+}
+_composed_sql: dict[tuple[tuple[str, str], ...], str] = {}
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """A plugin's part of the read (PostgreSQL): ``ctes`` are ``name AS (...)``
+    clauses appended to the read's ``WITH`` (``%s`` placeholders, filled from
+    ``params`` in order), ``result`` the CTE whose rows come back."""
+
+    name: str
+    ctes: str
+    result: str
+    params: Sequence[Any] = ()
 
 
 @dataclass
@@ -56,17 +91,31 @@ class CallRows:
     customer_budget: Budget | None  # the customer's own or tier row
     default_budget: Budget | None  # the max_end_user_budget_id row
     proxy_spend: ProxySpend | None
+    # Each fragment's result rows (as dicts), by fragment name.
+    folded: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-def _sql(param: str) -> str:
-    sql = _sql_by_param.get(param)
+def _sql(param: str, named: bool = False) -> str:
+    key = f"{param}:named" if named else param
+    sql = _sql_by_param.get(key)
     if sql is None:
         columns = ", ".join(
-            f'{alias}."{field.column_name}"' for alias, model in _PARTS for field in _FIELDS[model]
+            f'{alias}."{field.column_name}"' + (f' AS "{alias}.{field.column_name}"' * named)
+            for alias, model in _PARTS
+            for field in _FIELDS[model]
         )
         if param == "%s":
             # PostgreSQL: the server's time too, for the database clock (no round trip of its own).
-            columns += f", {clock.POSTGRES_NOW}"
+            columns += f", {clock.POSTGRES_NOW}" + (' AS "server_now"' if named else "")
+        if named:
+            # For plugins' fragments: the clock as this process reads it (a frozen one in
+            # tests), else the server's; and the end user even when it has no row yet.
+            columns += (
+                f', COALESCE({param}::float8, {clock.POSTGRES_NOW}) AS "now"'
+                f', {param}::text AS "end_user_id"'
+                f", CASE WHEN {param}::text IS NULL THEN 'master' "
+                f'WHEN k."token" IS NOT NULL THEN \'key\' END AS "caller"'
+            )
         sql = (
             f"SELECT {columns} FROM (SELECT 1 AS one) AS one "
             f'LEFT JOIN "key" AS k ON k."token" = {param} '
@@ -78,7 +127,24 @@ def _sql(param: str) -> str:
             # The proxy counter is the sum of its stripes (proxy.storage.counters).
             f'LEFT JOIN ({counters.HEADER_WITH_TOTAL_SQL}) AS p ON p."id" = {counters.HEADER_ID}'
         )
-        _sql_by_param[param] = sql
+        _sql_by_param[key] = sql
+    return sql
+
+
+def _with_fragments(fragments: Sequence[Fragment]) -> str:
+    """The read as ``call_read`` with the fragments' CTEs, their results as JSON columns."""
+    shape = tuple((f.ctes, f.result) for f in fragments)
+    sql = _composed_sql.get(shape)
+    if sql is None:
+        ctes = "".join(f", {f.ctes}" for f in fragments)
+        results = "".join(
+            f", (SELECT COALESCE(json_agg(r), '[]'::json) FROM {f.result} AS r)" for f in fragments
+        )
+        sql = (
+            f"WITH call_read AS MATERIALIZED ({_sql('%s', named=True)}){ctes} "
+            f"SELECT call_read.*{results} FROM call_read"
+        )
+        _composed_sql[shape] = sql
     return sql
 
 
@@ -95,11 +161,28 @@ def _model(model: type[peewee.Model], fields: list[peewee.Field], values: Any) -
 
 
 def load_call_rows(
-    token_hash: str | None, end_user_id: str | None, default_budget_id: str | None
+    token_hash: str | None,
+    end_user_id: str | None,
+    default_budget_id: str | None,
+    fragments: Sequence[Fragment] = (),
 ) -> CallRows:
-    """One query for the rows of a call (``token_hash`` None for the master key)."""
-    params = (token_hash, end_user_id, default_budget_id)
-    if is_postgres():
+    """One query for the rows of a call (``token_hash`` None for the master key).
+
+    ``fragments`` (PostgreSQL only): plugins' statements run in the same one;
+    their rows come back in :attr:`CallRows.folded`.
+    """
+    params: tuple[Any, ...] = (token_hash, end_user_id, default_budget_id)
+    folded: dict[str, list[dict[str, Any]]] = {}
+    if fragments:
+        assert is_postgres(), "fragments are composed on PostgreSQL only"
+        read_params: list[Any] = [clock.fresh_now(), end_user_id, token_hash, *params]
+        for fragment in fragments:
+            read_params.extend(fragment.params)
+        row = Prepared.of(_with_fragments(fragments)).run(read_params).fetchone()
+        clock.observe(row[_WIDTH])
+        for index, fragment in enumerate(fragments):
+            folded[fragment.name] = row[_WIDTH + 4 + index]
+    elif is_postgres():
         cursor = Prepared.of(_sql("%s")).run(params)
         row = cursor.fetchone()
         clock.observe(row[-1])
@@ -112,4 +195,4 @@ def load_call_rows(
         objects.append(_model(model, fields, row[start : start + len(fields)]))
         start += len(fields)
     key, user, team, customer, budget, default, proxy_spend = objects
-    return CallRows(key, user, team, end_user_id, customer, budget, default, proxy_spend)
+    return CallRows(key, user, team, end_user_id, customer, budget, default, proxy_spend, folded)

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 
+from plugins.rate_limiter.tables import RateLimitLease, RateLimitWindow
 from proxy.hookspecs import hookimpl
 from proxy.storage.batching import defer_write
 from proxy.storage.db import database, make_database
@@ -201,13 +202,14 @@ def test_a_large_body_still_meets_the_end_users_budget(recorded):
     assert "User rt-customer has exceeded their budget" in resp.get_json()["error"]["message"]
 
 
-def test_every_plugin_on_costs_four_round_trips_and_no_savepoint(
+def test_every_plugin_on_costs_three_round_trips_and_no_savepoint(
     make_app: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Budgets, rate limits and a webhook alert on every call: the read, the rate
-    limiter's admission, BEGIN with the ledger, the COMMIT with every deferred write.
-    The savepoint around each ``on_alert`` is held, never sent on its own (peewee's
-    DatabaseProxy would send SAVEPOINT and RELEASE: two round trips more)."""
+    """Budgets, rate limits and a webhook alert on every call: the read, which also
+    decides the rate limiter's admission (its read fragment), BEGIN with the ledger,
+    the COMMIT with every deferred write. The savepoint around each ``on_alert`` is
+    held, never sent on its own (peewee's DatabaseProxy would send SAVEPOINT and
+    RELEASE: two round trips more)."""
     if not db_url.startswith("postgres"):
         pytest.skip("the batched spend transaction is PostgreSQL's")
     monkeypatch.setenv("WEBHOOK_URL", "http://127.0.0.1:9/hook")  # queued, never sent here
@@ -231,6 +233,14 @@ def test_every_plugin_on_costs_four_round_trips_and_no_savepoint(
         assert chat(client, plain, user="rt-customer").status_code == 200
     texts = [statement_sql(s) for s in sent]
     assert not [t for t in texts if t.lstrip().upper().startswith(("SAVEPOINT", "RELEASE"))]
-    assert len(sent) == 4, texts
-    assert sent[2].startswith("BEGIN; ") and sent[3].rstrip().endswith("COMMIT")
-    assert "spend tracked" in sent[3]  # the webhook outbox row, with the COMMIT
+    assert len(sent) <= 3, texts
+    assert len(sent) == 3, texts
+    # The one read counted the call in the rate limiter's windows and took its slots.
+    assert "rate_limit_window" in texts[0] and "rate_limit_lease" in texts[0]
+    assert sent[1].startswith("BEGIN; ") and sent[2].rstrip().endswith("COMMIT")
+    assert "spend tracked" in sent[2]  # the webhook outbox row, with the COMMIT
+    with database.connection_context():
+        windows = {(w.kind, w.requests, w.in_flight) for w in RateLimitWindow.select()}
+        assert RateLimitLease.select().count() == 0  # given back with the COMMIT
+    # Both calls counted once in each of the four scopes, every slot given back.
+    assert windows == {(kind, 2, 0) for kind in ("key", "user", "end_user")}

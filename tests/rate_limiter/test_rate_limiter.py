@@ -22,10 +22,17 @@ from proxy.call.context import Refusal
 from proxy.config import ConfigError
 from proxy.hookspecs import hookimpl
 from proxy.storage.db import database
-from proxy.storage.models import Budget, Customer, SpendLog
+from proxy.storage.models import Budget, Customer, Key, SpendLog
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.proxy_server import wait_until
-from tests.support.rate_limits import chat, make_budget, make_key, make_user, window
+from tests.support.rate_limits import (
+    chat,
+    end_windows_in,
+    make_budget,
+    make_key,
+    make_user,
+    window,
+)
 
 HEADER_NAMES = [
     f"x-ratelimit-{what}-{unit}"
@@ -440,6 +447,74 @@ def test_call_refused_by_a_later_check_counts_nothing_and_holds_no_slot(make_app
         assert chat(client, plain).status_code == 403
     row = window("key", hash_key(plain))
     assert (row.requests, row.in_flight) == (0, 0)
+
+
+def _taken(plain: str) -> tuple[int, int, int]:
+    """(requests, in_flight, leases) the key's window and lease rows hold."""
+    row = window("key", hash_key(plain))
+    with database.connection_context():
+        leases = RateLimitLease.select().count()
+    return (row.requests, row.in_flight, leases)
+
+
+def test_call_refused_by_a_budget_counts_nothing_and_holds_no_slot(client):
+    # On PostgreSQL the call's read decides the admission before the budgets are
+    # checked: a call a budget refuses gives back its request and its slot.
+    plain = make_key(rpm_limit=3, max_parallel_requests=1, max_budget=1.0)
+    assert chat(client, plain).status_code == 200  # makes the window row
+    with database.connection_context():
+        Key.update(spend=5.0).where(Key.token == hash_key(plain)).execute()
+    for _ in range(4):
+        resp = chat(client, plain)
+        assert resp.status_code == 401, resp.get_data(as_text=True)
+        assert "ExceededTokenBudget" in resp.get_json()["error"]["message"]
+    assert _taken(plain) == (1, 0, 0)
+    with database.connection_context():
+        Key.update(spend=0.0, max_budget=None).where(Key.token == hash_key(plain)).execute()
+    assert chat(client, plain).status_code == 200
+    assert chat(client, plain).status_code == 200
+    assert_rate_limited(
+        chat(client, plain),
+        "Rate limit exceeded for key " + _label(plain) + ": rpm_limit=3, current=3",
+    )
+
+
+def _label(plain: str) -> str:
+    with database.connection_context():
+        return Key.get_by_id(hash_key(plain)).key_name
+
+
+@pytest.mark.parametrize("refusal", ["expired", "blocked", "model", "body"])
+def test_call_refused_by_authentication_counts_nothing_and_holds_no_slot(client, refusal):
+    plain = make_key(rpm_limit=2, max_parallel_requests=1, models=["gpt-3.5-turbo"])
+    assert chat(client, plain).status_code == 200  # makes the window row
+    if refusal in ("expired", "blocked"):
+        change = {"expires": 1.0} if refusal == "expired" else {"blocked": True}
+        with database.connection_context():
+            Key.update(**change).where(Key.token == hash_key(plain)).execute()
+    for _ in range(3):
+        if refusal == "model":
+            resp = chat(client, plain, model="gpt-4o")
+        elif refusal == "body":
+            resp = chat(client, plain, messages="not a list")
+        else:
+            resp = chat(client, plain)
+        assert resp.status_code in (400, 401), resp.get_data(as_text=True)
+    assert _taken(plain) == (1, 0, 0)
+
+
+def test_unknown_key_counts_nothing_for_the_end_user_it_names(client):
+    make_budget("one-a-minute", rpm_limit=1, max_parallel_requests=1)
+    with database.connection_context():
+        Customer.create(user_id="cust-x", budget_id="one-a-minute")
+    plain = make_key()
+    assert chat(client, plain, user="cust-x").status_code == 200  # makes the window row
+    end_windows_in(60)  # a fresh count for what follows
+    for _ in range(3):
+        assert chat(client, "sk-not-a-key", user="cust-x").status_code == 401
+    assert window("end_user", "cust-x").requests == 1
+    with database.connection_context():
+        assert RateLimitLease.select().count() == 0
 
 
 # --- switching it off ---------------------------------------------------------------------
