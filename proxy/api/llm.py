@@ -86,7 +86,8 @@ def _authenticated_body(
             end_user_id=hint,
             default_budget_id=svc.config.litellm_settings.max_end_user_budget_id,
             prefetch=True,
-            fold=fold,
+            fragments=fold.storage if fold is not None else (),
+            on_read=fold.remember if fold is not None else None,
         ),
     )
     if body_error is not None:

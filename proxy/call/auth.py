@@ -10,17 +10,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import current_app, has_app_context
 
 from proxy.errors import AuthError, Forbidden
 from proxy.storage import clock
-from proxy.storage.lookup import CallRows, load_call_rows
-
-if TYPE_CHECKING:
-    from proxy.call.read_fold import FoldRequest
+from proxy.storage.lookup import CallRows, Fragment, load_call_rows
 from proxy.storage.models import Key, User
 
 KEY_PREFIX = "sk-"
@@ -85,13 +83,14 @@ def authenticate(
     end_user_id: str | None = None,
     default_budget_id: str | None = None,
     prefetch: bool = False,
-    fold: FoldRequest | None = None,
+    fragments: Sequence[Fragment] = (),
+    on_read: Callable[[CallRows], None] | None = None,
 ) -> Caller:
     """The caller, or 401. With ``prefetch`` (LLM calls) the query that reads the key
     also reads ``end_user_id``'s rows, the default end-user budget and the proxy
-    counter, into ``Caller.rows``; with ``fold`` (metered calls) it also runs the
-    plugins' read fragments (proxy.call.read_fold), whose results wait on the
-    request from then on, whatever this answers."""
+    counter, into ``Caller.rows``; for metered calls it also runs the plugins'
+    read ``fragments`` (proxy.call.read_fold) and hands the rows to ``on_read``
+    at once, whatever this then answers."""
     presented = presented_key(headers)
     if not presented:
         if _session_stands_in(headers):
@@ -100,17 +99,16 @@ def authenticate(
         raise AuthError(
             "Authentication Error, No api key passed in. Pass it as 'Authorization: Bearer <key>'."
         )
-    fragments = fold.storage if fold is not None else ()
     if is_master_key(presented, master_key):
         if not prefetch:
             return Caller(is_master=True)
         rows = load_call_rows(None, end_user_id, default_budget_id, fragments)
-        if fold is not None:
-            fold.remember(rows)
+        if on_read is not None:
+            on_read(rows)
         return Caller(is_master=True, rows=rows)
     rows = load_call_rows(hash_key(presented), end_user_id, default_budget_id, fragments)
-    if fold is not None:
-        fold.remember(rows)
+    if on_read is not None:
+        on_read(rows)
     key = rows.key
     if key is None:
         raise AuthError("Authentication Error, Invalid proxy server token passed.")
