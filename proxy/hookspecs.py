@@ -126,6 +126,12 @@ def call_read_fragment(config: Config) -> ReadFragment | None:
     a plugin that finds the result does not fit the context (the rows it
     was computed from no longer describe the call) undoes it itself and
     falls back to deciding in :func:`pre_request_check`.
+
+    Why a fragment rather than a round trip of its own: the admission must
+    be decided before the call goes upstream, and the read is the one
+    statement every call sends then; psycopg2 has no pipelining, and two
+    statements in one ``execute`` return only the last one's rows
+    (bench/RESULTS.md, "Round trips per metered call").
     """
 
 
