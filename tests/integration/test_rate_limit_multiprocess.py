@@ -22,7 +22,7 @@ from plugins.rate_limiter.tables import RateLimitLease, RateLimitWindow
 from proxy.call.auth import display_name, generate_key, hash_key
 from proxy.storage.db import database, init_database
 from proxy.storage.migrate import migrate
-from proxy.storage.models import Key, SpendLog
+from proxy.storage.models import Key, SpendLog, User
 from tests.conftest import openai_model
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.proxy_server import ProxyServer, wait_until
@@ -127,6 +127,44 @@ def test_rpm_limit_lets_exactly_four_of_a_hundred_through_across_two_hosts(pg_ur
     with database.connection_context():
         assert SpendLog.select().count() == 4
         assert RateLimitWindow.get(RateLimitWindow.entity == hash_key(plain)).requests == 4
+
+
+def test_two_scopes_admit_all_or_nothing_across_two_hosts(pg_url, tmp_path):
+    """Key A (3 a minute) and key B (100) share user U (5 a minute). With every window
+    row already there, every call is decided inside its read (the rate limiter's read
+    fragment): exactly 5 through, and each key counted only the calls it let through."""
+    with database.connection_context():
+        User.create(user_id="shared-user", rpm_limit=5)
+    key_a = make_key(key_alias="a", user_id="shared-user", rpm_limit=3)
+    key_b = make_key(key_alias="b", user_id="shared-user", rpm_limit=100)
+    servers = two_hosts(config(pg_url), tmp_path)  # their start-up makes the plugin's tables
+    calls = [{"key": key_a if i % 2 else key_b} for i in range(60)]
+    try:
+        with database.connection_context():
+            for kind, entity in (
+                ("key", hash_key(key_a)),
+                ("key", hash_key(key_b)),
+                ("user", "shared-user"),
+            ):
+                RateLimitWindow.create(kind=kind, entity=entity, window_start=0.0)  # long over
+        responses = fire(servers, calls)
+    finally:
+        stop_all(servers)
+    admitted = Counter(
+        "a" if calls[i]["key"] == key_a else "b"
+        for i, resp in enumerate(responses)
+        if resp.status_code == 200
+    )
+    assert Counter(resp.status_code for resp in responses) == {200: 5, 429: 55}
+    assert admitted["a"] <= 3
+    with database.connection_context():
+        counts = {(w.kind, w.entity): w.requests for w in RateLimitWindow.select()}
+        assert SpendLog.select().count() == 5
+    assert counts == {
+        ("key", hash_key(key_a)): admitted["a"],
+        ("key", hash_key(key_b)): admitted["b"],
+        ("user", "shared-user"): 5,
+    }
 
 
 def test_seed_default_budget_lets_exactly_two_through_per_customer(pg_url, tmp_path):
