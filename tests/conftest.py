@@ -40,6 +40,7 @@ from proxy.config import build_config
 from proxy.storage import clock as clock_module
 from proxy.storage.clock import database_clock
 from proxy.storage.db import database
+from tests.support import app_builds
 from tests.support.databases import (
     PG_ADMIN_URL,
     create_pg_database,
@@ -61,7 +62,9 @@ POSTGRES_FIXTURES = frozenset({"pg_database", "pg_url", "database_url"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Spend journals of the session's proxies go to a folder of the session's own."""
+    """Spend journals of the session's proxies go to a folder of the session's own;
+    app builds reuse what every build computes alike (tests/support/app_builds.py)."""
+    app_builds.install()
     if not os.environ.get("COMPTROLLER_JOURNAL_DIR"):
         import tempfile
 

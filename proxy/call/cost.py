@@ -180,6 +180,7 @@ _warned: set[str] = set()
 # --- the data set -------------------------------------------------------------
 
 
+@functools.cache  # the installed package's metadata, read once (a read is ~2 ms)
 def price_data_version() -> str:
     from importlib.metadata import version
 

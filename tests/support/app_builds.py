@@ -1,0 +1,174 @@
+"""Cheaper app builds for the test session: the fast tier builds about a thousand
+apps (one per test, ``make_app``), and most of an app's build was the same work
+every time. Three caches remove it, each keyed by everything its result depends
+on, so a test still gets a new app, a new database and new plugin objects, and
+sees what a fresh build would have given it:
+
+- URL rules: werkzeug compiles two URL-builder functions per rule with ``ast``
+  and ``compile()`` (about 100 rules per app, over half of an app's build).
+  The generated function depends only on the rule's text and parsed parts (it
+  reads the rule's converters at call time, through its ``self`` argument);
+  the first rule of each text compiles it, later rules reuse the function.
+  Rules with defaults are compiled as before.
+- Entry points: ``importlib.metadata.entry_points()`` reads every installed
+  distribution's metadata. Cached for as long as ``sys.path`` and the
+  modification times of its folders are unchanged (a test that puts a
+  distribution of its own on ``sys.path`` gets a fresh scan).
+- SQLite schemas: the first app on a new SQLite file with a given set of
+  migrations (core and plugins) and plugin tables runs them; the file it left
+  is kept, and a later new file with the same set starts as a copy of it. The
+  only value of its own time a migration writes (``proxy_spend.created_at``,
+  m0001's seed row) is set to the copy's time, as the migration would have.
+  The log lines and the names returned are those of the real run.
+
+``install()`` applies them for the session (``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+# --- URL rules -------------------------------------------------------------------
+
+
+def _cache_url_builders() -> None:
+    from werkzeug.routing.rules import Rule
+
+    original = getattr(Rule, "_compile_builder", None)
+    if original is None or getattr(original, "_cached", False):
+        return  # another werkzeug: builds stay uncached, only slower
+    builders: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+    def compile_builder(self: Rule, append_unknown: bool = True) -> Callable[..., Any]:
+        trace = getattr(self, "_trace", None)
+        if self.defaults or trace is None:
+            return original(self, append_unknown)
+        key = (self.rule, tuple(trace), append_unknown)
+        builder = builders.get(key)
+        if builder is None:
+            builder = builders[key] = original(self, append_unknown)
+        return builder
+
+    compile_builder._cached = True  # type: ignore[attr-defined]
+    Rule._compile_builder = compile_builder  # type: ignore[method-assign]
+
+
+# --- entry points ----------------------------------------------------------------
+
+
+def _path_state() -> tuple[Any, ...]:
+    state: list[Any] = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            state.append((entry, None))
+    return tuple(state)
+
+
+def _cache_entry_points() -> None:
+    import proxy.plugins
+
+    scan = proxy.plugins.entry_points
+    if getattr(scan, "_cached", False):
+        return
+    found: dict[tuple[Any, ...], Any] = {}
+
+    def entry_points(**params: Any) -> Any:
+        key = (tuple(sorted(params.items())), _path_state())
+        if key not in found:
+            found.clear()  # only the current state is ever asked again
+            found[key] = scan(**params)
+        return found[key]
+
+    entry_points._cached = True  # type: ignore[attr-defined]
+    proxy.plugins.entry_points = entry_points  # type: ignore[assignment]
+
+
+# --- SQLite schemas --------------------------------------------------------------
+
+_migrate_log = logging.getLogger("comptroller.migrate")
+
+
+def _sqlite_file() -> str | None:
+    """The file of the current database, when it is a SQLite file."""
+    from peewee import SqliteDatabase
+
+    from proxy.storage.db import database
+
+    db = database.obj
+    if not isinstance(db, SqliteDatabase):
+        return None
+    path = str(db.database)
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    return path
+
+
+def _schema_key(tables: list[Any], declared: list[Any]) -> tuple[Any, ...] | None:
+    import migrations
+    from proxy.storage.migrate import migration_names, plugin_packages
+
+    try:
+        sources = [("", migrations), *plugin_packages(declared)]
+    except Exception:
+        return None  # the real run raises it
+    return (
+        tuple((ns, pkg.__name__, tuple(migration_names(pkg))) for ns, pkg in sources),
+        tuple(tables),  # the classes themselves: a model defined anew is another key
+    )
+
+
+def _cache_sqlite_schemas() -> None:
+    import proxy.storage.schema_gate as gate
+
+    migrate = gate.migrate
+    if getattr(migrate, "_cached", False):
+        return
+    templates: dict[tuple[Any, ...], tuple[bytes, list[str]]] = {}
+
+    def cached_migrate(
+        plugin_tables: Iterable[Any] = (), plugin_migrations: Iterable[Any] = ()
+    ) -> list[str]:
+        tables, declared = list(plugin_tables), list(plugin_migrations)
+        path = _sqlite_file()
+        new_file = path is not None and not os.path.exists(path)
+        key = _schema_key(tables, declared) if new_file else None
+        if key is None or path is None:
+            return migrate(tables, declared)
+        template = templates.get(key)
+        if template is None:
+            applied = migrate(tables, declared)
+            # The file as the migrations left it; a WAL still beside it (a connection
+            # left open) would make the copy incomplete: no template then.
+            if not os.path.exists(path + "-wal"):
+                with open(path, "rb") as made:
+                    templates[key] = (made.read(), list(applied))
+            return applied
+        content, applied = template
+        with open(path, "xb") as copy:
+            copy.write(content)
+        connection = sqlite3.connect(path)
+        try:
+            with connection:
+                connection.execute("UPDATE proxy_spend SET created_at = ?", (time.time(),))
+        finally:
+            connection.close()
+        for name in applied:
+            _migrate_log.info("migration %s applied", name)
+        return list(applied)
+
+    cached_migrate._cached = True  # type: ignore[attr-defined]
+    gate.migrate = cached_migrate  # type: ignore[assignment]
+
+
+def install() -> None:
+    _cache_url_builders()
+    _cache_entry_points()
+    _cache_sqlite_schemas()
