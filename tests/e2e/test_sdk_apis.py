@@ -11,9 +11,8 @@ is refused in each SDK's own error type with the seeds' wording.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import openai
 import pytest
 import requests
@@ -25,6 +24,9 @@ from tests.conftest import MASTER, MASTER_KEY
 from tests.support.mock_anthropic import MockAnthropic
 from tests.support.mock_openai import DEFAULT_CONTENT, MockOpenAI
 from tests.support.proxy_server import ProxyServer, wait_until
+
+if TYPE_CHECKING:
+    import anthropic
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -201,6 +203,10 @@ def test_openai_sdk_legacy_completions(proxy: ProxyServer, upstream: MockOpenAI)
 
 
 def anthropic_client(proxy: ProxyServer, key: str) -> anthropic.Anthropic:
+    # Imported here: the SDK takes 2 s of CPU to import, which every pytest process
+    # collecting this module would pay, the fast tier's too (it deselects these tests).
+    import anthropic
+
     # What Claude Code and the SDK do with ANTHROPIC_BASE_URL pointed at the gateway.
     return anthropic.Anthropic(api_key=key, base_url=proxy.url, max_retries=0, timeout=20)
 
@@ -292,6 +298,8 @@ def test_openai_sdk_chat_to_claude_is_translated(proxy: ProxyServer, claude: Moc
 
 
 def test_budget_refusals_in_each_sdks_error_type(proxy: ProxyServer, claude: MockAnthropic) -> None:
+    import anthropic
+
     key = new_key(proxy, max_budget=0.0001)
     oa = openai.OpenAI(api_key=key, base_url=f"{proxy.url}/v1", max_retries=0, timeout=20)
     an = anthropic_client(proxy, key)
