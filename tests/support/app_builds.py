@@ -14,6 +14,12 @@ sees what a fresh build would have given it:
   distribution's metadata. Cached for as long as ``sys.path`` and the
   modification times of its folders are unchanged (a test that puts a
   distribution of its own on ``sys.path`` gets a fresh scan).
+- Hook implementations: pluggy reads every attribute of every plugin
+  (``inspect.getattr_static``, a few hundred per app) for its hookimpl marker.
+  The marker is the attribute's own, so the options found are kept per
+  attribute object (a module's entry, or the class attribute an instance
+  serves); an instance's own attributes, slots and classes as plugins are read
+  as before.
 - SQLite schemas: the first app on a new SQLite file with a given set of
   migrations (core and plugins) and plugin tables runs them; the file it left
   is kept, and a later new file with the same set starts as a copy of it. The
@@ -32,6 +38,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable
+from types import MemberDescriptorType, ModuleType
 from typing import Any
 
 # --- URL rules -------------------------------------------------------------------
@@ -89,6 +96,61 @@ def _cache_entry_points() -> None:
 
     entry_points._cached = True  # type: ignore[attr-defined]
     proxy.plugins.entry_points = entry_points  # type: ignore[assignment]
+
+
+# --- hook implementations --------------------------------------------------------
+
+_ABSENT = object()
+
+
+def _static_value(plugin: Any, name: str) -> tuple[str, Any]:
+    """What ``inspect.getattr_static(plugin, name)`` finds, when that is one plain
+    dictionary entry: a module's own (not a dunder, which ModuleType may serve
+    itself), or an instance's class attribute (never the instance's own, nor a
+    slot). ``("", _ABSENT)`` otherwise."""
+    if isinstance(plugin, ModuleType):
+        if name.startswith("__"):
+            return "", _ABSENT
+        return "module", vars(plugin).get(name, _ABSENT)
+    if isinstance(plugin, type):
+        return "", _ABSENT
+    try:
+        own = object.__getattribute__(plugin, "__dict__")
+    except AttributeError:
+        own = {}
+    if name in own:
+        return "", _ABSENT
+    for klass in type(plugin).__mro__:
+        if name in klass.__dict__:
+            value = klass.__dict__[name]
+            if isinstance(value, MemberDescriptorType):
+                return "", _ABSENT  # a slot: its value is the instance's
+            return "instance", value
+    return "", _ABSENT
+
+
+def _cache_hookimpl_lookups() -> None:
+    import pluggy
+
+    original = pluggy.PluginManager.parse_hookimpl_opts
+    if getattr(original, "_cached", False):
+        return
+    found: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+    def parse_hookimpl_opts(self: pluggy.PluginManager, plugin: Any, name: str) -> Any:
+        kind, value = _static_value(plugin, name)
+        if value is _ABSENT:
+            return original(self, plugin, name)
+        key = (self.project_name, kind, name, id(value))
+        hit = found.get(key)
+        if hit is None or hit[0] is not value:
+            # The options come from the attribute alone (its marker); the value is
+            # kept with them so that its id cannot be reused by another object.
+            hit = found[key] = (value, original(self, plugin, name))
+        return hit[1]
+
+    parse_hookimpl_opts._cached = True  # type: ignore[attr-defined]
+    pluggy.PluginManager.parse_hookimpl_opts = parse_hookimpl_opts  # type: ignore[method-assign]
 
 
 # --- SQLite schemas --------------------------------------------------------------
@@ -171,4 +233,5 @@ def _cache_sqlite_schemas() -> None:
 def install() -> None:
     _cache_url_builders()
     _cache_entry_points()
+    _cache_hookimpl_lookups()
     _cache_sqlite_schemas()
