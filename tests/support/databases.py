@@ -67,10 +67,12 @@ def terminate_pg_backends(name: str, wait_ms: int = 0) -> int:
 
 
 def drop_pg_database(url: str) -> None:
+    """Drop the database, closing the connections still open to it: FORCE closes
+    them in the same statement, so a thread that reconnects between a separate
+    terminate and the DROP (a webhook sender's retry) cannot make it fail."""
     name = url.rsplit("/", 1)[1]
-    terminate_pg_backends(name)
     with _admin_cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def truncate_pg_tables(url: str) -> None:
