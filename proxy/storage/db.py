@@ -57,17 +57,44 @@ def _tracked_by(db: Any, connection_class: type) -> type:
     return Tracked
 
 
+class _ForkGuarded:
+    """A database whose connect, close and dispose never overlap ``os.fork()``.
+
+    Peewee runs them under a lock of its own; a fork while another thread
+    holds it leaves the child's copy locked for good, and the child hangs at
+    its first connect or close. Each database runs them under its
+    ``fork_guard`` too, and the fork takes every guard first
+    (:func:`_before_fork`), so no other thread is inside them when the
+    process is copied.
+    """
+
+    fork_guard: threading.RLock
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        with self.fork_guard:
+            return bool(super().connect(reuse_if_open))  # type: ignore[misc]
+
+    def close(self) -> bool:
+        with self.fork_guard:
+            return bool(super().close())  # type: ignore[misc]
+
+    def dispose(self) -> None:
+        with self.fork_guard:
+            super().dispose()  # type: ignore[misc]
+
+
 class _TrackedSqlite(sqlite3.Connection):
     """sqlite3's connection, remembered by the database that opened it."""
 
 
-class _SqliteDatabase(peewee.SqliteDatabase):
+class _SqliteDatabase(_ForkGuarded, peewee.SqliteDatabase):
     """Remembers every connection it opens (through the driver's public
     ``factory``), so that a forked child can find, and leave alone, the ones
     other threads of its parent held."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.fork_guard = threading.RLock()
         super().__init__(*args, factory=_tracked_by(self, _TrackedSqlite), **kwargs)
 
     def forget_inherited_connections(self) -> None:
@@ -119,7 +146,7 @@ class _TrackedPostgres(psycopg2.extensions.connection):
     checked_in: float | None = None
 
 
-class _PostgresPool(peewee.PostgresqlDatabase):
+class _PostgresPool(_ForkGuarded, peewee.PostgresqlDatabase):
     """PostgreSQL with a pool of connections, one per thread at a time, up to
     ``max_connections`` per process.
 
@@ -155,6 +182,7 @@ class _PostgresPool(peewee.PostgresqlDatabase):
         self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
         self._pinged_after = 0.0  # connections checked in before this are pinged
         self._batches = threading.local()
+        self.fork_guard = threading.RLock()
         self._reset_pool()
         factory = _tracked_by(self, _TrackedPostgres)
         super().__init__(database, connection_factory=factory, **kwargs)
@@ -432,6 +460,22 @@ def make_database(url: str, pool_size: int | None = None) -> peewee.Database:
     return db
 
 
+# The databases whose guards the thread calling fork() holds (see _ForkGuarded).
+_guarded_at_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    """Wait until no other thread is connecting or closing, and keep it so."""
+    for db in list(_made):
+        db.fork_guard.acquire()
+        _guarded_at_fork.append(db)
+
+
+def _after_fork_in_parent() -> None:
+    while _guarded_at_fork:
+        _guarded_at_fork.pop().fork_guard.release()
+
+
 def _forget_inherited_connections() -> None:
     """After ``fork()``, in the child: open fresh connections, never the parent's.
 
@@ -439,11 +483,17 @@ def _forget_inherited_connections() -> None:
     arbiter and then forks the workers: without this they would all share
     the arbiter's pooled connection, one socket for several processes.
     """
+    _guarded_at_fork.clear()
     for db in list(_made):
+        db.fork_guard = threading.RLock()  # the child's own, held by no one
         db.forget_inherited_connections()
 
 
-os.register_at_fork(after_in_child=_forget_inherited_connections)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_forget_inherited_connections,
+)
 
 
 def init_database(url: str, pool_size: int | None = None) -> peewee.Database:
