@@ -4,8 +4,10 @@
 settling calls back to back through ``record_spend`` on one fresh database,
 for two workloads: (a) every process with its own key, (b) every process on
 one hot key. Each settle writes a spend log and increments the key and the
-proxy counter. It prints settles/s for each N and checks, after every phase,
-that the key counters and the proxy counter equal the sum of the spend logs.
+proxy counter; with ``--owners`` the key's user, team and end user too (one
+each per key). It prints settles/s for each N and checks, after every phase,
+that every counter (a row's spend plus its stripes, where the code under test
+stripes) equals the sum of its spend logs.
 
 ``--code DIR`` runs the workers on another checkout's code (e.g. a
 ``git worktree`` of main, to measure before a change) in the same run, so the
@@ -32,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("settle_worker.py")
 
 
-def _prepare(url: str, code: Path, keys: int) -> list[str]:
-    """Migrate a fresh database with ``code``'s migrations; make ``keys`` keys."""
+def _prepare(url: str, code: Path, keys: int, owners: bool) -> list[str]:
+    """Migrate a fresh database with ``code``'s migrations; make ``keys`` keys (each
+    with its user, when ``owners``: the settles make the teams and end users)."""
     script = (
         "import sys; from proxy.storage.db import init_database; "
         "from proxy.storage.migrate import migrate; init_database(sys.argv[1]); migrate()"
@@ -47,6 +50,12 @@ def _prepare(url: str, code: Path, keys: int) -> list[str]:
                 "VALUES (%s, 'sk-...bench', '[]', 0, '{}', false, 0)",
                 [token],
             )
+            if owners:
+                cur.execute(
+                    'INSERT INTO "user" (user_id, models, spend, metadata, created_at, blocked) '
+                    "VALUES (%s, '[]', 0, '{}', 0, false)",
+                    [_owner(token)],
+                )
     return tokens
 
 
@@ -57,6 +66,19 @@ def _env(code: Path) -> dict[str, str]:
     return env
 
 
+def _owner(token: str) -> str:
+    return token.replace("key", "owner")
+
+
+# kind: (table, primary key, its column in spend_log)
+_COUNTERS = {
+    "key": ('"key"', "token", "api_key"),
+    "user": ('"user"', "user_id", "user_id"),
+    "team": ("team", "team_id", "team_id"),
+    "customer": ("customer", "user_id", "end_user"),
+}
+
+
 def _check(url: str) -> str:
     """'equal' when every counter equals the sum of its spend logs."""
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
@@ -64,19 +86,33 @@ def _check(url: str) -> str:
         total, count = cur.fetchone()
         cur.execute("SELECT SUM(spend) FROM proxy_spend")  # striped or not: the sum
         proxy = cur.fetchone()[0]
-        cur.execute(
-            'SELECT COUNT(*) FROM "key" k WHERE abs(k.spend - COALESCE((SELECT SUM(s.spend) '
-            "FROM spend_log s WHERE s.api_key = k.token), 0)) > 1e-9"
-        )
-        keys_off = cur.fetchone()[0]
-    equal = abs(proxy - total) <= 1e-9 and keys_off == 0
-    return "equal" if equal else f"NOT EQUAL (proxy {proxy!r}, logs {total!r}, {keys_off} keys)"
+        cur.execute("SELECT to_regclass('spend_stripe') IS NOT NULL")
+        striped = cur.fetchone()[0]
+        off = []
+        for kind, (table, pk, column) in _COUNTERS.items():
+            stripes = (
+                f"(SELECT COALESCE(SUM(t.spend), 0) FROM spend_stripe t "
+                f"WHERE t.kind = '{kind}' AND t.entity_id = e.{pk})"
+                if striped
+                else "0"
+            )
+            cur.execute(
+                f"SELECT COUNT(*) FROM {table} e WHERE abs(e.spend + {stripes} - COALESCE("
+                f"(SELECT SUM(s.spend) FROM spend_log s WHERE s.{column} = e.{pk}), 0)) > 1e-9"
+            )
+            wrong = cur.fetchone()[0]
+            if wrong:
+                off.append(f"{wrong} {kind}")
+    equal = abs(proxy - total) <= 1e-9 and not off
+    return "equal" if equal else f"NOT EQUAL (proxy {proxy!r}, logs {total!r}, {off})"
 
 
-def run_phase(code: Path, processes: int, hot: bool, seconds: float) -> tuple[float, str]:
+def run_phase(
+    code: Path, processes: int, hot: bool, seconds: float, owners: bool = False
+) -> tuple[float, str]:
     url = create_pg_database("comptroller_bench_settle")
     try:
-        tokens = _prepare(url, code, 1 if hot else processes)
+        tokens = _prepare(url, code, 1 if hot else processes, owners)
         workers = [
             subprocess.Popen(
                 [
@@ -88,6 +124,7 @@ def run_phase(code: Path, processes: int, hot: bool, seconds: float) -> tuple[fl
                     str(seconds),
                     "--token",
                     tokens[0 if hot else i],
+                    *(["--owner", _owner(tokens[0 if hot else i])] if owners else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -125,16 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", action="append", type=Path, help="checkout(s) to measure")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--owners", action="store_true", help="each key's calls also of a user, team, end user"
+    )
     args = parser.parse_args(argv)
     codes = [path.resolve() for path in (args.code or [ROOT])]
-    print(f"settles/s, {args.seconds:g} s per phase; counters checked against the spend logs")
+    owned = " (each key with a user, team and end user)" if args.owners else ""
+    print(
+        f"settles/s, {args.seconds:g} s per phase{owned}; counters checked against the spend logs"
+    )
     print("| code | workload | " + " | ".join(f"N={n}" for n in args.processes) + " |")
     print("|---|---|" + "---:|" * len(args.processes))
     for hot in (False, True):
         cells: dict[Path, list[str]] = {code: [] for code in codes}
         for n in args.processes:
             for code in codes:  # alternating, so each N compares the same minutes
-                rate, check = run_phase(code, n, hot, args.seconds)
+                rate, check = run_phase(code, n, hot, args.seconds, args.owners)
                 cells[code].append(f"{rate:.0f}" if check.startswith("equal") else check)
         workload = "(b) one hot key" if hot else "(a) distinct keys"
         for code in codes:

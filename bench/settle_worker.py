@@ -4,7 +4,9 @@ Run by path with ``PYTHONPATH`` set to the code under test (this worktree or
 another, e.g. main's before a change), so it only uses what both have:
 ``proxy.storage.ledger.record_spend`` with a plugin manager holding the
 hook specifications and no plugin (the core's part of a settle: the spend
-log and every counter's increment, one transaction).
+log and every counter's increment, one transaction). With ``--owner NAME``
+each call is also of user NAME, team NAME and end user NAME (their counters
+incremented too, as a call of a key with a user and a team for an end user).
 
 Protocol on stdin/stdout: prints ``ready`` once connected, waits for ``go``,
 settles for ``--seconds`` and prints the number of calls it settled.
@@ -32,6 +34,7 @@ def main() -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True, help="the key (hashed) every call is made with")
     parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--owner", help="the user, team and end user of every call")
     args = parser.parse_args()
 
     init_database(args.url, pool_size=1)
@@ -45,7 +48,9 @@ def main() -> int:
         id="bench-deployment",
         provider="openai",
     )
-    key = SimpleNamespace(token=args.token, user_id=None, key_alias=None)
+    owner = args.owner
+    key = SimpleNamespace(token=args.token, user_id=owner, key_alias=None)
+    user = SimpleNamespace(user_id=owner) if owner else None
 
     def settle_one() -> None:
         ctx = CallContext(
@@ -54,6 +59,9 @@ def main() -> int:
             deployment=deployment,  # type: ignore[arg-type]
             body={},
             key=key,  # type: ignore[arg-type]
+            user=user,  # type: ignore[arg-type]
+            team_id=owner,
+            end_user_id=owner,
         )
         usage = Usage(prompt_tokens=20, completion_tokens=10)
         record_spend(pm, ctx, usage, "success", cost=COST)

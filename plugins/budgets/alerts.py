@@ -1,22 +1,23 @@
 """Budget alerts: ``threshold_crossed`` (85%, 95%), ``budget_crossed`` (100%)
 and ``soft_budget_crossed``, once per entity per budget period.
 
-The call that crosses a line is the one whose increment took the spend from
-below it to on or above it: ``old < line <= new``, with ``new`` the total
-the core read back from its atomic increment (``ctx.spend_after``) and
-``old = new - cost``. Increments of one row are serialised by the database,
-so exactly one call sees each crossing, whatever the number of workers.
-Because ``new - cost`` may round by an ulp, the test is slightly generous
-and a row in ``budget_alert_sent`` (primary key: entity, event, line,
-period) makes the alert exactly-once. Rows of periods long over are
-deleted now and then (:func:`prune_past_periods`). This module is not a
-plugin.
+Every spend counter is striped (proxy.storage.counters,
+proxy.storage.stripes): increments of one entity do not run one after
+another, so the total a call reads back from its increment
+(``ctx.spend_after``) may miss a concurrent call's cost, and two concurrent
+calls may each read back a total below a line that their sum crosses. So
+every call that reads back a total at or above a line claims the line's
+mark, a row in ``budget_alert_sent`` (primary key: entity, event, line,
+period), and the call whose claim inserts it raises the alert: exactly once
+per period, at worst one call late. Each process remembers the marks it saw
+taken, so calls long past a line send no statement. Rows of periods long
+over are deleted now and then (:func:`prune_past_periods`). This module is
+not a plugin.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING
 
 import peewee
@@ -30,12 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("comptroller.plugins.budget_alerts")
 
 THRESHOLDS = (85, 95)
-# Counters whose increments do not run one after another: the proxy's is striped
-# (proxy.storage.counters), so two concurrent calls may each read back a total
-# below a line that their sum crosses. For these, every call that reads a total
-# at or above a line claims its mark and the first claim alerts: exactly once,
-# at worst one call late. Each process remembers the marks it saw taken.
-STRIPED_KINDS = frozenset({"proxy"})
+# Marks seen taken, per process (see the module's docstring).
 _MARKS_REMEMBERED = 4096
 _marks_taken: set[tuple[int, str, str, str, float, float]] = set()
 # A call names its period by the budget_reset_at it read when it started, and
@@ -59,14 +55,6 @@ class BudgetAlertSent(PluginModel):
     class Meta:
         table_name = "budget_alert_sent"
         primary_key = peewee.CompositeKey("entity_kind", "entity_id", "event", "line", "period")
-
-
-def crossed(new: float, cost: float, line: float) -> bool:
-    """Did the increment of ``cost`` that ended at ``new`` cross ``line``?"""
-    if cost <= 0 or new < line:
-        return False
-    slack = 8 * math.ulp(max(abs(new), abs(line)))
-    return new - cost < line + slack
 
 
 def _first_time(guarded: Guarded, event: str, line: float) -> bool:
@@ -139,7 +127,7 @@ def _alert(ctx: CallContext, guarded: Guarded, event: str, title: str, spend: fl
 
 
 def raise_crossing_alerts(ctx: CallContext, guarded: Guarded | None, cost: float) -> None:
-    """Append to ``ctx.alerts`` every line this call's spend crossed."""
+    """Append to ``ctx.alerts`` every line this call's spend reached first."""
     if guarded is None:
         return
     new = ctx.spend_after.get(guarded.kind)
@@ -157,15 +145,12 @@ def raise_crossing_alerts(ctx: CallContext, guarded: Guarded | None, cost: float
     if soft is not None and soft > 0:
         lines.append(("soft_budget_crossed", soft, f"{title} soft budget crossed"))
     for event, line, text in lines:
-        if guarded.kind in STRIPED_KINDS:
-            if _reached_first(guarded, event, line, new):
-                ctx.alerts.append(_alert(ctx, guarded, event, text, new))
-        elif crossed(new, cost, line) and _first_time(guarded, event, line):
+        if _reached_first(guarded, event, line, new):
             ctx.alerts.append(_alert(ctx, guarded, event, text, new))
 
 
 def _reached_first(guarded: Guarded, event: str, line: float, new: float) -> bool:
-    """A striped counter at or above ``line``: True for the one call that takes its mark."""
+    """A counter at or above ``line``: True for the one call that takes its mark."""
     if new < line:
         return False
     # Per database too: a process that is handed another one (tests) starts afresh.

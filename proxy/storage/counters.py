@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 
 from proxy.storage.db import database, is_postgres
-from proxy.storage.models import ProxySpend
+from proxy.storage.models import ProxySpend, SpendStripe
 
 HEADER_ID = 1
 STRIPES = 16
@@ -72,3 +72,31 @@ def proxy_total() -> float:
 def zero_stripes() -> None:
     """A reset's second half, in the transaction of the header's conditional update."""
     ProxySpend.update(spend=0.0).where(ProxySpend.id != HEADER_ID).execute()
+
+
+# The stripes of keys, users, teams and customers (proxy.storage.stripes): every
+# write to them besides a settle's add, each in its caller's transaction.
+
+
+def zero_entity_stripes(kind: str, entity_id: str) -> None:
+    """A reset's second half, in the transaction of the entity row's conditional update."""
+    S = SpendStripe
+    S.update(spend=0.0).where((S.kind == kind) & (S.entity_id == entity_id)).execute()
+
+
+def forget_entity_stripes(kind: str, entity_ids: list[str]) -> None:
+    """Deleting entities deletes their stripes (an id made again starts from 0).
+
+    In the transaction of the rows' ``DELETE``, after it: that waited for the
+    settles holding the rows (``FOR KEY SHARE``), so their stripes are seen.
+    """
+    if entity_ids:
+        S = SpendStripe
+        S.delete().where((S.kind == kind) & (S.entity_id.in_(entity_ids))).execute()
+
+
+def move_key_stripes(old_token: str, new_token: str) -> None:
+    """A regenerated key's stripes follow its new hash, in the transaction that
+    gave the row the new hash (which waited for the settles holding the row)."""
+    S = SpendStripe
+    S.update(entity_id=new_token).where((S.kind == "key") & (S.entity_id == old_token)).execute()

@@ -1,8 +1,9 @@
 """The spend ledger: one transaction per metered call.
 
 The spend-log row, ``spend = spend + cost`` on the key, its user, its team,
-the end user (upserted on first sight) and one stripe of the proxy counter
-(:mod:`proxy.storage.counters`), the count of a
+the end user (upserted on first sight) and the proxy counter, each into one
+of its stripes on PostgreSQL (:mod:`proxy.storage.stripes`,
+:mod:`proxy.storage.counters`), the count of a
 call whose model has no price (``unpriced_model``), whatever the plugins add
 in ``post_call_spend``, and the alerts they raise all land together or not at
 all. Increments are atomic SQL; the new totals come back through ``RETURNING``
@@ -23,7 +24,7 @@ import peewee
 
 from proxy.call.cost import cost_of
 from proxy.plugins import call_each
-from proxy.storage import clock, counters
+from proxy.storage import clock, counters, stripes
 from proxy.storage.batching import batched_transaction, current_batch, defer_write
 from proxy.storage.db import close_broken_connection, database, is_postgres
 from proxy.storage.plugin_access import atomic
@@ -37,11 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("comptroller.spend")
 
-# Spend transactions one process keeps open at once. They all update the same
-# hot rows (a key, its user, the proxy counter), so more of them only queue in
-# PostgreSQL's lock manager, which costs server CPU: on 2 cores, 2 gives ~12%
-# more calls/s and a third lower p99 than 16 (bench/RESULTS.md). Each costs
-# two round trips, so a database far away may want more.
+# Spend transactions one process keeps open at once. Measured when they all
+# updated the same hot rows (a key, its user, the proxy counter; striped since),
+# more of them only queued in PostgreSQL's lock manager, which costs server
+# CPU: on 2 cores, 2 gave ~12% more calls/s and a third lower p99 than 16
+# (bench/RESULTS.md). Each costs two round trips, so a database far away may
+# want more.
 SETTLE_CONCURRENCY = max(1, int(os.environ.get("COMPTROLLER_SETTLE_CONCURRENCY", "2")))
 _settling = threading.BoundedSemaphore(SETTLE_CONCURRENCY)
 
@@ -66,8 +68,11 @@ _LOG_COLUMNS = (
 )
 _LOG_INSERT = f"INSERT INTO spend_log ({_LOG_COLUMNS}) VALUES ({', '.join(['%s'] * 17)})"
 # Increments in the order they lock their rows (the order of strict
-# reservations too, plugins.budgets.common.LOCK_ORDER).
-_INCREMENTS = {
+# reservations too, plugins.budgets.common.LOCK_ORDER). On PostgreSQL the
+# key's, user's, team's and customer's go to a stripe (proxy.storage.stripes)
+# and the proxy's to one of its own (proxy.storage.counters): no row every call
+# of a busy key locks. SQLite (one writer) adds to the rows themselves.
+_SQLITE_INCREMENTS = {
     "key": 'UPDATE "key" SET spend = spend + %s WHERE token = %s RETURNING spend',
     "user": 'UPDATE "user" SET spend = spend + %s WHERE user_id = %s RETURNING spend',
     "team": (
@@ -80,11 +85,12 @@ _INCREMENTS = {
         "ON CONFLICT (user_id) DO UPDATE SET spend = customer.spend + EXCLUDED.spend "
         "RETURNING spend"
     ),
-    # One stripe of the proxy counter (proxy.storage.counters): no row every call locks.
     "proxy": counters.INCREMENT_SQL,
 }
+# The base of the key (never a stripe: this path is rare) and its whole counter.
+_KEY_TOTAL = stripes.total_sql("key", '"key"')
 _FOLLOW_REGENERATED_KEY = (
-    'UPDATE "key" SET spend = spend + %s WHERE previous_token = %s RETURNING spend, token'
+    f'UPDATE "key" SET spend = spend + %s WHERE previous_token = %s RETURNING {_KEY_TOTAL}, token'
 )
 _LOG_TO_KEY = "UPDATE spend_log SET api_key = %s WHERE request_id = %s"
 # One more call (and its tokens) charged 0 for a model group; nobody reads its
@@ -106,38 +112,52 @@ class _Ledger:
     """One call's ledger: the spend-log row and the increments, in lock order."""
 
     log_params: list[Any]
-    increments: list[tuple[str, list[Any]]]  # (kind, params)
+    increments: list[tuple[str, str, float]]  # (kind, entity id, cost); the proxy's id ""
+    end: float
 
     def write(self) -> dict[str, float | None]:
         """Write it; the new totals by kind. PostgreSQL: one statement (data-modifying
         CTEs, which also carry the held ``BEGIN``); SQLite: statement by statement."""
-        kinds = tuple(kind for kind, _ in self.increments)
+        kinds = tuple(kind for kind, _, _ in self.increments)
         if is_postgres():
             params = list(self.log_params)
-            for _, more in self.increments:
-                params += more
+            stripe = stripes.pick_stripe()
+            for kind, entity_id, cost in self.increments:
+                if kind == "proxy":
+                    params += [counters.pick_stripe(), cost, self.end]
+                else:
+                    params += stripes.settle_params(kind, entity_id, stripe, cost, self.end)
             row = run_statement(_ledger_statement(kinds), params).fetchone()
             totals: dict[str, float | None] = dict(zip(kinds, row, strict=True))
         else:
             run_statement(_LOG_INSERT, self.log_params)
             totals = {}
-            for kind, params in self.increments:
-                row = run_statement(_INCREMENTS[kind], params).fetchone()
+            for kind, entity_id, cost in self.increments:
+                row = run_statement(
+                    _SQLITE_INCREMENTS[kind], self._sqlite_params(kind, entity_id, cost)
+                ).fetchone()
                 totals[kind] = row[-1] if row else None
         if "key" in totals and totals["key"] is None:
             totals["key"] = self._follow_regenerated_key()
         return totals
 
+    def _sqlite_params(self, kind: str, entity_id: str, cost: float) -> list[Any]:
+        if kind in ("key", "user"):
+            return [cost, entity_id]
+        if kind == "proxy":
+            return [counters.pick_stripe(), cost, self.end]  # its header row on SQLite
+        return [entity_id, cost, self.end]
+
     def _follow_regenerated_key(self) -> float | None:
         """The call's key was regenerated (or deleted) while the call was upstream.
 
         Regenerated: its row now has a new hash and keeps the one the call knew
-        as ``previous_token``; the call's cost goes there and its spend-log row
-        follows the key, so the key's spend stays the sum of its logs. Deleted:
-        there is no counter left to add to (``None``, as before). Only this rare
-        path costs a statement more.
+        as ``previous_token``; the call's cost goes there (to the base) and its
+        spend-log row follows the key, so the key's spend stays the sum of its
+        logs. Deleted: there is no counter left to add to (``None``, as
+        before). Only this rare path costs a statement more.
         """
-        cost, old_token = dict(self.increments)["key"]
+        _, old_token, cost = self.increments[0]
         row = run_statement(_FOLLOW_REGENERATED_KEY, [cost, old_token]).fetchone()
         if row is None:
             return None
@@ -152,12 +172,15 @@ def _ledger_statement(kinds: tuple[str, ...]) -> str:
     sql = _ledger_sql.get(kinds)
     if sql is None:
         ctes = [f"log AS ({_LOG_INSERT})"]
-        ctes += [f"new_{kind} AS ({_INCREMENTS[kind]})" for kind in kinds]
-        totals = ", ".join(
-            counters.TOTAL_AFTER_SQL if kind == "proxy" else f"(SELECT spend FROM new_{kind})"
-            for kind in kinds
-        )
-        sql = _ledger_sql[kinds] = f"WITH {', '.join(ctes)} SELECT {totals}"
+        totals = []
+        for kind in kinds:
+            if kind == "proxy":
+                ctes.append(f"new_proxy AS ({counters.INCREMENT_SQL})")
+                totals.append(counters.TOTAL_AFTER_SQL)
+            else:
+                ctes += [f"{name} AS ({cte})" for name, cte in stripes.settle_ctes(kind)]
+                totals.append(stripes.settle_total(kind))
+        sql = _ledger_sql[kinds] = f"WITH {', '.join(ctes)} SELECT {', '.join(totals)}"
     return sql
 
 
@@ -170,17 +193,17 @@ def _ledger(
         usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, cost,
         ctx.start_time, end, status, json.dumps(_log_metadata(ctx, usage)), overrun,
     ]  # fmt: skip
-    increments: list[tuple[str, list[Any]]] = []
+    increments: list[tuple[str, str, float]] = []
     if ctx.key is not None:
-        increments.append(("key", [cost, ctx.key.token]))
+        increments.append(("key", ctx.key.token, cost))
     if ctx.user is not None:
-        increments.append(("user", [cost, ctx.user.user_id]))
+        increments.append(("user", ctx.user.user_id, cost))
     if ctx.team_id:
-        increments.append(("team", [ctx.team_id, cost, end]))
+        increments.append(("team", ctx.team_id, cost))
     if ctx.end_user_id:
-        increments.append(("customer", [ctx.end_user_id, cost, end]))
-    increments.append(("proxy", [counters.pick_stripe(), cost, end]))  # its row alone on SQLite
-    return _Ledger(log_params, increments)
+        increments.append(("customer", ctx.end_user_id, cost))
+    increments.append(("proxy", "", cost))
+    return _Ledger(log_params, increments, end)
 
 
 def _log_metadata(ctx: CallContext, usage: Usage) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 The key (by hash) with its user and its team (the key's, else its user's),
 the end user (customer) with its own budget
 row, the default end-user budget row (``max_end_user_budget_id``) and the
-proxy counter come back as one row of LEFT JOINs, so adding a budget level
-costs no round trip (DESIGN.md, step 2). A missing key, customer or budget
+proxy counter come back as one row of LEFT JOINs (each spend counter summed
+from its stripes: proxy.storage.stripes, proxy.storage.counters), so adding
+a budget level costs no round trip (DESIGN.md, step 2). A missing key, customer or budget
 is a row of NULLs, so the master key and a new end user use the same query.
 
 The SQL is written once per parameter style, and each row's columns become
@@ -29,9 +30,9 @@ from typing import Any, cast
 
 import peewee
 
-from proxy.storage import clock, counters
+from proxy.storage import clock, counters, stripes
 from proxy.storage.db import database, is_postgres
-from proxy.storage.models import Budget, Customer, Key, ProxySpend, Team, User
+from proxy.storage.models import Budget, Customer, Key, ProxySpend, StripedSpend, Team, User
 from proxy.storage.prepared import Prepared
 
 # (alias, model) in the order their columns appear in the row.
@@ -100,7 +101,7 @@ def _sql(param: str, named: bool = False) -> str:
     sql = _sql_by_param.get(key)
     if sql is None:
         columns = ", ".join(
-            f'{alias}."{field.column_name}"' + (f' AS "{alias}.{field.column_name}"' * named)
+            _column(alias, model, field) + (f' AS "{alias}.{field.column_name}"' * named)
             for alias, model in _PARTS
             for field in _FIELDS[model]
         )
@@ -146,6 +147,14 @@ def _with_fragments(fragments: Sequence[Fragment]) -> str:
         )
         _composed_sql[shape] = sql
     return sql
+
+
+def _column(alias: str, model: type[peewee.Model], field: peewee.Field) -> str:
+    """One column of the row; a key's, user's, team's or customer's spend is the
+    sum of its base and its stripes (proxy.storage.stripes)."""
+    if field.name == "spend" and issubclass(model, StripedSpend):
+        return stripes.total_sql(model.spend_kind, alias)
+    return f'{alias}."{field.column_name}"'
 
 
 def _model(model: type[peewee.Model], fields: list[peewee.Field], values: Any) -> Any:

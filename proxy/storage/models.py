@@ -7,15 +7,50 @@ US dollars as a double.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import peewee
 
-from proxy.storage import clock
+from proxy.storage import clock, stripes
 from proxy.storage.db import BaseModel, JSONField
 
 
 def now() -> float:
     """Creation and update times come from the database's clock (see proxy.storage.clock)."""
     return clock.now()
+
+
+class StripedSpend:
+    """A key, user, team or customer: its spend is its row's ``spend`` plus its
+    stripes (:mod:`proxy.storage.stripes`).
+
+    Every read through the model without a column list (``select()``,
+    ``get``, ``get_or_none``, ``get_by_id``) answers the whole counter as
+    ``spend``; :meth:`total_spend` is that expression, for sorting and for
+    reads of chosen columns. Writes to ``spend`` write the base alone.
+    """
+
+    spend_kind: ClassVar[str]
+
+    @classmethod
+    def total_spend(cls) -> peewee.ColumnBase:
+        model: Any = cls
+        before, after = stripes.stripes_parts(cls.spend_kind)
+        stripe_sum = peewee.NodeList(
+            (peewee.SQL(before), model._meta.primary_key, peewee.SQL(after))
+        )
+        return peewee.NodeList((model.spend, peewee.SQL("+"), stripe_sum), parens=True)
+
+    @classmethod
+    def select(cls, *fields: Any) -> Any:
+        model: Any = cls
+        if fields:
+            return super().select(*fields)  # type: ignore[misc]
+        columns = [
+            cls.total_spend().alias("spend") if field.name == "spend" else field
+            for field in model._meta.sorted_fields
+        ]
+        return peewee.ModelSelect(model, columns, is_default=True)
 
 
 class Budget(BaseModel):
@@ -32,9 +67,11 @@ class Budget(BaseModel):
     updated_at = peewee.DoubleField(default=now)
 
 
-class Team(BaseModel):
+class Team(StripedSpend, BaseModel):
     """A team: its spend covers every key with its ``team_id`` (and keys of users
     in it without one); its budget and limits are checked by ``team_budget``."""
+
+    spend_kind = "team"
 
     team_id = peewee.CharField(primary_key=True, max_length=255)
     team_alias = peewee.CharField(null=True, max_length=255)
@@ -56,8 +93,10 @@ class Team(BaseModel):
     updated_at = peewee.DoubleField(null=True)  # set by /team/new and every change after
 
 
-class User(BaseModel):
+class User(StripedSpend, BaseModel):
     """An internal user: its budget and limits cover all of its keys."""
+
+    spend_kind = "user"
 
     user_id = peewee.CharField(primary_key=True, max_length=255)
     user_email = peewee.CharField(null=True, max_length=255)
@@ -76,8 +115,10 @@ class User(BaseModel):
     blocked = peewee.BooleanField(default=False)
 
 
-class Key(BaseModel):
+class Key(StripedSpend, BaseModel):
     """A virtual key. Only the SHA-256 of the secret is stored (``token``)."""
+
+    spend_kind = "key"
 
     token = peewee.CharField(primary_key=True, max_length=64)
     key_name = peewee.CharField(max_length=32)  # "sk-...abcd", for display
@@ -101,8 +142,10 @@ class Key(BaseModel):
     previous_token = peewee.CharField(null=True, max_length=64, index=True)
 
 
-class Customer(BaseModel):
+class Customer(StripedSpend, BaseModel):
     """An end user ("customer"): the ``user`` a client passes on a call."""
+
+    spend_kind = "customer"
 
     user_id = peewee.CharField(primary_key=True, max_length=255)
     # Not named "alias": that would shadow peewee's Model.alias().
@@ -123,6 +166,20 @@ class ProxySpend(BaseModel):
     spend = peewee.DoubleField(default=0.0)
     budget_reset_at = peewee.DoubleField(null=True)
     created_at = peewee.DoubleField(default=now)
+
+
+class SpendStripe(BaseModel):
+    """One stripe of a key's, user's, team's or customer's spend (migration m0011,
+    :mod:`proxy.storage.stripes`)."""
+
+    kind = peewee.CharField(max_length=16)
+    entity_id = peewee.CharField(max_length=255)
+    stripe = peewee.IntegerField()
+    spend = peewee.DoubleField(default=0.0)
+
+    class Meta:
+        table_name = "spend_stripe"
+        primary_key = peewee.CompositeKey("kind", "entity_id", "stripe")
 
 
 class SpendLog(BaseModel):
@@ -164,4 +221,6 @@ class UnpricedModel(BaseModel):
     last_seen = peewee.DoubleField(default=now)
 
 
-CORE_MODELS: list[type[BaseModel]] = [Budget, Team, User, Key, Customer, ProxySpend, SpendLog]
+CORE_MODELS: list[type[BaseModel]] = [
+    Budget, Team, User, Key, Customer, ProxySpend, SpendStripe, SpendLog
+]  # fmt: skip

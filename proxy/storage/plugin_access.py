@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import peewee
 
+from proxy.storage import stripes
 from proxy.storage.batching import batched_transaction
 from proxy.storage.db import database, is_postgres
 from proxy.storage.prepared import run_statement
@@ -53,15 +54,14 @@ def run(sql: str, params: Sequence[Any] = (), prepare: bool = True) -> Any:
     return database.execute_sql(sql.replace("%s", database.param), params)
 
 
-# The current spend of one entity of the core, as a SQL scalar subquery.
+# The current spend of one entity of the core, as a SQL scalar subquery: the sum of
+# its base and its stripes (proxy.storage.stripes, proxy.storage.counters); NULL
+# while it has no row.
 _SPEND_OF = {
-    "key": 'SELECT spend FROM "key" WHERE token = %s',
-    "user": 'SELECT spend FROM "user" WHERE user_id = %s',
-    "team": "SELECT spend FROM team WHERE team_id = %s",
-    "customer": "SELECT spend FROM customer WHERE user_id = %s",
-    # The sum of its stripes (proxy.storage.counters); NULL without a row, as the others.
-    "proxy": "SELECT SUM(spend) FROM proxy_spend",
+    kind: f"SELECT {stripes.total_sql(kind, 'e')} FROM {table} AS e WHERE e.{pk} = %s"
+    for kind, (table, pk) in stripes.ENTITIES.items()
 }
+_SPEND_OF["proxy"] = "SELECT SUM(spend) FROM proxy_spend"
 
 
 def spend_expression(kind: str, entity_id: str) -> tuple[str, list[Any]]:

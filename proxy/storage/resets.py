@@ -30,14 +30,15 @@ def _reset_one(row: Any, pk_field: peewee.Field, duration: str | None, now: floa
     current = row.budget_reset_at
     if current is not None and current > now:
         return  # not due: no statement
-    if type(row) is not ProxySpend:
-        _reset_row(row, pk_field, duration, now)
-        return
-    # The proxy counter is striped (proxy.storage.counters): the header's conditional
-    # update decides which worker resets, and that worker zeroes every stripe with it.
+    # Every counter is striped (proxy.storage.counters, proxy.storage.stripes): the
+    # row's conditional update decides which worker resets, and that worker zeroes
+    # the stripes in the same transaction.
     with ProxySpend._meta.database.atomic():
         if _reset_row(row, pk_field, duration, now):
-            counters.zero_stripes()
+            if type(row) is ProxySpend:
+                counters.zero_stripes()
+            else:
+                counters.zero_entity_stripes(row.spend_kind, getattr(row, pk_field.name))
 
 
 def _reset_row(row: Any, pk_field: peewee.Field, duration: str, now: float) -> bool:
@@ -75,7 +76,8 @@ def _reset_row(row: Any, pk_field: peewee.Field, duration: str, now: float) -> b
     if model is ProxySpend:
         fresh = counters.proxy_counter()
     else:
-        fresh = model.select(model.spend, model.budget_reset_at).where(pk_field == pk).first()
+        total = model.total_spend().alias("spend")  # base and stripes (models.StripedSpend)
+        fresh = model.select(total, model.budget_reset_at).where(pk_field == pk).first()
     if fresh is not None:
         row.spend, row.budget_reset_at = fresh.spend, fresh.budget_reset_at
     return False

@@ -27,7 +27,7 @@ from proxy.call.auth import hash_key
 from proxy.hookspecs import hookimpl
 from proxy.storage.db import database
 from proxy.storage.models import Key
-from tests.support.budgets import CALL_COST, budget_config, chat, make_key
+from tests.support.budgets import CALL_COST, budget_config, chat, make_key, set_spend
 
 HOUR, DAY = 3600.0, 86400.0
 
@@ -62,9 +62,8 @@ def marked_periods() -> list[tuple[str, float]]:
         return [(row.entity_id, row.period) for row in rows]
 
 
-def set_key(plain: str, **fields: Any) -> None:
-    with database.connection_context():
-        Key.update(**fields).where(Key.token == hash_key(plain)).execute()
+def set_key(plain: str, spend: float) -> None:
+    set_spend(Key, hash_key(plain), spend)
 
 
 def test_budget_alert_marks_of_periods_over_an_hour_ago_are_deleted(db_url, make_app, monkeypatch):

@@ -103,7 +103,7 @@ def test_a_metered_call_costs_three_round_trips_on_postgres(recorded, db_url):
     assert len(sent) == 3
     assert sent[1].startswith("BEGIN; ") and sent[2] == "COMMIT"
     ledger = statement_sql(sent[1][len("BEGIN; ") :])
-    assert "INSERT INTO spend_log" in ledger and 'UPDATE "key"' in ledger
+    assert "INSERT INTO spend_log" in ledger and "INSERT INTO spend_stripe" in ledger
 
 
 class FailsAtFirstCommit:

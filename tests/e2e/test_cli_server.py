@@ -41,7 +41,10 @@ def _spend_rows(url: str, tmp_path: Path) -> tuple[int, float, float]:
     """(spend-log rows, their sum, the customer's counter)."""
     queries = (
         "SELECT COUNT(*), SUM(spend) FROM spend_log",
-        "SELECT spend FROM customer WHERE user_id = 'cli-customer'",
+        # Its row's base plus its stripes (proxy.storage.stripes; none on SQLite).
+        "SELECT spend + (SELECT COALESCE(SUM(s.spend), 0) FROM spend_stripe s "
+        "WHERE s.kind = 'customer' AND s.entity_id = user_id) "
+        "FROM customer WHERE user_id = 'cli-customer'",
     )
     if url.startswith("sqlite"):
         with sqlite3.connect(tmp_path / "s.db") as db:

@@ -124,7 +124,13 @@ def _user_spend(db_url: str, user_id: str) -> float:
     conn = psycopg2.connect(db_url)
     try:
         with conn.cursor() as cur:
-            cur.execute('SELECT spend FROM "user" WHERE user_id = %s', (user_id,))
+            # Its row's base plus its stripes (proxy.storage.stripes).
+            cur.execute(
+                "SELECT spend + (SELECT COALESCE(SUM(s.spend), 0) FROM spend_stripe s "
+                "WHERE s.kind = 'user' AND s.entity_id = user_id) "
+                'FROM "user" WHERE user_id = %s',
+                (user_id,),
+            )
             return float(cur.fetchone()[0])
     finally:
         conn.close()

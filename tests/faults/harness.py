@@ -163,6 +163,13 @@ def answered_tags(upstream: MockOpenAI) -> list[str]:
     return tags
 
 
+def _stripes(kind: str, pk: str) -> str:
+    return (
+        "(SELECT COALESCE(SUM(s.spend), 0) FROM spend_stripe s "
+        f"WHERE s.kind = '{kind}' AND s.entity_id = {pk})"
+    )
+
+
 def ledger(db_url: str) -> dict[str, Any]:
     """The spend logs and every counter, read from the database itself."""
     conn = psycopg2.connect(db_url)
@@ -170,11 +177,12 @@ def ledger(db_url: str) -> dict[str, Any]:
         with conn.cursor() as cur:
             cur.execute("SELECT request_id, api_key, end_user, spend FROM spend_log")
             logs = cur.fetchall()
-            cur.execute('SELECT token, spend FROM "key"')
+            # Each counter: its row's base plus its stripes (proxy.storage.stripes).
+            cur.execute(f'SELECT token, spend + {_stripes("key", "token")} FROM "key"')
             keys = dict(cur.fetchall())
-            cur.execute('SELECT user_id, spend FROM "user"')
+            cur.execute(f'SELECT user_id, spend + {_stripes("user", "user_id")} FROM "user"')
             users = dict(cur.fetchall())
-            cur.execute("SELECT user_id, spend FROM customer")
+            cur.execute(f"SELECT user_id, spend + {_stripes('customer', 'user_id')} FROM customer")
             customers = dict(cur.fetchall())
             cur.execute("SELECT SUM(spend) FROM proxy_spend")  # every stripe
             proxy_spend = cur.fetchone()[0]

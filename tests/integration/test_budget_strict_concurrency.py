@@ -27,6 +27,7 @@ from proxy.storage.models import Customer, Key, SpendLog, Team, User
 from tests.conftest import base_config, openai_model
 from tests.support.billing import AdversarialBilling
 from tests.support.budgets import make_key, make_user
+from tests.support.counters import counter, stripes_used
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import ProxyServer
 
@@ -85,13 +86,24 @@ def run_mode(mode: str, pg_url: str, upstream: MockOpenAI, tmp_path: Path) -> di
     b = ProxyServer(config, tmp_path, workers=2, threads=8, name="host-b")
     with a, b:
         init_database(pg_url)
-        plain = make_key(max_budget=ROOM * CALL_COST)
-        statuses = run_concurrently([a.url, b.url], [plain])
+        # One hot key (of a user and a team, for one end user): every call's settle
+        # adds to the same four counters, each striped (proxy.storage.stripes).
+        make_user("hot-user", team_id="hot-team")
+        plain = make_key(max_budget=ROOM * CALL_COST, user_id="hot-user", team_id="hot-team")
+        statuses = run_concurrently([a.url, b.url], [plain], ["hot-customer"])
     with database.connection_context():
-        spend = Key.get_by_id(hash_key(plain)).spend
         logs = SpendLog.select().count()
         held = BudgetReservation.select().count()
-    return {"statuses": statuses, "spend": spend, "logs": logs, "held": held}
+    hot = {"key": hash_key(plain), "user": "hot-user", "team": "hot-team"}
+    hot["customer"] = "hot-customer"
+    return {
+        "statuses": statuses,
+        "spend": counter(pg_url, "key", hot["key"]),  # read by plain SQL: base + stripes
+        "others": [counter(pg_url, kind, hot[kind]) for kind in ("user", "team", "customer")],
+        "stripes": min(stripes_used(pg_url, kind, entity_id) for kind, entity_id in hot.items()),
+        "logs": logs,
+        "held": held,
+    }
 
 
 def test_strict_mode_lets_exactly_the_calls_that_fit_and_never_overshoots(
@@ -100,6 +112,8 @@ def test_strict_mode_lets_exactly_the_calls_that_fit_and_never_overshoots(
     result = run_mode("strict", pg_url, upstream, tmp_path)
     assert result["statuses"] == {200: ROOM, 401: CALLS - ROOM}
     assert result["spend"] == ROOM * CALL_COST  # exact: powers of two
+    assert result["others"] == [ROOM * CALL_COST] * 3  # its user, team and end user
+    assert result["stripes"] > 1  # the settles went to several stripes of each
     assert result["logs"] == ROOM
     assert result["held"] == 0  # every reservation settled or released
     assert upstream.stats()["requests"] == ROOM
@@ -120,6 +134,7 @@ def test_check_mode_overshoots_under_the_same_load(
     # LiteLLM's check-then-spend lets calls in flight through: the overshoot strict fixes.
     assert successes > ROOM
     assert result["spend"] == successes * CALL_COST > ROOM * CALL_COST
+    assert result["others"] == [successes * CALL_COST] * 3
 
 
 def test_strict_mode_holds_every_level_at_once_without_deadlocks(

@@ -107,7 +107,11 @@ class Proxy:
             with conn.cursor() as cur:
                 cur.execute("SELECT count(*), coalesce(sum(spend), 0) FROM spend_log")
                 rows, total = cur.fetchone()
-                cur.execute('SELECT coalesce(sum(spend), 0) FROM "key"')
+                # Each counter: its rows' base plus its stripes (proxy.storage.stripes).
+                cur.execute(
+                    'SELECT (SELECT coalesce(sum(spend), 0) FROM "key") + (SELECT '
+                    "coalesce(sum(spend), 0) FROM spend_stripe WHERE kind = 'key')"
+                )
                 keys = cur.fetchone()[0]
                 cur.execute(
                     "SELECT coalesce(sum(spend), 0) FROM spend_log WHERE api_key IN "
@@ -116,7 +120,10 @@ class Proxy:
                 key_logs = cur.fetchone()[0]
                 cur.execute("SELECT SUM(spend) FROM proxy_spend")  # every stripe
                 proxy_spend = cur.fetchone()[0]
-                cur.execute("SELECT coalesce(sum(spend), 0) FROM customer")
+                cur.execute(
+                    "SELECT (SELECT coalesce(sum(spend), 0) FROM customer) + (SELECT "
+                    "coalesce(sum(spend), 0) FROM spend_stripe WHERE kind = 'customer')"
+                )
                 customers = cur.fetchone()[0]
         finally:
             conn.close()

@@ -11,7 +11,7 @@ from flask import Flask
 
 from proxy.call.auth import display_name, generate_key, hash_key
 from proxy.storage.db import database
-from proxy.storage.models import Budget, Customer, Key, ProxySpend, SpendLog, User
+from proxy.storage.models import Budget, Customer, Key, ProxySpend, SpendLog, SpendStripe, User
 from tests.conftest import MASTER_KEY, base_config
 from tests.support.mock_openai import MockOpenAI
 
@@ -69,6 +69,16 @@ def make_budget(budget_id: str | None = None, **fields: Any) -> str:
 def make_customer(user_id: str, **fields: Any) -> None:
     with database.connection_context():
         Customer.create(user_id=user_id, **fields)
+
+
+def set_spend(model: Any, entity_id: str, spend: float, **fields: Any) -> None:
+    """Set a key's, user's, team's or customer's whole counter (and other ``fields``):
+    its row's base, and none on its stripes (proxy.storage.stripes)."""
+    with database.connection_context(), database.atomic():
+        S = SpendStripe
+        S.delete().where((S.kind == model.spend_kind) & (S.entity_id == entity_id)).execute()
+        pk = model._meta.primary_key
+        model.update(spend=spend, **fields).where(pk == entity_id).execute()
 
 
 def set_proxy_spend(spend: float) -> None:

@@ -30,7 +30,7 @@ from proxy.api.admin.schemas import (
 from proxy.api.admin.serializers import customer_info
 from proxy.api.common import services
 from proxy.errors import BadRequest, Conflict, NotFound
-from proxy.storage import clock, customer_budgets
+from proxy.storage import clock, counters, customer_budgets
 from proxy.storage.db import database
 from proxy.storage.models import Budget, Customer
 from proxy.storage.resets import scheduled_reset
@@ -153,6 +153,7 @@ def customer_delete() -> ResponseReturnValue:
     with database.atomic():
         rows = _existing_customers(ids)
         Customer.delete().where(Customer.user_id.in_(ids)).execute()
+        counters.forget_entity_stripes("customer", ids)
         customer_budgets.delete_own_budgets(rows)
     return jsonify({"deleted_customers": ids})
 
@@ -193,7 +194,7 @@ def customer_list() -> ResponseReturnValue:
         Customer.select(),
         q,
         searched=(Customer.user_id, Customer.customer_alias),
-        sortable={"created_at": Customer.created_at, "spend": Customer.spend,
+        sortable={"created_at": Customer.created_at, "spend": Customer.total_spend(),
                   "user_id": Customer.user_id, "alias": Customer.customer_alias,
                   "budget_id": Customer.budget_id},
         default=(Customer.created_at, Customer.user_id),

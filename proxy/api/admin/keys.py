@@ -42,7 +42,7 @@ from proxy.call.alerts import Alert
 from proxy.call.auth import display_name, generate_key, hash_key
 from proxy.durations import first_reset
 from proxy.errors import BadRequest, Conflict, Forbidden, NotFound
-from proxy.storage import clock
+from proxy.storage import clock, counters
 from proxy.storage.db import database
 from proxy.storage.ledger import dispatch_alerts
 from proxy.storage.models import Key, SpendLog
@@ -234,6 +234,7 @@ def key_regenerate(key: str | None = None) -> ResponseReturnValue:
             if not moved:
                 raise NotFound(f"Key not found: key={_key_label(req.key)}", param="key")
             SpendLog.update(api_key=token).where(SpendLog.api_key == old.token).execute()
+            counters.move_key_stripes(old.token, token)
     except peewee.IntegrityError:
         raise Conflict(f"Key already exists: key={display_name(plain)}", param="new_key") from None
     return jsonify({"key": plain, **key_info(fresh_row(Key.get_by_id(token)))})
@@ -257,7 +258,9 @@ def key_delete() -> ResponseReturnValue:
         if missing:
             raise NotFound(f"No key has the alias: {', '.join(missing)}", param="key_aliases")
         doomed = Key.token.in_(list(tokens.values())) | Key.key_alias.in_(aliases)
+        gone = [row.token for row in Key.select(Key.token).where(doomed)]
         Key.delete().where(doomed).execute()
+        counters.forget_entity_stripes("key", gone)
     return jsonify({"deleted_keys": [*keys, *aliases]})
 
 
@@ -273,8 +276,9 @@ def key_list() -> ResponseReturnValue:
         query,
         q,
         searched=(Key.key_alias, Key.key_name, Key.user_id, Key.team_id),
-        sortable={"created_at": Key.created_at, "spend": Key.spend, "key_alias": Key.key_alias,
-                  "user_id": Key.user_id, "team_id": Key.team_id, "expires": Key.expires},
+        sortable={"created_at": Key.created_at, "spend": Key.total_spend(),
+                  "key_alias": Key.key_alias, "user_id": Key.user_id, "team_id": Key.team_id,
+                  "expires": Key.expires},
         default=(Key.created_at, Key.token),
         tie=Key.token,
     )  # fmt: skip

@@ -27,7 +27,7 @@ def apply_listing(
     query: peewee.ModelSelect[M],
     q: Listing,
     searched: tuple[peewee.Field, ...],
-    sortable: dict[str, peewee.Field],
+    sortable: dict[str, peewee.ColumnBase],
     default: tuple[Any, ...],
     tie: peewee.Field,
 ) -> peewee.ModelSelect[M]:

@@ -36,7 +36,7 @@ from proxy.api.admin.schemas import (
 )
 from proxy.api.admin.serializers import key_info, team_info, user_info
 from proxy.errors import BadRequest, Conflict, NotFound
-from proxy.storage import clock
+from proxy.storage import clock, counters
 from proxy.storage.db import database
 from proxy.storage.models import Key, Team, User
 from proxy.storage.plugin_access import lock_rows
@@ -188,6 +188,8 @@ def team_delete() -> ResponseReturnValue:
         Key.delete().where(Key.team_id.in_(ids)).execute()
         User.update(team_id=None).where(User.team_id.in_(ids)).execute()
         Team.delete().where(Team.team_id.in_(ids)).execute()
+        counters.forget_entity_stripes("key", keys)
+        counters.forget_entity_stripes("team", ids)
     return jsonify({"deleted_teams": ids, "deleted_keys": keys})
 
 
@@ -204,8 +206,9 @@ def team_list() -> ResponseReturnValue:
         query,
         q,
         searched=(Team.team_id, Team.team_alias),
-        sortable={"created_at": Team.created_at, "spend": Team.spend, "team_id": Team.team_id,
-                  "team_alias": Team.team_alias, "max_budget": Team.max_budget},
+        sortable={"created_at": Team.created_at, "spend": Team.total_spend(),
+                  "team_id": Team.team_id, "team_alias": Team.team_alias,
+                  "max_budget": Team.max_budget},
         default=(Team.created_at, Team.team_id),
         tie=Team.team_id,
     )  # fmt: skip

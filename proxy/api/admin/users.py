@@ -26,7 +26,7 @@ from proxy.api.admin.schemas import UserIds, UserInfoQuery, UserListQuery, UserN
 from proxy.api.admin.serializers import iso_time, key_info, team_info, user_info
 from proxy.call.auth import generate_key
 from proxy.errors import Conflict, NotFound
-from proxy.storage import clock
+from proxy.storage import clock, counters
 from proxy.storage.db import database
 from proxy.storage.models import Key, Team, User
 from proxy.storage.resets import scheduled_reset
@@ -124,6 +124,8 @@ def user_delete() -> ResponseReturnValue:
         keys = [row.token for row in Key.select(Key.token).where(Key.user_id.in_(ids))]
         Key.delete().where(Key.user_id.in_(ids)).execute()
         User.delete().where(User.user_id.in_(ids)).execute()
+        counters.forget_entity_stripes("key", keys)
+        counters.forget_entity_stripes("user", ids)
     return jsonify({"deleted_users": ids, "deleted_keys": keys})
 
 
@@ -137,8 +139,8 @@ def user_list() -> ResponseReturnValue:
         query,
         q,
         searched=(User.user_id, User.user_email, User.team_id),
-        sortable={"created_at": User.created_at, "spend": User.spend, "user_id": User.user_id,
-                  "max_budget": User.max_budget},
+        sortable={"created_at": User.created_at, "spend": User.total_spend(),
+                  "user_id": User.user_id, "max_budget": User.max_budget},
         default=(User.created_at, User.user_id),
         tie=User.user_id,
     )  # fmt: skip
