@@ -8,6 +8,7 @@ read from the database by plain SQL (tests/support/counters.py)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def test_two_instances_four_workers_spend_equals_the_sum_of_spend_logs(tmp_path:
         finally:
             for server in servers:
                 server.stop()
-        assert statuses.count(200) == CALLS
+        assert statuses.count(200) == CALLS, Counter(statuses)
 
         with database.connection_context():
             logs = SpendLog.select()
