@@ -65,10 +65,27 @@ def pytest_configure(config: pytest.Config) -> None:
     """Spend journals of the session's proxies go to a folder of the session's own;
     app builds reuse what every build computes alike (tests/support/app_builds.py)."""
     app_builds.install()
+    _steal_work_at_the_end(config)
     if not os.environ.get("COMPTROLLER_JOURNAL_DIR"):
         import tempfile
 
         os.environ["COMPTROLLER_JOURNAL_DIR"] = tempfile.mkdtemp(prefix="comptroller-journal-")
+
+
+def _steal_work_at_the_end(config: pytest.Config) -> None:
+    """``-n N`` without ``--dist``: xdist's ``worksteal``, not its ``load``.
+
+    The tests take from a millisecond to several seconds (an upstream timing out
+    three times): with ``load`` the tests queued on one worker stay there, and
+    the fast tier ended with one worker idle for 10 s while the other ran the
+    three slow-upstream tests. ``worksteal`` hands them to whichever worker is
+    free. An explicit ``--dist`` is left as given."""
+    if getattr(config.option, "dist", "no") != "load":
+        return
+    args = config.invocation_params.args
+    if any(str(a) in ("-d", "--dist") or str(a).startswith("--dist=") for a in args):
+        return
+    config.option.dist = "worksteal"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
