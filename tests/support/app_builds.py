@@ -9,7 +9,8 @@ sees what a fresh build would have given it:
   The generated function depends only on the rule's text and parsed parts (it
   reads the rule's converters at call time, through its ``self`` argument);
   the first rule of each text compiles it, later rules reuse the function.
-  Rules with defaults are compiled as before.
+  Rules with defaults are compiled as before. Parsing a rule's text into its
+  parts is kept the same way (each rule still gets converters of its own map).
 - Entry points: ``importlib.metadata.entry_points()`` reads every installed
   distribution's metadata. Cached for as long as ``sys.path`` and the
   modification times of its folders are unchanged (a test that puts a
@@ -64,6 +65,64 @@ def _cache_url_builders() -> None:
 
     compile_builder._cached = True  # type: ignore[attr-defined]
     Rule._compile_builder = compile_builder  # type: ignore[method-assign]
+    _cache_rule_parsing(Rule)
+
+
+def _cache_rule_parsing(rule_class: Any) -> None:
+    """``Rule.compile`` parses the rule text into parts (regex pieces and
+    weights) and converters. The parts and the converters' names and arguments
+    depend only on the text, the map's converter classes and its matching
+    settings: the first rule of a kind is parsed, a later one gets copies of
+    its parts and new converters of its own map, as parsing would make them."""
+    original = rule_class.compile
+    if getattr(original, "_cached", False):
+        return
+    parsed: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def compile(self: Any) -> None:
+        map_ = self.map
+        key = (
+            self.rule,
+            self.host,
+            self.subdomain,
+            self.merge_slashes,
+            map_.host_matching,
+            tuple(map_.converters.items()),
+        )
+        known = parsed.get(key)
+        if known is None:
+            made: list[tuple[Any, ...]] = []
+            before = set(self.arguments)
+
+            def get_converter(name: str, converter: str, args: Any, kwargs: Any) -> Any:
+                made.append((name, converter, args, dict(kwargs)))
+                return type(self).get_converter(self, name, converter, args, kwargs)
+
+            self.get_converter = get_converter
+            try:
+                original(self)
+            finally:
+                del self.get_converter
+            parsed[key] = (
+                tuple(self._parts),
+                tuple(self._trace),
+                tuple(made),
+                frozenset(set(self.arguments) - before),
+            )
+            return
+        parts, trace, converters, arguments = known
+        self._parts = list(parts)
+        self._trace = list(trace)
+        self._converters = {
+            name: self.get_converter(name, converter, args, kwargs)
+            for name, converter, args, kwargs in converters
+        }
+        self.arguments.update(arguments)
+        self._build = self._compile_builder(False).__get__(self, None)
+        self._build_unknown = self._compile_builder(True).__get__(self, None)
+
+    compile._cached = True  # type: ignore[attr-defined]
+    rule_class.compile = compile
 
 
 # --- entry points ----------------------------------------------------------------
