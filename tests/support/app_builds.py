@@ -48,9 +48,19 @@ from typing import Any
 # --- URL rules -------------------------------------------------------------------
 
 
+# The rule caches below lean on how werkzeug's Rule compiles itself (its parts,
+# trace and builders); checked on this release line only. On any other, rules are
+# compiled as werkzeug does it: the tests stay right and are only slower.
+KNOWN_WERKZEUG = ("3.1.",)
+
+
 def _cache_url_builders() -> None:
+    from importlib.metadata import version
+
     from werkzeug.routing.rules import Rule
 
+    if not version("werkzeug").startswith(KNOWN_WERKZEUG):
+        return
     original = getattr(Rule, "_compile_builder", None)
     if original is None or getattr(original, "_cached", False):
         return  # another werkzeug: builds stay uncached, only slower
