@@ -1,6 +1,7 @@
 """CPU per phase of a metered chat call, in-process (issue 20's per-phase profile).
 
     python -m bench.phases                         # this checkout
+    python -m bench.phases --stream                # streamed calls (SSE relayed to the end)
     python -m bench.phases --code /tmp/1d85003     # another checkout, same stack
 
 Starts the benchmark's PostgreSQL database, mock upstream and webhook receiver
@@ -12,6 +13,11 @@ thread of the process (the sender threads deliver each call's alert), read
 from their thread clocks. "framework" is the rest of the request thread:
 Flask, Werkzeug's test client (gunicorn's HTTP handling takes its place in
 ``python -m bench``) and the gateway's own glue.
+
+With ``--stream`` the calls ask for ``stream: true`` and read the answer to
+its end; "upstream" is then opening the upstream stream (its first bytes),
+and relaying the chunks counts in "framework" (the relay runs as Werkzeug
+iterates the response), the settle at the stream's end in "settle".
 
 ``--code`` runs the same measurement on a checkout of another version
 (release 1d85003's layout is known too), so versions compare in one run.
@@ -96,7 +102,7 @@ def _other_threads_ns() -> int:
     return total
 
 
-def measure(calls: int, reps: int) -> list[dict[str, float]]:
+def measure(calls: int, reps: int, stream: bool = False) -> list[dict[str, float]]:
     """Per-phase ms per call, one dict per repetition (of this checkout: cwd)."""
     import yaml
 
@@ -122,13 +128,17 @@ def measure(calls: int, reps: int) -> list[dict[str, float]]:
         hook = services.pm.hook
         hook.pre_request_check = phases.wrap("pre_request_check", hook.pre_request_check)
         services.upstream.call_raw = phases.wrap("upstream", services.upstream.call_raw)
+        if hasattr(services.upstream, "stream"):
+            services.upstream.stream = phases.wrap("upstream", services.upstream.stream)
         client = app.test_client()
         headers = stack.proxy_headers()
-        bodies = [chat_body(END_USERS[i % 100], False) for i in range(100)]
+        bodies = [chat_body(END_USERS[i % 100], stream) for i in range(100)]
 
         def call(i: int) -> None:
             resp = client.post("/v1/chat/completions", json=bodies[i % 100], headers=headers)
-            assert resp.status_code == 200, resp.data
+            data = resp.get_data()  # a stream is relayed (and settled) as it is read
+            assert resp.status_code == 200, data
+            assert not stream or data.rstrip().endswith(b"data: [DONE]"), data[-200:]
 
         for i in range(200):  # warm: pools, prepared statements, windows
             call(i)
@@ -163,15 +173,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=300, help="calls per repetition")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (the median is shown)")
     parser.add_argument("--code", type=Path, help="measure this checkout instead")
+    parser.add_argument("--stream", action="store_true", help="streamed calls instead of chat")
     args = parser.parse_args(argv)
     if args.code is not None:
         # This script, with the other checkout's code (and its bench.stack) first on the path.
         env = {**os.environ, "PYTHONPATH": str(args.code.resolve())}
         cmd = [sys.executable, __file__, "--calls", str(args.calls), "--reps", str(args.reps)]
+        cmd += ["--stream"] if args.stream else []
         subprocess.run(cmd, cwd=args.code, env=env, check=True)
         return
-    rows = measure(args.calls, args.reps)
-    print(f"{Path.cwd()}: ms of CPU per call, median of {args.reps} x {args.calls} calls")
+    rows = measure(args.calls, args.reps, args.stream)
+    kind = "streamed" if args.stream else "chat"
+    print(f"{Path.cwd()}: ms of CPU per {kind} call, median of {args.reps} x {args.calls} calls")
     for name in ORDER:
         values = [row.get(name, 0.0) for row in rows]
         print(f"  {name:22s} {statistics.median(values):6.3f}")
