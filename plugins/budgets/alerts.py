@@ -18,7 +18,8 @@ not a plugin.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, Any
 
 import peewee
 
@@ -31,9 +32,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("comptroller.plugins.budget_alerts")
 
 THRESHOLDS = (85, 95)
-# Marks seen taken, per process (see the module's docstring).
+# Marks seen taken, per process and per database (see the module's docstring): held
+# by the database object itself, never by its id(), which a later database may reuse
+# once the first is gone (tests hand one process many databases).
 _MARKS_REMEMBERED = 4096
-_marks_taken: set[tuple[int, str, str, str, float, float]] = set()
+_marks_taken: weakref.WeakKeyDictionary[Any, set[tuple[str, str, str, float, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 # A call names its period by the budget_reset_at it read when it started, and
 # may record its alert after that moment: longer than any call runs.
 PRUNE_AFTER_SECONDS = 3600.0
@@ -154,20 +159,17 @@ def _reached_first(guarded: Guarded, event: str, line: float, new: float) -> boo
     if new < line:
         return False
     # Per database too: a process that is handed another one (tests) starts afresh.
-    database = BudgetAlertSent._meta.database  # the proxy the core initialises
-    mark = (
-        id(getattr(database, "obj", database)),
-        guarded.kind,
-        guarded.entity_id,
-        event,
-        line,
-        guarded.period,
-    )
-    if mark in _marks_taken:
+    proxy = BudgetAlertSent._meta.database  # the proxy the core initialises
+    database = getattr(proxy, "obj", proxy)
+    taken = _marks_taken.get(database)
+    mark = (guarded.kind, guarded.entity_id, event, line, guarded.period)
+    if taken is not None and mark in taken:
         return False  # no statement for calls long past the line
     first = _first_time(guarded, event, line)
     if not first:  # taken and committed by another call (ours might yet roll back)
-        if len(_marks_taken) >= _MARKS_REMEMBERED:
-            _marks_taken.clear()
-        _marks_taken.add(mark)
+        if taken is None:
+            taken = _marks_taken.setdefault(database, set())
+        if len(taken) >= _MARKS_REMEMBERED:
+            taken.clear()
+        taken.add(mark)
     return first

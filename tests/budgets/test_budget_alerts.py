@@ -7,12 +7,14 @@ each exactly once per entity per budget period, from the call that crossed.
 
 from __future__ import annotations
 
+import gc
 import types
 from typing import Any
 
+import peewee
 import pytest
 
-from plugins.budgets.alerts import raise_crossing_alerts
+from plugins.budgets.alerts import BudgetAlertSent, _reached_first, raise_crossing_alerts
 from plugins.budgets.common import Guarded
 from proxy.call.alerts import Alert
 from proxy.call.auth import hash_key
@@ -234,3 +236,33 @@ def test_a_crossing_two_concurrent_calls_both_missed_is_raised_by_the_next(
     # C reads 1.4 (A, B and itself): old = 1.1 is past the line, yet it is the first to see it.
     assert len(settle(1.4, 0.3)) == 1
     assert settle(1.7, 0.3) == [] and settle(1.7, 0.3) == []
+
+
+def test_marks_remembered_for_a_database_gone_do_not_silence_a_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process remembers the marks it saw taken, per database: a new database
+    has none taken, even one that CPython placed where a freed one was (the
+    fast tier hands each worker process about a thousand databases)."""
+    guarded = Guarded("proxy", "", "", 0.0, 1.0, None, 0.0, lambda spend, top: "")
+
+    def new_database() -> int:
+        database.obj = peewee.SqliteDatabase(":memory:")  # the one before is freed
+        with database.connection_context():
+            database.create_tables([BudgetAlertSent])
+            # The first call past the line takes the mark; the next finds it taken.
+            first = _reached_first(guarded, "budget_crossed", 1.0, 2.0)
+            again = _reached_first(guarded, "budget_crossed", 1.0, 3.0)
+        assert (first, again) == (True, False)
+        return id(database.obj)
+
+    monkeypatch.setattr(database, "obj", None)  # the test's own; restored after
+    addresses = {new_database()}
+    for _ in range(50):  # until one lands on a freed database's address
+        gc.collect()
+        address = new_database()
+        if address in addresses:
+            break
+        addresses.add(address)
+    else:
+        pytest.skip("no database object was placed where a freed one was")
