@@ -163,33 +163,37 @@ def test_a_disabled_budget_plugin_raises_no_alerts(db_url, make_app, capture) ->
 # --- exactly once despite float rounding ------------------------------------
 
 
+def no_message(spend: float, top: float) -> str:
+    return ""
+
+
+def crossings_of(
+    guarded: Guarded, new: float, cost: float, key_hash: str | None = None
+) -> list[Alert]:
+    """The budget_crossed alerts one settle raises for ``guarded``, when the
+    ledger read back ``new`` as its counter after adding ``cost``."""
+    ctx: Any = types.SimpleNamespace(
+        spend_after={guarded.kind: new},
+        alerts=[],
+        key_hash=key_hash,
+        end_user_id=None,
+        user_id=None,
+        team_id=None,
+        user=None,
+        key=None,
+    )
+    with database.connection_context():
+        raise_crossing_alerts(ctx, guarded, cost)
+    return [a for a in ctx.alerts if a.event == "budget_crossed"]
+
+
 def test_two_calls_that_both_look_like_the_crossing_raise_one_alert(db_url, make_app) -> None:
     make_app(budget_config(db_url))  # creates the tables on this database
 
     def settle(new: float, cost: float) -> list[Alert]:
-        ctx: Any = types.SimpleNamespace(
-            spend_after={"key": new},
-            alerts=[],
-            key_hash="h",
-            end_user_id=None,
-            user_id=None,
-            team_id=None,
-            user=None,
-            key=None,
+        return crossings_of(
+            Guarded("key", "h", "Key=k", 0.0, 1.0, None, 0.0, no_message), new, cost, "h"
         )
-        guarded = Guarded(
-            kind="key",
-            entity_id="h",
-            name="Key=k",
-            spend=0.0,
-            max_budget=1.0,
-            soft_budget=None,
-            period=0.0,
-            message=lambda s, m: "",
-        )
-        with database.connection_context():
-            raise_crossing_alerts(ctx, guarded, cost)
-        return [a for a in ctx.alerts if a.event == "budget_crossed"]
 
     # A takes spend from 0.75 to exactly 1.0; B's new - cost rounds to just below 1.0.
     assert len(settle(1.0, 0.25)) == 1
@@ -207,29 +211,7 @@ def test_a_crossing_two_concurrent_calls_both_missed_is_raised_by_the_next(
     make_app(budget_config(db_url))
 
     def settle(new: float, cost: float) -> list[Alert]:
-        ctx: Any = types.SimpleNamespace(
-            spend_after={kind: new},
-            alerts=[],
-            key_hash=None,
-            end_user_id=None,
-            user_id=None,
-            team_id=None,
-            user=None,
-            key=None,
-        )
-        guarded = Guarded(
-            kind=kind,
-            entity_id="1",
-            name="",
-            spend=0.0,
-            max_budget=1.0,
-            soft_budget=None,
-            period=123.0,
-            message=lambda s, m: "",
-        )
-        with database.connection_context():
-            raise_crossing_alerts(ctx, guarded, cost)
-        return [a for a in ctx.alerts if a.event == "budget_crossed"]
+        return crossings_of(Guarded(kind, "1", "", 0.0, 1.0, None, 123.0, no_message), new, cost)
 
     # A and B (0.3 each, from 0.5) each read back 0.8: neither sees the line.
     assert settle(0.8, 0.3) == [] and settle(0.8, 0.3) == []
