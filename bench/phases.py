@@ -6,13 +6,14 @@
 
 Starts the benchmark's PostgreSQL database, mock upstream and webhook receiver
 (``bench.stack``, every plugin on), builds the app in this process and sends
-chat calls through Flask's test client, one at a time. Each phase is timed
+chat calls straight into its WSGI callable (the environ gunicorn would build,
+no test client), one at a time. Each phase is timed
 with ``time.thread_time`` around the function that runs it (exclusive: a
 phase inside another counts once); "webhook sender" is the CPU of every other
 thread of the process (the sender threads deliver each call's alert), read
 from their thread clocks. "framework" is the rest of the request thread:
-Flask, Werkzeug's test client (gunicorn's HTTP handling takes its place in
-``python -m bench``) and the gateway's own glue.
+Flask, Werkzeug and the gateway's own glue (gunicorn's HTTP parsing and socket
+writes come on top of it in ``python -m bench``).
 
 With ``--stream`` the calls ask for ``stream: true`` and read the answer to
 its end; "upstream" is then opening the upstream stream (its first bytes),
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import json
 import os
 import statistics
 import subprocess
@@ -102,6 +105,32 @@ def _other_threads_ns() -> int:
     return total
 
 
+def _environ(body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    """The WSGI environ gunicorn would build for the call (no test client in between)."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/v1/chat/completions",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "4000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in headers.items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    return environ
+
+
 def measure(calls: int, reps: int, stream: bool = False) -> list[dict[str, float]]:
     """Per-phase ms per call, one dict per repetition (of this checkout: cwd)."""
     import yaml
@@ -130,14 +159,19 @@ def measure(calls: int, reps: int, stream: bool = False) -> list[dict[str, float
         services.upstream.call_raw = phases.wrap("upstream", services.upstream.call_raw)
         if hasattr(services.upstream, "stream"):
             services.upstream.stream = phases.wrap("upstream", services.upstream.stream)
-        client = app.test_client()
         headers = stack.proxy_headers()
-        bodies = [chat_body(END_USERS[i % 100], stream) for i in range(100)]
+        bodies = [json.dumps(chat_body(END_USERS[i % 100], stream)).encode() for i in range(100)]
 
         def call(i: int) -> None:
-            resp = client.post("/v1/chat/completions", json=bodies[i % 100], headers=headers)
-            data = resp.get_data()  # a stream is relayed (and settled) as it is read
-            assert resp.status_code == 200, data
+            status: list[str] = []
+            answer = app(_environ(bodies[i % 100], headers), lambda s, h, e=None: status.append(s))
+            try:
+                data = b"".join(answer)  # a stream is relayed (and settled) as it is read
+            finally:
+                close = getattr(answer, "close", None)
+                if close is not None:
+                    close()
+            assert status[0].startswith("200"), data
             assert not stream or data.rstrip().endswith(b"data: [DONE]"), data[-200:]
 
         for i in range(200):  # warm: pools, prepared statements, windows
