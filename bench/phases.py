@@ -154,8 +154,12 @@ def measure(calls: int, reps: int, stream: bool = False) -> list[dict[str, float
         for module_name, attr, phase in layout:
             module = importlib.import_module(module_name)
             setattr(module, attr, phases.wrap(phase, getattr(module, attr)))
-        hook = services.pm.hook
-        hook.pre_request_check = phases.wrap("pre_request_check", hook.pre_request_check)
+        gateway = importlib.import_module("proxy.call.gateway")
+        if hasattr(gateway, "run_checks"):  # the checks' own function (hooks called directly)
+            gateway.run_checks = phases.wrap("pre_request_check", gateway.run_checks)
+        else:
+            hook = services.pm.hook
+            hook.pre_request_check = phases.wrap("pre_request_check", hook.pre_request_check)
         services.upstream.call_raw = phases.wrap("upstream", services.upstream.call_raw)
         if hasattr(services.upstream, "stream"):
             services.upstream.stream = phases.wrap("upstream", services.upstream.stream)

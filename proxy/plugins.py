@@ -26,7 +26,7 @@ from typing import Any
 
 import pluggy
 
-from proxy import hookspecs
+from proxy import hookcalls, hookspecs
 from proxy.config import Config
 
 log = logging.getLogger("comptroller.plugins")
@@ -83,7 +83,7 @@ def _builtin(name: str) -> Any:
 def make_plugin_manager(
     config: Config, extra: list[tuple[str, Any]] | None = None
 ) -> pluggy.PluginManager:
-    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm = hookcalls.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     disabled = set(config.plugins.disable)
     installed = _installed_entry_points(disabled)
@@ -122,8 +122,8 @@ def make_plugin_manager(
 
 def isolated_callers(pm: pluggy.PluginManager, name: str) -> list[tuple[str, Any]]:
     """One hook caller per plugin implementing hook ``name``, in pluggy's call
-    order, each calling that plugin's implementation alone (so pluggy's
-    tracing and monitoring see every call)."""
+    order, each calling that plugin's implementation alone through pluggy (what
+    :func:`call_each` uses while something watches hook calls)."""
     impls = getattr(pm.hook, name).get_hookimpls()
     cache = _isolated.setdefault(pm, {})
     cached = cache.get(name)
@@ -160,14 +160,34 @@ def call_each(
     pluggy stops a hook chain at the first exception; hooks whose
     implementations must all run (``on_alert``, ``call_finished``) go through
     here. With ``isolate`` (a savepoint) each plugin's call runs inside it,
-    so a failing plugin cannot abort the transaction around it.
+    so a failing plugin cannot abort the transaction around it. Each
+    plugin's part runs as pluggy would run it alone (:mod:`proxy.hookcalls`).
     """
-    for plugin_name, caller in isolated_callers(pm, name):
-        try:
-            if isolate is None:
-                caller(**kwargs)
-            else:
-                with isolate():
-                    caller(**kwargs)
-        except Exception:
-            log.exception("%s of plugin %s failed", name, plugin_name)
+    plan = hookcalls.plan(pm, name)
+    if plan is None or not hookcalls.takes(plan, kwargs):
+        for plugin_name, caller in isolated_callers(pm, name):
+            _isolated_call(name, plugin_name, isolate, _with_keywords(caller), kwargs)
+        return
+    for plugin_name, part in plan.each:
+        _isolated_call(name, plugin_name, isolate, part, kwargs)
+
+
+def _with_keywords(caller: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
+    return lambda kwargs: caller(**kwargs)
+
+
+def _isolated_call(
+    name: str,
+    plugin_name: str,
+    isolate: Callable[[], AbstractContextManager[Any]] | None,
+    call: Callable[[dict[str, Any]], Any],
+    kwargs: dict[str, Any],
+) -> None:
+    try:
+        if isolate is None:
+            call(kwargs)
+        else:
+            with isolate():
+                call(kwargs)
+    except Exception:
+        log.exception("%s of plugin %s failed", name, plugin_name)

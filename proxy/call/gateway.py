@@ -17,7 +17,14 @@ from proxy.call import api_bounds, read_fold
 from proxy.call.access import list_allows, refusing_list
 from proxy.call.auth import Caller
 from proxy.call.bound import DEFAULT_OUTPUT_CAP, WorstCase, call_worst_case
-from proxy.call.context import CallContext, CallRead, ReadFragment, Usage, new_request_id
+from proxy.call.context import (
+    CallContext,
+    CallRead,
+    ReadFragment,
+    Refusal,
+    Usage,
+    new_request_id,
+)
 from proxy.call.customers import call_rows, load_customer
 from proxy.call.estimate import estimate_prompt_tokens
 from proxy.call.last_known import LastKnownCallers
@@ -25,6 +32,7 @@ from proxy.call.router import Router
 from proxy.call.settle import JournalReplayer, settle_spend
 from proxy.config import Config
 from proxy.errors import AuthError, BadRequest, Forbidden, ProxyError
+from proxy.hookcalls import call_hook
 from proxy.plugins import call_each
 from proxy.storage.db import database, is_unreachable
 from proxy.storage.journal import SpendJournal
@@ -259,6 +267,12 @@ def _with_headers(resp: Response, ctx: CallContext) -> Response:
     return resp
 
 
+def run_checks(services: Services, ctx: CallContext) -> Refusal | None:
+    """Every plugin's ``pre_request_check``: the first refusal wins."""
+    refusal: Refusal | None = call_hook(services.pm, "pre_request_check", ctx=ctx)
+    return refusal
+
+
 def _finish(services: Services, ctx: CallContext, outcome: str) -> None:
     # What the read's fragments took for plugins whose check never took it (refused first).
     read_fold.give_back(ctx.read, services.read_fragments, ctx.read_results)
@@ -300,7 +314,7 @@ def handle_call(
     ctx = build_context(services, caller, deployment, call_type, body, headers, carried_tokens)
     try:
         # Fail-open with the database away: the last known state was checked instead.
-        refusal = None if caller.last_known else services.pm.hook.pre_request_check(ctx=ctx)
+        refusal = None if caller.last_known else run_checks(services, ctx)
     except BaseException:
         # A check that crashed after others took slots: give those back too.
         _finish(services, ctx, "failed")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import peewee
 
 from proxy.call.cost import cost_of
+from proxy.hookcalls import call_hook
 from proxy.plugins import call_each
 from proxy.storage import clock, counters, stripes
 from proxy.storage.batching import batched_transaction, current_batch, defer_write
@@ -274,7 +275,7 @@ def _fresh_connection() -> None:
 
 
 def _run_plugins(pm: pluggy.PluginManager, ctx: CallContext, usage: Usage, cost: float) -> None:
-    pm.hook.post_call_spend(ctx=ctx, usage=usage, cost=cost)
+    call_hook(pm, "post_call_spend", ctx=ctx, usage=usage, cost=cost)
     dispatch_alerts(pm, ctx.alerts)
 
 
