@@ -29,6 +29,7 @@ from typing import Any
 
 import peewee
 
+from proxy.storage import literals
 from proxy.storage.db import database
 from proxy.storage.prepared import Prepared, after_failure, mark_prepared, run_statement
 
@@ -69,8 +70,10 @@ class Batch:
         preparing: set[str] = set(itertools.chain.from_iterable(n for _, n in self.deferred))
         before = set(preparing)
         text = Prepared.of(sql).text_for(conn, preparing)
-        mogrified = self.db.cursor().mogrify(text, params)
-        self.deferred.append((mogrified.decode(), frozenset(preparing - before)))
+        interpolated = literals.interpolate(text, params) if literals.fits(conn) else None
+        if interpolated is None:
+            interpolated = self.db.cursor().mogrify(text, params).decode()
+        self.deferred.append((interpolated, frozenset(preparing - before)))
 
     def commit(self) -> None:
         statements = [sql for sql, _ in self.deferred]

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from proxy.storage.db import database
+from proxy.storage.literals import for_execute
 
 _PLAIN: frozenset[str] = frozenset()  # marks a connection that runs plain SQL
 _known: weakref.WeakKeyDictionary[Any, set[str] | frozenset[str]] = weakref.WeakKeyDictionary()
@@ -86,9 +87,9 @@ class Prepared:
         """Execute with ``params``."""
         conn = database.connection()
         preparing: set[str] = set()
-        text = self.text_for(conn, preparing)
+        text, values = for_execute(conn, self.text_for(conn, preparing), params)
         try:
-            cursor = database.execute_sql(text, params)
+            cursor = database.execute_sql(text, values)
         except Exception as err:
             after_failure(conn, preparing, err)
             raise
