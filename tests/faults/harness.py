@@ -20,6 +20,7 @@ from typing import Any
 import psycopg2
 import requests
 
+from proxy.storage.journal import entries_in
 from tests.conftest import MASTER, base_config, openai_model
 from tests.support.mock_openai import MockOpenAI
 from tests.support.proxy_server import ProxyServer, wait_until
@@ -80,7 +81,14 @@ class Instances:
         return all(s.process is not None and s.process.poll() is None for s in self.servers)
 
     def pending_journal_entries(self) -> int:
-        return sum(len(list(d.rglob("*.json"))) for d in self.journals if d.exists())
+        # Settling (in a slot) or kept, in each database's subdirectory of each journal.
+        return sum(
+            len(entries_in(sub))
+            for journal in self.journals
+            if journal.exists()
+            for sub in journal.iterdir()
+            if sub.is_dir()
+        )
 
 
 class Load:

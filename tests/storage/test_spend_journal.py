@@ -21,6 +21,7 @@ from proxy.app import create_app
 from proxy.config import build_config
 from proxy.hookspecs import hookimpl
 from proxy.storage.db import database
+from proxy.storage.journal import entries_in
 from tests.conftest import MASTER, MASTER_KEY, openai_model
 from tests.faults.outage import DatabaseCutOff
 from tests.support.databases import create_pg_database, drop_pg_database
@@ -197,12 +198,16 @@ def test_an_entry_whose_call_is_still_settling_is_not_replayed(
     own_pg: str, upstream: MockOpenAI, tmp_path: Path
 ) -> None:
     proxy = Proxy(own_pg, upstream, tmp_path / "journal")
-    held = proxy.services.journal.write("chatcmpl-settling", {"request_id": "chatcmpl-settling"})
+    journal = proxy.services.journal
+    held = journal.write("chatcmpl-settling", {"request_id": "chatcmpl-settling"})
     try:
+        assert entries_in(journal.directory) == ["chatcmpl-settling"]  # written ahead
         assert proxy.services.replayer.replay() == 0
-        assert [p.name for p in proxy.pending()] == ["chatcmpl-settling.json"]
+        assert not journal.has_pending()
+        assert entries_in(journal.directory) == ["chatcmpl-settling"]
     finally:
         held.done()
+    assert entries_in(journal.directory) == []
     assert proxy.pending() == []
 
 
