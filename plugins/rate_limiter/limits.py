@@ -9,8 +9,7 @@ a call must fit in every one of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from proxy.plugin_api import Config, ConfigError
 
@@ -32,9 +31,9 @@ KIND_ORDER = ("key", "user", "team", "end_user")
 DEPLOYMENT_KIND = "deployment"
 
 
-@dataclass(frozen=True)
-class Scope:
-    """One entity whose limits apply to the call."""
+class Scope(NamedTuple):
+    """One entity whose limits apply to the call (a named tuple: several are built
+    per call, and a frozen dataclass costs a ``setattr`` per field to build)."""
 
     kind: str  # "key", "user", "team", "end_user" or "deployment"
     entity: str  # the window row's id: key hash, user id, team id, end-user id or deployment id
@@ -51,6 +50,8 @@ class Scope:
 def _limit(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
+    if type(value) is int:  # what the rows hold: no conversion to try
+        return value if value > 0 else 0
     try:
         return max(int(value), 0)
     except (TypeError, ValueError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from plugins.rate_limiter.limits import KIND_ORDER, WINDOW_SECONDS
 from plugins.rate_limiter.store import Admission, WindowState
@@ -28,27 +27,20 @@ def window_reset(state: WindowState, now: float) -> float:
     return max(state.window_start + WINDOW_SECONDS - now, 0.0)
 
 
-def _tightest(
-    states: list[WindowState], limit: Callable[[WindowState], int | None], used: str, now: float
-) -> dict[str, str]:
-    best: tuple[int, float, int] | None = None
-    for state in states:
-        cap = limit(state)
-        if cap is None:
-            continue
-        remaining = max(cap - getattr(state, used), 0)
-        candidate = (remaining, -window_reset(state, now), cap)
-        if best is None or candidate < best:
-            best = candidate
-    if best is None:
-        return {}
-    remaining, negative_reset, cap = best
-    suffix = "requests" if used == "requests" else "tokens"
-    return {
-        f"x-ratelimit-limit-{suffix}": str(cap),
-        f"x-ratelimit-remaining-{suffix}": str(remaining),
-        f"x-ratelimit-reset-{suffix}": duration_text(-negative_reset),
-    }
+Tightest = tuple[int, float, int]  # (remaining, -seconds to the window's reset, limit)
+
+
+def _tighter(best: Tightest | None, cap: int, used: int, negative_reset: float) -> Tightest:
+    candidate = (max(cap - used, 0), negative_reset, cap)
+    return candidate if best is None or candidate < best else best
+
+
+def _headers(headers: dict[str, str], suffix: str, best: Tightest | None) -> None:
+    if best is not None:
+        remaining, negative_reset, cap = best
+        headers[f"x-ratelimit-limit-{suffix}"] = str(cap)
+        headers[f"x-ratelimit-remaining-{suffix}"] = str(remaining)
+        headers[f"x-ratelimit-reset-{suffix}"] = duration_text(-negative_reset)
 
 
 def rate_limit_headers(admission: Admission, now: float) -> dict[str, str]:
@@ -57,11 +49,20 @@ def rate_limit_headers(admission: Admission, now: float) -> dict[str, str]:
     The tightest is the scope with the fewest left (on a tie, the one whose
     window ends last). A kind of limit no scope has gets no headers.
     """
-    states = admission.states
-    return {
-        **_tightest(states, lambda s: s.scope.rpm_limit, "requests", now),
-        **_tightest(states, lambda s: s.scope.tpm_limit, "tokens", now),
-    }
+    requests: Tightest | None = None
+    tokens: Tightest | None = None
+    for state in admission.states:
+        scope = state.scope
+        if scope.rpm_limit is not None:
+            requests = _tighter(
+                requests, scope.rpm_limit, state.requests, -window_reset(state, now)
+            )
+        if scope.tpm_limit is not None:
+            tokens = _tighter(tokens, scope.tpm_limit, state.tokens, -window_reset(state, now))
+    headers: dict[str, str] = {}
+    _headers(headers, "requests", requests)
+    _headers(headers, "tokens", tokens)
+    return headers
 
 
 def exceeded_limit(state: WindowState) -> tuple[str, int, int, bool] | None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import peewee
 
@@ -52,9 +52,9 @@ _FITS = (
 )
 
 
-@dataclass(frozen=True)
-class WindowState:
-    """A scope's counters as the check left them (after this call, if it was counted)."""
+class WindowState(NamedTuple):
+    """A scope's counters as the check left them (after this call, if it was counted);
+    a named tuple, as :class:`~plugins.rate_limiter.limits.Scope`."""
 
     scope: Scope
     window_start: float

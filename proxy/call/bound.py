@@ -304,9 +304,13 @@ def _predicted_tokens(body: dict[str, Any]) -> int:
 
 def output_limit(body: dict[str, Any], price: Price) -> tuple[int, bool]:
     """(tokens one answer may have, True when that is Comptroller's default cap)."""
-    limits = [c for c in (_count(body.get(name)) for name in LIMIT_FIELDS) if c is not None]
-    if limits:
-        return max(limits), False
+    largest: int | None = None
+    for name in LIMIT_FIELDS:
+        limit = _count(body.get(name))
+        if limit is not None and (largest is None or limit > largest):
+            largest = limit
+    if largest is not None:
+        return largest, False
     if price.max_output_tokens:
         return price.max_output_tokens, False
     if price.context_window:

@@ -139,15 +139,28 @@ class Price:
     def dearest_rates_up_to(self, prompt_tokens: int) -> tuple[float, float]:
         """(input, output): the highest price per token of any part, tier a prompt of
         at most ``prompt_tokens`` tokens can fall in, and variant: the worst case's."""
+        dearest_input, dearest_output, tiers = self._dearest_steps
+        for threshold, tier_input, tier_output in tiers:
+            if prompt_tokens > threshold:
+                dearest_input = max(dearest_input, tier_input)
+                dearest_output = max(dearest_output, tier_output)
+        return dearest_input, dearest_output
+
+    @functools.cached_property
+    def _dearest_steps(self) -> tuple[float, float, tuple[tuple[int, float, float], ...]]:
+        """What :meth:`dearest_rates_up_to` reads on every call, worked out once per price:
+        the dearest base rates of this price and its variants, and every tier of
+        them as (threshold, its dearest input, its dearest output)."""
         prices = [self, *(variant for _, variant in self.variants)]
-        candidates = [
-            rates
+        tiers = tuple(
+            (threshold, rates.max_input, rates.max_output)
             for price in prices
-            for rates in [price.rates, *(r for t, r in price.tiers if prompt_tokens > t)]
-        ]
+            for threshold, rates in price.tiers
+        )
         return (
-            max(r.max_input for r in candidates),
-            max(r.max_output for r in candidates),
+            max(price.rates.max_input for price in prices),
+            max(price.rates.max_output for price in prices),
+            tiers,
         )
 
 

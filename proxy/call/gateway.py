@@ -209,9 +209,8 @@ def build_context(
         model_group=deployment.model_name,
         reachable=services.router.reachable(deployment.model_name),
         max_upstream_seconds=services.router.max_seconds(deployment.model_name),
+        request_id=folded.read.request_id if folded is not None else new_request_id(),
     )
-    if folded is not None:
-        ctx.request_id = folded.read.request_id
     if caller.key is not None:
         ctx.team_id = caller.key.team_id or (caller.user.team_id if caller.user else None)
     if not caller.last_known:  # fail-open with the database away: no rows to read

@@ -98,7 +98,8 @@ def fallback_kind(err: ProxyError) -> str | None:
 
 
 class Router:
-    """One per process; its only state is the in-flight counts for ``least-busy``."""
+    """One per process; its only state is the in-flight counts for ``least-busy`` and
+    the rotation's credits (what each model reaches is worked out once, from the config)."""
 
     def __init__(self, table: ModelTable, settings: RouterSettings, pm: pluggy.PluginManager):
         self.table = table
@@ -114,6 +115,11 @@ class Router:
                 "which needs a plugin that keeps deployment limits (the builtin rate_limiter "
                 "is disabled)"
             )
+        # What a call to each model may reach, and for how long: fixed by the config,
+        # and asked on every call (the read, the context), so worked out once.
+        self._reach = {
+            name: (tuple(self._reachable(name)), self._max_seconds(name)) for name in table.by_group
+        }
 
     # --- what a call may reach ------------------------------------------------
 
@@ -128,14 +134,22 @@ class Router:
     def reachable(self, model: str) -> list[Deployment]:
         """Every deployment a call to ``model`` may be answered by, fallbacks included:
         budgets and strict reservations bound the call by the dearest of them."""
+        known = self._reach.get(model)
+        return list(known[0]) if known is not None else self._reachable(model)
+
+    def max_seconds(self, model: str) -> float:
+        """The longest the upstream part of a call to ``model`` may take: every attempt
+        on it and on its fallbacks timing out (reservations and slots must outlive it)."""
+        known = self._reach.get(model)
+        return known[1] if known is not None else self._max_seconds(model)
+
+    def _reachable(self, model: str) -> list[Deployment]:
         found = list(self.table.group(model))
         for name in self.fallback_models(model):
             found += self.table.group(name)
         return found
 
-    def max_seconds(self, model: str) -> float:
-        """The longest the upstream part of a call to ``model`` may take: every attempt
-        on it and on its fallbacks timing out (reservations and slots must outlive it)."""
+    def _max_seconds(self, model: str) -> float:
         total = 0.0
         for name in [model, *self.fallback_models(model)]:
             group = self.table.group(name)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from proxy.call.bound import DEFAULT_OUTPUT_CAP, worst_case
 from proxy.call.context import Usage
-from proxy.call.cost import PriceOverrides, cost_of, resolve_price
+from proxy.call.cost import Price, PriceOverrides, Rates, cost_of, resolve_price
 from tests.support.billing import AdversarialBilling, TokenizerLikeBilling
 
 M = 1e-6
@@ -265,3 +265,29 @@ def test_the_adversarial_upstream_bills_exactly_the_bound(body):
         bound.prompt_tokens,
         bound.completion_tokens,
     )
+
+
+def _dearest_by_every_candidate(price: Price, prompt_tokens: int) -> tuple[float, float]:
+    """The dearest rates spelled out: every base and reached tier of every variant."""
+    candidates = [
+        rates
+        for p in [price, *(variant for _, variant in price.variants)]
+        for rates in [p.rates, *(r for t, r in p.tiers if prompt_tokens > t)]
+    ]
+    return max(r.max_input for r in candidates), max(r.max_output for r in candidates)
+
+
+def test_the_dearest_rates_are_those_of_every_tier_and_variant_the_prompt_reaches() -> None:
+    tiered = Price(
+        rates=Rates(input=1.0, output=2.0, cache_write=1.5),
+        tiers=((100, Rates(input=3.0, output=1.0)), (1_000, Rates(input=2.0, output=9.0))),
+    )
+    variant = Price(
+        rates=Rates(input=0.5, output=4.0, audio_input=2.5),
+        tiers=((500, Rates(input=5.0, output=0.1, other_output=6.0)),),
+    )
+    price = Price(rates=tiered.rates, tiers=tiered.tiers, variants=((None, variant),))
+    for p in (tiered, variant, price, Price(rates=Rates(input=1.0, output=2.0))):
+        for prompt in (0, 1, 100, 101, 500, 501, 1_000, 1_001, 10**9):
+            assert p.dearest_rates_up_to(prompt) == _dearest_by_every_candidate(p, prompt)
+    assert price.dearest_rates_up_to(501) == (5.0, 6.0)
