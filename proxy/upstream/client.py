@@ -16,24 +16,16 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import urllib3
-from urllib3.connectionpool import HTTPConnectionPool
-from urllib3.exceptions import (
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
-from urllib3.exceptions import (
-    TimeoutError as Urllib3Timeout,
-)
-from urllib3.util import parse_url
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from proxy.call.context import Usage
 from proxy.call.estimate import estimate_prompt_tokens
 from proxy.errors import BadRequest, ProxyError, UpstreamError
+from proxy.keepalive import Answer, Routes, chunks_of
 from proxy.upstream import anthropic
 from proxy.upstream.apis import APIS, CHAT
 from proxy.upstream.deployments import Deployment
@@ -124,8 +116,6 @@ def _error_from_upstream(status: int, raw: bytes, api_key: str | None = None) ->
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 # An upstream that never ends an event is relayed anyway past this size.
 _MAX_PENDING = 1 << 20
-# URLs whose pool and request target UpstreamClient keeps (proxy.upstream.client._route).
-MAX_KEPT_ROUTES = 1024
 
 
 class StreamRelay:
@@ -239,21 +229,8 @@ class UpstreamClient:
         self.pools = urllib3.PoolManager(
             num_pools=64, maxsize=pool_size, block=False, retries=False
         )
-        # URL -> (its origin's pool, the request target): see _route.
-        self._routes: dict[str, tuple[HTTPConnectionPool, str]] = {}
-
-    def _route(self, url: str) -> tuple[HTTPConnectionPool, str]:
-        """The keep-alive pool of ``url``'s origin (the manager's own) and the target
-        to request there: what ``PoolManager.request`` works out again on every call
-        (parsing the URL, the pool key, a copy of the headers: ~20% of a call's
-        urllib3 CPU), kept per URL. A pool the manager has since closed (it keeps
-        the 64 last used) is looked up again."""
-        route = self._routes.get(url)
-        if route is None or route[0].pool is None:
-            route = (self.pools.connection_from_url(url), parse_url(url).request_uri)
-            if len(self._routes) < MAX_KEPT_ROUTES:  # responses/<id> URLs are many
-                self._routes[url] = route
-        return route
+        # URL -> (its origin's keep-alive connections, the request target).
+        self.route = Routes(self.pools, maxsize=pool_size)
 
     def _target(
         self, dep: Deployment, path: str, client_headers: Any = None
@@ -290,36 +267,38 @@ class UpstreamClient:
         dep: Deployment,
         path: str,
         body: dict[str, Any] | None,
-        stream: bool,
         client_headers: Any = None,
         method: str = "POST",
-    ) -> urllib3.HTTPResponse:
+    ) -> Answer:
         url, headers = self._target(dep, path, client_headers)
-        timeout = urllib3.Timeout(connect=min(dep.timeout, 10.0), read=dep.timeout)
-        pool, target = self._route(url)
+        origin, target = self.route(url)
         try:
-            # As PoolManager.request(..., redirect=False) sends it, without its per-call work.
-            resp = pool.urlopen(
+            return origin.send(
                 method,
                 target,
-                body=json.dumps(body).encode() if body is not None else None,
-                headers=headers,
-                timeout=timeout,
-                preload_content=not stream,
-                redirect=False,
-                assert_same_host=False,
+                json.dumps(body).encode() if body is not None else None,
+                headers,
+                connect_timeout=min(dep.timeout, 10.0),
+                read_timeout=dep.timeout,
             )
-            # A pool over http(s) answers with the concrete HTTPResponse.
-            return cast(urllib3.HTTPResponse, resp)
         except NewConnectionError as err:
             raise UpstreamError(
                 f"Upstream connection failed for {deployment_label(dep)}: {_reason(err)}"
             ) from err
-        except (ReadTimeoutError, Urllib3Timeout):
-            raise UpstreamTimeout(
-                f"Upstream timed out after {dep.timeout:g}s for model {dep.model_name}"
-            ) from None
-        except (ProtocolError, HTTPError) as err:
+        except Urllib3Timeout:
+            raise _timed_out(dep) from None
+        except HTTPError as err:
+            raise UpstreamError(
+                f"Upstream request failed for {deployment_label(dep)}: {_reason(err)}"
+            ) from err
+
+    def _read(self, dep: Deployment, answer: Answer) -> bytes:
+        """The whole answer, its failures mapped as :meth:`_request` maps them."""
+        try:
+            return answer.read()
+        except Urllib3Timeout:
+            raise _timed_out(dep) from None
+        except HTTPError as err:
             raise UpstreamError(
                 f"Upstream request failed for {deployment_label(dep)}: {_reason(err)}"
             ) from err
@@ -346,11 +325,12 @@ class UpstreamClient:
             body = anthropic.chat_to_messages(body, dep.upstream_model, dep.price.max_output_tokens)
         elif from_claude:
             body = anthropic.messages_to_chat(body, dep.upstream_model)
-        resp = self._request(dep, upstream_path(dep, call_type), body, False, client_headers)
+        resp = self._request(dep, upstream_path(dep, call_type), body, client_headers)
+        data = self._read(dep, resp)
         if resp.status >= 400:
-            raise _error_from_upstream(resp.status, resp.data, dep.api_key)
+            raise _error_from_upstream(resp.status, data, dep.api_key)
         try:
-            answer = json.loads(resp.data)
+            answer = json.loads(data)
         except ValueError:
             raise UpstreamError(f"Upstream sent invalid JSON for model {dep.model_name}") from None
         if not isinstance(answer, dict):
@@ -359,7 +339,7 @@ class UpstreamClient:
             return anthropic.message_to_chat(answer, dep.model_name), None
         if from_claude:
             return anthropic.chat_to_message(answer, dep.model_name), None
-        return answer, resp.data
+        return answer, data
 
     def stream(
         self,
@@ -397,36 +377,27 @@ class UpstreamClient:
         elif not relay_usage and not accepts_stream_options(dep):
             # Metered from the text relayed instead (see gateway.settle_stream).
             body = _without_injected_usage(body)
-        resp = self._request(dep, upstream_path(dep, call_type), body, True, client_headers)
-        if resp.status >= 400:
-            raw = resp.read()
-            resp.release_conn()
-            raise _error_from_upstream(resp.status, raw, dep.api_key)
+        answer = self._request(dep, upstream_path(dep, call_type), body, client_headers)
+        if answer.status >= 400:
+            # Read unmapped, as before (a body that breaks here is not an upstream answer).
+            raise _error_from_upstream(answer.status, answer.read(), dep.api_key)
+        resp = answer.stream()
 
         def chunks() -> Iterator[bytes]:
             try:
-                if resp.chunked and resp.supports_chunked_reads():
-                    yield from resp.read_chunked(decode_content=True)
-                else:
-                    while True:
-                        part = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
-                        if not part:
-                            break
-                        yield part
-            except (ReadTimeoutError, Urllib3Timeout):
-                raise UpstreamTimeout(
-                    f"Upstream timed out after {dep.timeout:g}s for model {dep.model_name}"
-                ) from None
-            except (ProtocolError, HTTPError) as err:
+                yield from chunks_of(resp)
+            except Urllib3Timeout:
+                raise _timed_out(dep) from None
+            except HTTPError as err:
                 raise UpstreamError(
                     f"Upstream stream broke for {deployment_label(dep)}: {_reason(err)}"
                 ) from err
             finally:
-                resp.release_conn()
+                answer.release()
 
         def close() -> None:
             # A stream abandoned half-way cannot be reused: drop the socket.
-            resp.drain_conn() if resp.isclosed() else resp.close()
+            answer.release()
 
         return StreamRelay(
             chunks(),
@@ -448,8 +419,12 @@ class UpstreamClient:
         ``count_tokens``): the upstream's status and body."""
         if dep.answers_itself:
             return mock_forward(dep, method, path, body)
-        resp = self._request(dep, path, body, False, client_headers, method=method)
-        return resp.status, resp.data
+        resp = self._request(dep, path, body, client_headers, method=method)
+        return resp.status, self._read(dep, resp)
+
+
+def _timed_out(dep: Deployment) -> UpstreamTimeout:
+    return UpstreamTimeout(f"Upstream timed out after {dep.timeout:g}s for model {dep.model_name}")
 
 
 def upstream_path(dep: Deployment, call_type: str) -> str:

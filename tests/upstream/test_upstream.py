@@ -8,12 +8,14 @@ tiny socket server that sends canned bytes.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import urllib3
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -316,6 +318,7 @@ class CannedServer:
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
+        self.requests: list[bytes] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -347,6 +350,7 @@ class CannedServer:
                     if not part:
                         break
                     body += part
+                self.requests.append(head + b"\r\n\r\n" + body)
                 if self.reply is not None:
                     conn.sendall(self.reply)
 
@@ -432,9 +436,28 @@ def test_connections_to_an_upstream_are_kept_alive_and_reused(upstream: MockOpen
     dep = deployment_for(upstream.base_url)
     for _ in range(3):
         assert client.call(dep, "chat", CHAT_BODY)["object"] == "chat.completion"
-    pool = client.pools.connection_from_url(upstream.base_url)
-    assert pool.num_requests == 3
-    assert pool.num_connections == 1
+    origin, _ = client.route(f"{upstream.base_url}/chat/completions")
+    assert origin.requests == 3
+    assert origin.connections == 1
+
+
+def test_the_upstream_gets_the_request_urllib3_sends(
+    canned: Callable[[bytes | None], CannedServer],
+) -> None:
+    """The request line and headers, in order, as ``pool.urlopen`` sent them."""
+    server = canned(http_reply("200 OK", b'{"object": "chat.completion"}'))
+    UpstreamClient().call(deployment_for(server.base_url), "chat", CHAT_BODY)
+    body = json.dumps(CHAT_BODY).encode()
+    assert server.requests == [
+        b"POST /v1/chat/completions HTTP/1.1\r\n"
+        + f"Host: 127.0.0.1:{server.port}\r\n".encode()
+        + b"Accept-Encoding: identity\r\n"
+        + f"Content-Length: {len(body)}\r\n".encode()
+        + f"User-Agent: python-urllib3/{urllib3.__version__}\r\n".encode()
+        + b"Content-Type: application/json\r\nAccept: application/json\r\n"
+        + b"Authorization: Bearer sk-upstream-openai\r\n\r\n"
+        + body
+    ]
 
 
 def test_a_half_read_stream_is_not_reused(upstream: MockOpenAI) -> None:
