@@ -40,14 +40,14 @@ from urllib3.util import parse_url, wait_for_read
 DEFAULT_USER_AGENT = f"python-urllib3/{urllib3.__version__}"
 # The errnos urllib3 reads as a read timeout (a non-blocking socket's EAGAIN).
 _BLOCKING_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK}
-# URLs whose origin and request target a Routes keeps (responses/<id> URLs are many).
+# URLs whose origin and request target a KeepAliveRoutes keeps (responses/<id> URLs are many).
 MAX_KEPT_ROUTES = 1024
 
 
 class _Connection(http.client.HTTPConnection):
     """http.client's request and answer on a socket a urllib3 connection opened."""
 
-    def __init__(self, origin: Origin) -> None:
+    def __init__(self, origin: KeepAliveOrigin) -> None:
         # The Host header urllib3 sends: its connection's host (no trailing dot).
         super().__init__(origin.host.rstrip("."), origin.port)
         self.default_port = origin.default_port
@@ -62,7 +62,7 @@ class _Connection(http.client.HTTPConnection):
         self.origin.connections += 1
 
 
-class Origin:
+class KeepAliveOrigin:
     """Up to ``maxsize`` idle keep-alive connections to one ``scheme://host:port``.
 
     ``pool`` is the urllib3 pool of the origin (``PoolManager.connection_from_url``):
@@ -150,7 +150,7 @@ class Origin:
             headers = {"User-Agent": DEFAULT_USER_AGENT, **headers}
         try:
             try:
-                conn.request(method, target, body, dict(headers))
+                conn.request(method, target, body, headers)
             except BrokenPipeError:
                 pass  # the server may have answered already: read it
             except OSError as err:
@@ -183,7 +183,7 @@ class Answer:
 
     def __init__(
         self,
-        origin: Origin,
+        origin: KeepAliveOrigin,
         conn: _Connection,
         response: http.client.HTTPResponse,
         method: str,
@@ -271,18 +271,18 @@ class Answer:
             conn.close()
 
 
-class Routes:
-    """URL -> (its origin's :class:`Origin`, the request target), worked out once
+class KeepAliveRoutes:
+    """URL -> (its origin's :class:`KeepAliveOrigin`, the request target), worked out once
     per URL (urllib3 parses the URL, builds the pool key and copies the headers
     again on every ``PoolManager.request``)."""
 
     def __init__(self, pools: urllib3.PoolManager, maxsize: int = 1) -> None:
         self.pools = pools
         self.maxsize = maxsize
-        self._routes: dict[str, tuple[Origin, str]] = {}
-        self._origins: dict[tuple[str, str, int], Origin] = {}
+        self._routes: dict[str, tuple[KeepAliveOrigin, str]] = {}
+        self._origins: dict[tuple[str, str, int], KeepAliveOrigin] = {}
 
-    def __call__(self, url: str) -> tuple[Origin, str]:
+    def __call__(self, url: str) -> tuple[KeepAliveOrigin, str]:
         route = self._routes.get(url)
         if route is None:
             pool = self.pools.connection_from_url(url)
@@ -290,7 +290,7 @@ class Routes:
             key = (pool.scheme, pool.host, pool.port)
             origin = self._origins.get(key)
             if origin is None:
-                origin = self._origins.setdefault(key, Origin(pool, self.maxsize))
+                origin = self._origins.setdefault(key, KeepAliveOrigin(pool, self.maxsize))
             route = (origin, parse_url(url).request_uri)
             if len(self._routes) < MAX_KEPT_ROUTES:
                 self._routes[url] = route

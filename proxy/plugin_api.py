@@ -22,6 +22,8 @@ Database access, the same on SQLite and PostgreSQL:
   :func:`after_commit`: transactions; :func:`lock_rows` and
   :func:`features` where the two databases differ; :func:`spend_expression`
   reads an entity's committed spend inside a plugin's own statement.
+- :class:`KeepAliveRoutes`: keep-alive HTTP connections for a plugin's own
+  requests (a webhook POST), as cheap as the proxy's upstream calls.
 - :func:`connect`/:func:`close`: a background thread's own connection;
   :func:`database_now`: the database's clock, which every host shares
   (``ctx.now()`` in a hook).
@@ -42,6 +44,7 @@ from proxy.call.context import CallContext, CallRead, ReadFragment, Refusal, Usa
 from proxy.config import Config, ConfigError
 from proxy.durations import parse_duration
 from proxy.hookspecs import hookimpl
+from proxy.keepalive import KeepAliveOrigin, KeepAliveRoutes
 from proxy.storage.batching import defer_write
 from proxy.storage.clock import now as database_now
 from proxy.storage.db import BaseModel as PluginModel
@@ -71,6 +74,8 @@ __all__ = [
     "Deployment",
     "Features",
     "JSONField",
+    "KeepAliveOrigin",
+    "KeepAliveRoutes",
     "PluginModel",
     "ReadFragment",
     "Refusal",

@@ -15,7 +15,10 @@ carry their own backoff, so when a probe succeeds the backlog drains at
 once; an alert the receiver keeps refusing costs one short pause per retry
 and never holds up the others. The threads sleep on an event that
 ``on_alert`` sets, with ``poll_interval`` as a floor for alerts queued by
-other processes.
+other processes. A round that was woken (or follows a full batch) claims at
+once; a poll first asks whether any alert is due, a plain read, so that idle
+polls take no write lock. A round that emptied the queue is not followed by
+another: what arrives later wakes the thread or waits for the next poll.
 
 Delivery is at least once: a sender that dies (or is stopped) after the
 receiver got an alert but before marking it sent leaves it to be sent again
@@ -35,19 +38,18 @@ import weakref
 from dataclasses import dataclass
 
 import urllib3
-from urllib3.util import parse_url
 
 from plugins.webhook_alerter import outbox
 from plugins.webhook_alerter.settings import WebhookSettings
 from plugins.webhook_alerter.signing import sign
-from proxy.plugin_api import close, connect, database_now
+from proxy.plugin_api import KeepAliveOrigin, KeepAliveRoutes, close, connect, database_now
 
 log = logging.getLogger("comptroller.webhooks")
 
 USER_AGENT = "comptroller-webhook/1"
 PRUNE_EVERY = 600.0
-# Pause after a round that emptied the queue: alerts arriving meanwhile are
-# claimed together (one claim and one update for a batch, not per alert).
+# Pause after a wake before claiming: alerts arriving meanwhile are claimed
+# together (one claim and one update for a batch, not per alert).
 GATHER_SECONDS = 0.05
 
 
@@ -144,9 +146,10 @@ class WebhookSender:
     def _run(self, index: int) -> None:
         stopping, wake = self._stopping, self._wake
         errors = 0
+        woken = False
         while not stopping.is_set():
             try:
-                again = self.deliver_once(probe_allowed=index == 0)
+                again = self.deliver_once(probe_allowed=index == 0, woken=woken)
                 errors = 0
             except Exception:
                 # The database may be down: never die, log once per streak.
@@ -161,18 +164,23 @@ class WebhookSender:
                 again = True
             finally:
                 self._close_connection()
+            woken = False
             if stopping.is_set():
                 continue
             if again:
-                full = self.settings.batch_size
-                if getattr(self._local, "last_batch", full) < full:
-                    # Under steady load, let alerts gather so that a claim takes several.
-                    stopping.wait(GATHER_SECONDS)
-                self._local.last_batch = full
-                continue
+                batch = getattr(self._local, "last_batch", None)
+                self._local.last_batch = None
+                if batch is None or batch >= self.settings.batch_size:
+                    # A full batch delivered: more are likely due, claim at once. Or
+                    # a round that failed: ask again, as after any error.
+                    woken = batch is not None
+                    continue
+                # The round emptied the queue: what this process queues from now on
+                # wakes us (on_alert), the rest is for the next poll, as when idle.
             if wake.wait(self._idle_wait()):
                 # Let the burst that woke us gather: one claim for several alerts.
                 stopping.wait(GATHER_SECONDS)
+                woken = True
             wake.clear()
 
     def _idle_wait(self) -> float:
@@ -185,8 +193,12 @@ class WebhookSender:
         except Exception:
             log.debug("closing the sender's connection failed", exc_info=True)
 
-    def deliver_once(self, probe_allowed: bool = True) -> bool:
-        """One round: claim, POST, record. True when it did any work."""
+    def deliver_once(self, probe_allowed: bool = True, woken: bool = False) -> bool:
+        """One round: claim, POST, record. True when it did any work.
+
+        ``woken``: alerts were just queued (or a full batch went out), so claim
+        without asking first whether any is due (that read is for the polls).
+        """
         with self._health.lock:
             failing = self._health.failures > 0
             if failing and (time.time() < self._health.paused_until or not probe_allowed):
@@ -195,7 +207,7 @@ class WebhookSender:
         now = database_now()
         limit = 1 if failing else self.settings.batch_size
         connect()
-        if not outbox.any_due(now):  # a plain read: idle polls take no write lock
+        if not woken and not outbox.any_due(now):  # a plain read: polls take no write lock
             self._maybe_prune(now)
             return False
         token, claimed = outbox.claim_due(limit, self.settings.claim_seconds, now)
@@ -269,27 +281,25 @@ class WebhookSender:
 
     # --- HTTP ---------------------------------------------------------------
 
-    def _http(self) -> urllib3.PoolManager:
-        """This thread's keep-alive pool (urllib3 directly: a POST through
-        ``requests`` costs several times the CPU). Proxies come from the
-        environment (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``), as requests reads them."""
-        pool = getattr(self._local, "http", None)
-        if pool is None:
+    def _http(self) -> tuple[KeepAliveOrigin | urllib3.ProxyManager, str]:
+        """This thread's keep-alive connection to the receiver and the request target
+        (``KeepAliveRoutes``: the CPU of the upstream calls, not ``requests``'s several
+        times it). Proxies come from the environment (``HTTPS_PROXY``/``HTTP_PROXY``/
+        ``NO_PROXY``), as requests reads them: through one, urllib3's ``ProxyManager``
+        sends the POST and takes the whole URL."""
+        route = getattr(self._local, "route", None)
+        if route is None:
             assert self.settings.url is not None
-            parsed = urllib.parse.urlsplit(self.settings.url)
+            url = self.settings.url
+            parsed = urllib.parse.urlsplit(url)
             proxy = urllib.request.getproxies().get(parsed.scheme)
             if proxy and not urllib.request.proxy_bypass(parsed.hostname or ""):
-                pool = urllib3.ProxyManager(proxy, num_pools=4, maxsize=1, retries=False)
-                self._local.route = (pool, self.settings.url)  # a proxy takes the whole URL
+                route = (urllib3.ProxyManager(proxy, num_pools=4, maxsize=1, retries=False), url)
             else:
-                pool = urllib3.PoolManager(num_pools=4, maxsize=1, retries=False)
-                # The one URL's pool and request target, worked out once: PoolManager.request
-                # parses the URL, builds the pool key and copies the headers again for every
-                # POST (~20% of its CPU). The manager is only ever asked for this one pool.
-                url = self.settings.url
-                self._local.route = (pool.connection_from_url(url), parse_url(url).request_uri)
-            self._local.http = pool
-        return pool
+                pools = urllib3.PoolManager(num_pools=4, maxsize=1, retries=False)
+                route = KeepAliveRoutes(pools, maxsize=1)(url)
+            self._local.route = route
+        return route
 
     def headers_for(self, alert_id: str, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "webhook-id": alert_id}
@@ -305,24 +315,34 @@ class WebhookSender:
         body = payload.encode("utf-8")
         timeout = self.settings.timeout
         headers = {"User-Agent": USER_AGENT, **self.headers_for(alert_id, body)}
-        self._http()
-        opener, target = self._local.route
+        opener, target = self._http()
         try:
-            # What PoolManager.request sends, without its per-call work (see _http).
-            response = opener.urlopen(
-                "POST",
-                target,
-                body=body,
-                headers=headers,
-                timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
-                redirect=False,
-                assert_same_host=False,
-            )
+            if isinstance(opener, KeepAliveOrigin):
+                answer = opener.send(
+                    "POST",
+                    target,
+                    body,
+                    headers,
+                    connect_timeout=min(timeout, 5.0),
+                    read_timeout=timeout,
+                )
+                status = answer.status
+                answer.read()  # to the end: the connection is kept for the next POST
+            else:
+                status = opener.urlopen(
+                    "POST",
+                    target,
+                    body=body,
+                    headers=headers,
+                    timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
+                    redirect=False,
+                    assert_same_host=False,
+                ).status
         except urllib3.exceptions.HTTPError as err:
             return Attempt(False, type(err).__name__)
-        if 200 <= response.status < 300:
+        if 200 <= status < 300:
             return Attempt(True)
-        return Attempt(False, f"HTTP {response.status}")
+        return Attempt(False, f"HTTP {status}")
 
 
 _live_senders: weakref.WeakSet[WebhookSender] = weakref.WeakSet()

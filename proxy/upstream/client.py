@@ -25,7 +25,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from proxy.call.context import Usage
 from proxy.call.estimate import estimate_prompt_tokens
 from proxy.errors import BadRequest, ProxyError, UpstreamError
-from proxy.keepalive import Answer, Routes, chunks_of
+from proxy.keepalive import Answer, KeepAliveRoutes, chunks_of
 from proxy.upstream import anthropic
 from proxy.upstream.apis import APIS, CHAT
 from proxy.upstream.deployments import Deployment
@@ -230,7 +230,7 @@ class UpstreamClient:
             num_pools=64, maxsize=pool_size, block=False, retries=False
         )
         # URL -> (its origin's keep-alive connections, the request target).
-        self.route = Routes(self.pools, maxsize=pool_size)
+        self.route = KeepAliveRoutes(self.pools, maxsize=pool_size)
 
     def _target(
         self, dep: Deployment, path: str, client_headers: Any = None
