@@ -191,6 +191,8 @@ def _invoke(call: Call, kwargs: Mapping[str, Any]) -> Any:
         args = [kwargs[name] for name in argnames]
     except KeyError as err:
         raise _missing(err) from err
+    if not kwargnames:
+        return function(*args)
     given = {name: kwargs[name] for name in kwargnames if name in kwargs}
     return function(*args, **given) if given else function(*args)
 

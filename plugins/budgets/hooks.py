@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 # The budget plugins share their tables (budget_alert_sent): the same migrations.
 BUDGET_MIGRATIONS = ("budgets", "plugins.budgets.migrations")
+# ctx.plugin_state key: a budget plugin has done this call's housekeeping check.
+HOUSEKEEPING_DONE = "budget_housekeeping"
 
 
 def check_budget(ctx: CallContext, guarded: Guarded | None) -> Refusal | None:
@@ -70,4 +72,8 @@ class BudgetPlugin:
 
     @hookimpl
     def call_finished(self, ctx: CallContext) -> None:
-        housekeeping(ctx.now())
+        # Once per call, whichever budget plugin comes first: the others would
+        # only read the clock again to find the same answer.
+        if HOUSEKEEPING_DONE not in ctx.plugin_state:
+            ctx.plugin_state[HOUSEKEEPING_DONE] = True
+            housekeeping(ctx.now())

@@ -12,6 +12,7 @@ from plugins.budgets.common import Guarded, exceeded_budget_message
 from proxy.plugin_api import CallContext
 
 PROXY_ENTITY_ID = "1"  # the single proxy_spend row
+_MESSAGE = exceeded_budget_message("Proxy")
 
 
 def guarded(ctx: CallContext) -> Guarded:
@@ -24,7 +25,7 @@ def guarded(ctx: CallContext) -> Guarded:
         max_budget=ctx.config.litellm_settings.max_budget,
         soft_budget=None,
         period=(row.budget_reset_at or 0.0) if row is not None else 0.0,
-        message=exceeded_budget_message("Proxy"),
+        message=_MESSAGE,
     )
 
 

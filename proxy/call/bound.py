@@ -258,6 +258,8 @@ class _PromptCounter:
 
 def _count(value: Any) -> int | None:
     """A positive int field, else None (booleans are not counts)."""
+    if value is None:  # most fields a call could give, it does not
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         return None
     return value
