@@ -28,19 +28,23 @@ def window_reset(state: WindowState, now: float) -> float:
 
 
 Tightest = tuple[int, float, int]  # (remaining, -seconds to the window's reset, limit)
+_NAMES = {
+    kind: (
+        f"x-ratelimit-limit-{kind}",
+        f"x-ratelimit-remaining-{kind}",
+        f"x-ratelimit-reset-{kind}",
+    )
+    for kind in ("requests", "tokens")
+}
 
 
-def _tighter(best: Tightest | None, cap: int, used: int, negative_reset: float) -> Tightest:
-    candidate = (max(cap - used, 0), negative_reset, cap)
-    return candidate if best is None or candidate < best else best
-
-
-def _headers(headers: dict[str, str], suffix: str, best: Tightest | None) -> None:
+def _headers(headers: dict[str, str], kind: str, best: Tightest | None) -> None:
     if best is not None:
         remaining, negative_reset, cap = best
-        headers[f"x-ratelimit-limit-{suffix}"] = str(cap)
-        headers[f"x-ratelimit-remaining-{suffix}"] = str(remaining)
-        headers[f"x-ratelimit-reset-{suffix}"] = duration_text(-negative_reset)
+        limit_name, remaining_name, reset_name = _NAMES[kind]
+        headers[limit_name] = str(cap)
+        headers[remaining_name] = str(remaining)
+        headers[reset_name] = duration_text(-negative_reset)
 
 
 def rate_limit_headers(admission: Admission, now: float) -> dict[str, str]:
@@ -52,13 +56,18 @@ def rate_limit_headers(admission: Admission, now: float) -> dict[str, str]:
     requests: Tightest | None = None
     tokens: Tightest | None = None
     for state in admission.states:
-        scope = state.scope
-        if scope.rpm_limit is not None:
-            requests = _tighter(
-                requests, scope.rpm_limit, state.requests, -window_reset(state, now)
-            )
-        if scope.tpm_limit is not None:
-            tokens = _tighter(tokens, scope.tpm_limit, state.tokens, -window_reset(state, now))
+        rpm, tpm = state.scope.rpm_limit, state.scope.tpm_limit
+        if rpm is None and tpm is None:
+            continue
+        negative_reset = -window_reset(state, now)
+        if rpm is not None:
+            candidate = (max(rpm - state.requests, 0), negative_reset, rpm)
+            if requests is None or candidate < requests:
+                requests = candidate
+        if tpm is not None:
+            candidate = (max(tpm - state.tokens, 0), negative_reset, tpm)
+            if tokens is None or candidate < tokens:
+                tokens = candidate
     headers: dict[str, str] = {}
     _headers(headers, "requests", requests)
     _headers(headers, "tokens", tokens)

@@ -22,6 +22,7 @@ lock them in the same order and cannot deadlock.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -68,8 +69,9 @@ class WindowState(NamedTuple):
 class Admission:
     states: list[WindowState]
 
-    @property
+    @functools.cached_property
     def admitted(self) -> bool:
+        # Asked several times per check; the states never change once decided.
         return all(state.admitted for state in self.states)
 
     @property
@@ -348,25 +350,32 @@ def folded_admission(scopes: list[Scope], rows: list[dict[str, Any]]) -> Admissi
     """The admission the call's read decided, or None if it decided nothing (a scope
     had no window row yet) or decided on other scopes than ``scopes`` (what the
     context says governs the call): pre_request_check then decides on its own."""
-    if any(not row["decided"] for row in rows):
+    if len(rows) != len(scopes):
         return None
-    by_id = {(row["kind"], row["entity"]): row for row in rows}
-    if len(by_id) != len(rows) or len(rows) != len(scopes):
+    by_id: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        if not row["decided"]:
+            return None
+        by_id[(row["kind"], row["entity"])] = row
+    if len(by_id) != len(rows):
         return None
     states = []
     for scope in scopes:
-        row = by_id.get(scope.row_id)
-        limits = (scope.rpm_limit, scope.tpm_limit, scope.max_parallel_requests)
-        if row is None or (row["rpm"], row["tpm"], row["par"]) != limits:
+        found = by_id.get((scope.kind, scope.entity))
+        if found is None or (found["rpm"], found["tpm"], found["par"]) != (
+            scope.rpm_limit,
+            scope.tpm_limit,
+            scope.max_parallel_requests,
+        ):
             return None
         states.append(
             WindowState(
-                scope=scope,
-                window_start=float(row["window_start"]),
-                requests=int(row["requests"]),
-                tokens=int(row["tokens"]),
-                in_flight=int(row["in_flight"]),
-                admitted=bool(row["admitted"]),
+                scope,
+                float(found["window_start"]),
+                int(found["requests"]),
+                int(found["tokens"]),
+                int(found["in_flight"]),
+                bool(found["admitted"]),
             )
         )
     return Admission(states)
