@@ -12,7 +12,10 @@ after every builtin, so their implementations run *before* the builtins'
 (``tryfirst``/``trylast`` move them). A third-party plugin that replaces a
 builtin by name is registered in the builtin's place and runs in its turn.
 Wrappers (``wrapper=True``, as ``strict_budgets`` on ``pre_request_check``)
-run around all the others.
+run around all the others. The core calls hooks with pluggy's semantics but
+without its per-call overhead (:mod:`proxy.hookcalls`); while anything
+monitors hook calls (``add_hookcall_monitoring``, ``enable_tracing``) they go
+through pluggy itself, so it sees every one.
 
 Transactions.
 
@@ -183,7 +186,7 @@ def on_alert(alert: Alert) -> None:
 
     Called inside the transaction that caused the alert, so a queued alert
     lands exactly when the spend does. Each plugin's implementation is called
-    on its own (through pluggy), inside its own savepoint: every one runs even
+    on its own (as pluggy calls it), inside its own savepoint: every one runs even
     if another raises, and a failing one's writes are rolled back alone. An
     implementation must not block on the network.
     """
