@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import peewee
@@ -10,6 +11,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from proxy.api import cors
+from proxy.api.fast_path import LLMFastPath
 from proxy.call import read_fold
 from proxy.call.gateway import Services
 from proxy.call.router import Router
@@ -17,6 +19,7 @@ from proxy.call.settle import JournalReplayer
 from proxy.config import Config, load_config
 from proxy.errors import ProxyError, ServiceUnavailable, error_shape
 from proxy.plugins import make_plugin_manager
+from proxy.request_hooks import without_request
 from proxy.storage.db import (
     PoolExhausted,
     close_broken_connection,
@@ -56,56 +59,93 @@ _HTTP_TYPES = {
 }
 
 
-def _unavailable_message(err: BaseException) -> str:
+def _unavailable_message(err: BaseException, llm: bool) -> str:
     """A true 503 message: what failed, and what it means for this request."""
     reason = unavailable_reason(err)
     reason = reason[0].upper() + reason[1:]
-    if request.blueprint == "llm":
+    if llm:
         # The gateway turns every database failure after the upstream answered into
         # a committed or journaled charge: one that gets here happened before.
         return f"{reason}: the call was not sent to the model and nothing was charged."
     return f"{reason}; retry shortly."
 
 
+# Each error handler answers from the error, the request's path (the answer's shape)
+# and whether the route is an LLM call; Flask's handlers and the LLM routes' fast path
+# (proxy.api.fast_path) both answer with these.
+ErrorAnswer = Callable[[Flask, Any, str, bool], Response]
+
+
+def _proxy_error(app: Flask, err: ProxyError, path: str, llm: bool) -> Response:
+    return err.response(error_shape(path))
+
+
+def _http_error(app: Flask, err: HTTPException, path: str, llm: bool) -> Response:
+    status = err.code or 500
+    message = err.description or err.name
+    if status == 413:
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        message = f"Request body too large: the limit is {limit} bytes."
+    return ProxyError(
+        message, status=status, type=_HTTP_TYPES.get(status, "invalid_request_error")
+    ).response(error_shape(path))
+
+
+def _database_down(app: Flask, err: Exception, path: str, llm: bool) -> Response:
+    log.error("database error: %s", err)
+    close_broken_connection()
+    # The other idle pooled connections most likely died with this one
+    # (server restart, backends terminated): drop them all, so each one
+    # does not fail a call of its own before the pool replaces it.
+    close_idle = getattr(database.obj, "close_idle", None)
+    if close_idle is not None:
+        close_idle()
+    return ServiceUnavailable(_unavailable_message(err, llm)).response(error_shape(path))
+
+
+def _unexpected(app: Flask, err: Exception, path: str, llm: bool) -> Response:
+    log.exception("unhandled error")
+    return ProxyError(
+        "Internal error in Comptroller; it has been logged.", status=500, type="api_error"
+    ).response(error_shape(path))
+
+
+ERROR_ANSWERS: dict[type[Exception], ErrorAnswer] = {
+    ProxyError: _proxy_error,
+    HTTPException: _http_error,
+    peewee.OperationalError: _database_down,
+    peewee.InterfaceError: _database_down,
+    PoolExhausted: _database_down,
+    Exception: _unexpected,
+}
+
+
 def _register_error_handlers(app: Flask) -> None:
-    def _shape() -> str:
-        return error_shape(request.path)
+    for error_class, answer in ERROR_ANSWERS.items():
 
-    @app.errorhandler(ProxyError)
-    def _proxy_error(err: ProxyError) -> Response:
-        return err.response(_shape())
+        def handler(err: Any, answer: ErrorAnswer = answer) -> Response:
+            return answer(app, err, request.path, request.blueprint == "llm")
 
-    @app.errorhandler(HTTPException)
-    def _http_error(err: HTTPException) -> Response:
-        status = err.code or 500
-        message = err.description or err.name
-        if status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"Request body too large: the limit is {limit} bytes."
-        return ProxyError(
-            message, status=status, type=_HTTP_TYPES.get(status, "invalid_request_error")
-        ).response(_shape())
+        app.register_error_handler(error_class, handler)
 
-    @app.errorhandler(peewee.OperationalError)
-    @app.errorhandler(peewee.InterfaceError)
-    @app.errorhandler(PoolExhausted)
-    def _database_down(err: Exception) -> Response:
-        log.error("database error: %s", err)
-        close_broken_connection()
-        # The other idle pooled connections most likely died with this one
-        # (server restart, backends terminated): drop them all, so each one
-        # does not fail a call of its own before the pool replaces it.
-        close_idle = getattr(database.obj, "close_idle", None)
-        if close_idle is not None:
-            close_idle()
-        return ServiceUnavailable(_unavailable_message(err)).response(_shape())
 
-    @app.errorhandler(Exception)
-    def _unexpected(err: Exception) -> Response:
-        log.exception("unhandled error")
-        return ProxyError(
-            "Internal error in Comptroller; it has been logged.", status=500, type="api_error"
-        ).response(_shape())
+def _connect_llm(services: Services) -> None:
+    """``_connect`` (in create_app) for an LLM route."""
+    services.replayer.ensure_running()
+    connect_for_request(services, llm=True)
+
+
+def connect_for_request(services: Services, llm: bool) -> None:
+    """A request that reads the database: 503 until the schema is ready, then a
+    connection (fail-open: an LLM call goes on without one, proxy.call.last_known)."""
+    if not services.schema.ensure():
+        raise ServiceUnavailable(f"Comptroller is not ready: {services.schema.reason}.")
+    try:
+        database.connect(reuse_if_open=True)
+    except Exception as err:
+        fail_open = services.config.general_settings.allow_requests_on_db_unavailable
+        if not (fail_open and llm and is_unreachable(err)):
+            raise
 
 
 def create_app(
@@ -163,17 +203,10 @@ def create_app(
             return
         if request.endpoint == READINESS_ENDPOINT:
             return
-        if not schema.ensure():
-            raise ServiceUnavailable(f"Comptroller is not ready: {schema.reason}.")
-        try:
-            database.connect(reuse_if_open=True)
-        except Exception as err:
-            # Fail-open: an LLM call goes on without the database (proxy.call.last_known).
-            fail_open = config.general_settings.allow_requests_on_db_unavailable
-            if not (fail_open and request.blueprint == "llm" and is_unreachable(err)):
-                raise
+        connect_for_request(services, request.blueprint == "llm")
 
     @app.teardown_request
+    @without_request
     def _close(exc: BaseException | None) -> None:
         if not database.is_closed():
             database.close()
@@ -195,7 +228,17 @@ def create_app(
     app.register_blueprint(ui_views.bp)
     app.register_blueprint(docs.bp)
     _register_error_handlers(app)
+    # What the fast path answers for Flask: the hooks and error handlers registered
+    # until now, which it runs itself (a plugin's, registered below, must be marked).
+    fast = LLMFastPath(
+        app,
+        services,
+        ERROR_ANSWERS,
+        connect_hook=_connect,
+        connect_llm=lambda: _connect_llm(services),
+    )
     pm.hook.plugin_startup(app=app, config=config)
     services.read_fragments = read_fold.collect(pm, config)
     read_fold.install(app)
+    fast.install()
     return app

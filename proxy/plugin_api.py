@@ -33,7 +33,10 @@ statement inside the call's one read instead of a round trip of its own:
 :class:`ReadFragment` (``call_read_fragment`` in :mod:`proxy.hookspecs`).
 
 Per-app state (a sender thread, a client) goes on ``app.extensions`` in
-``plugin_startup``, which hands the plugin its ``app``.
+``plugin_startup``, which hands the plugin its ``app``. A ``before_request`` or
+``teardown_request`` function registered there that does not read the request
+is marked with :func:`without_request`, so the LLM routes keep their fast path
+(:mod:`proxy.request_hooks`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from proxy.config import Config, ConfigError
 from proxy.durations import parse_duration
 from proxy.hookspecs import hookimpl
 from proxy.keepalive import KeepAliveOrigin, KeepAliveRoutes
+from proxy.request_hooks import without_request
 from proxy.storage.batching import defer_write
 from proxy.storage.clock import now as database_now
 from proxy.storage.db import BaseModel as PluginModel
@@ -96,4 +100,5 @@ __all__ = [
     "run",
     "spend_expression",
     "transaction",
+    "without_request",
 ]

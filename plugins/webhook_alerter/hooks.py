@@ -25,7 +25,15 @@ from flask import Flask
 from plugins.webhook_alerter import events, outbox
 from plugins.webhook_alerter.sender import WebhookSender
 from plugins.webhook_alerter.settings import load_settings
-from proxy.plugin_api import Alert, CallContext, Config, Usage, hookimpl, in_transaction
+from proxy.plugin_api import (
+    Alert,
+    CallContext,
+    Config,
+    Usage,
+    hookimpl,
+    in_transaction,
+    without_request,
+)
 
 log = logging.getLogger("comptroller.webhooks")
 
@@ -114,6 +122,7 @@ class WebhookAlerter:
         if ctx.alerts:
             self._wake_if_queued(None)
 
+    @without_request
     def _wake_if_queued(self, exc: BaseException | None) -> None:
         if getattr(self._queued, "pending", False):
             self._queued.pending = False

@@ -42,7 +42,14 @@ import urllib3
 from plugins.webhook_alerter import outbox
 from plugins.webhook_alerter.settings import WebhookSettings
 from plugins.webhook_alerter.signing import sign
-from proxy.plugin_api import KeepAliveOrigin, KeepAliveRoutes, close, connect, database_now
+from proxy.plugin_api import (
+    KeepAliveOrigin,
+    KeepAliveRoutes,
+    close,
+    connect,
+    database_now,
+    without_request,
+)
 
 log = logging.getLogger("comptroller.webhooks")
 
@@ -86,6 +93,7 @@ class WebhookSender:
 
     # --- life cycle ---------------------------------------------------------
 
+    @without_request
     def ensure_running(self) -> None:
         """Start this process's sender threads, once (cheap to call per request).
 

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from proxy.api.common import json_body, services
+from proxy.api.common import BodyRequest, json_body, services
 from proxy.api.llm_schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -24,6 +24,7 @@ from proxy.call import api_bounds
 from proxy.call.access import allowed_model_names, list_allows
 from proxy.call.auth import Caller, authenticate, hash_key
 from proxy.call.gateway import (
+    CallAnswer,
     check_model_access,
     end_user_id,
     handle_call,
@@ -48,7 +49,7 @@ def validate_embeddings(body: dict[str, Any]) -> None:
 
 
 def _authenticated_body(
-    svc: Any, metered: bool = True, model: str | None = None
+    svc: Any, req: BodyRequest, metered: bool = True, model: str | None = None
 ) -> tuple[Caller, dict[str, Any]]:
     """The caller and the JSON body; a bad body is answered only after a bad key.
 
@@ -60,19 +61,20 @@ def _authenticated_body(
     without a key gets the server to parse megabytes (the gateway then reads
     the end user's rows on its own, and the plugins decide in their checks).
     """
-    length = request.content_length
+    length = req.content_length
     if length is None or length > PREFETCH_BODY_LIMIT:
-        return _identified(svc, lambda: authenticate(request.headers, svc.config.master_key)), (
-            json_body()
+        caller = _identified(
+            svc, req.headers, lambda: authenticate(req.headers, svc.config.master_key)
         )
+        return caller, json_body(req=req)
     body: dict[str, Any] = {}
     body_error: Exception | None = None
     try:
-        body = json_body()
+        body = json_body(req=req)
     except (ProxyError, HTTPException) as err:
         body_error = err
     try:
-        hint = end_user_id(request.headers, body)
+        hint = end_user_id(req.headers, body)
     except ProxyError:
         hint = None  # reported by the gateway, after authentication
     fold = None
@@ -80,8 +82,9 @@ def _authenticated_body(
         fold = svc.fold_request(model or body.get("model"), hint)
     caller = _identified(
         svc,
+        req.headers,
         lambda: authenticate(
-            request.headers,
+            req.headers,
             svc.config.master_key,
             end_user_id=hint,
             default_budget_id=svc.config.litellm_settings.max_end_user_budget_id,
@@ -95,7 +98,7 @@ def _authenticated_body(
     return caller, body
 
 
-def _identified(svc: Any, authenticated: Callable[[], Caller]) -> Caller:
+def _identified(svc: Any, headers: Any, authenticated: Callable[[], Caller]) -> Caller:
     """The caller; with the database away, fail-open's last known state of it (or 503)."""
     try:
         caller = authenticated()
@@ -104,59 +107,41 @@ def _identified(svc: Any, authenticated: Callable[[], Caller]) -> Caller:
             is_unreachable(err) and svc.config.general_settings.allow_requests_on_db_unavailable
         ):
             raise
-        return svc.last_known.recall(request.headers, svc.config.master_key)
+        return svc.last_known.recall(headers, svc.config.master_key)
     svc.last_known.remember(caller)
     return caller
 
 
-@bp.post("/chat/completions")
-@bp.post("/v1/chat/completions")
-@bp.post("/openai/deployments/<path:deployment>/chat/completions")
-def chat_completions(deployment: str | None = None) -> ResponseReturnValue:
-    svc = services()
-    caller, body = _authenticated_body(svc, model=deployment)
+# The metered calls, given the request: Flask's (the views below) or the fast path's
+# (proxy.api.fast_path, which answers them without Flask's request context).
+
+
+def chat_call(svc: Any, req: BodyRequest, deployment: str | None = None) -> CallAnswer:
+    caller, body = _authenticated_body(svc, req, model=deployment)
     if deployment is not None:
         body["model"] = deployment
     validate_chat(body)
-    return handle_call(svc, caller, "chat", body, request.headers)
+    return handle_call(svc, caller, "chat", body, req.headers)
 
 
-@bp.post("/embeddings")
-@bp.post("/v1/embeddings")
-@bp.post("/openai/deployments/<path:deployment>/embeddings")
-def embeddings(deployment: str | None = None) -> ResponseReturnValue:
-    svc = services()
-    caller, body = _authenticated_body(svc, model=deployment)
+def embeddings_call(svc: Any, req: BodyRequest, deployment: str | None = None) -> CallAnswer:
+    caller, body = _authenticated_body(svc, req, model=deployment)
     if deployment is not None:
         body["model"] = deployment
     validate_embeddings(body)
-    return handle_call(svc, caller, "embeddings", body, request.headers)
+    return handle_call(svc, caller, "embeddings", body, req.headers)
 
 
-@bp.post("/completions")
-@bp.post("/v1/completions")
-@bp.post("/openai/deployments/<path:deployment>/completions")
-def completions(deployment: str | None = None) -> ResponseReturnValue:
-    svc = services()
-    caller, body = _authenticated_body(svc, model=deployment)
+def completions_call(svc: Any, req: BodyRequest, deployment: str | None = None) -> CallAnswer:
+    caller, body = _authenticated_body(svc, req, model=deployment)
     if deployment is not None:
         body["model"] = deployment
     check_body(CompletionRequest, body)
-    return handle_call(svc, caller, "completions", body, request.headers)
+    return handle_call(svc, caller, "completions", body, req.headers)
 
 
-def _caller_hash(svc: Any, caller: Caller) -> str | None:
-    """The hash responses are filed under: the key's, or the master key's."""
-    if caller.key is not None:
-        return str(caller.key.token)
-    return hash_key(svc.config.master_key) if caller.is_master else None
-
-
-@bp.post("/responses")
-@bp.post("/v1/responses")
-def responses() -> ResponseReturnValue:
-    svc = services()
-    caller, body = _authenticated_body(svc)
+def responses_call(svc: Any, req: BodyRequest, deployment: str | None = None) -> CallAnswer:
+    caller, body = _authenticated_body(svc, req)
     check_body(ResponsesRequest, body)
     carried = 0
     pinned: Deployment | None = None
@@ -176,10 +161,51 @@ def responses() -> ResponseReturnValue:
         caller,
         "responses",
         body,
-        request.headers,
+        req.headers,
         carried_tokens=carried,
         pinned=pinned,
     )
+
+
+def messages_call(svc: Any, req: BodyRequest, deployment: str | None = None) -> CallAnswer:
+    """Anthropic's Messages API (Claude Code); errors in Anthropic's shape."""
+    caller, body = _authenticated_body(svc, req)
+    check_body(MessagesRequest, body)
+    return handle_call(svc, caller, "messages", body, req.headers)
+
+
+@bp.post("/chat/completions")
+@bp.post("/v1/chat/completions")
+@bp.post("/openai/deployments/<path:deployment>/chat/completions")
+def chat_completions(deployment: str | None = None) -> ResponseReturnValue:
+    return chat_call(services(), request, deployment).response()
+
+
+@bp.post("/embeddings")
+@bp.post("/v1/embeddings")
+@bp.post("/openai/deployments/<path:deployment>/embeddings")
+def embeddings(deployment: str | None = None) -> ResponseReturnValue:
+    return embeddings_call(services(), request, deployment).response()
+
+
+@bp.post("/completions")
+@bp.post("/v1/completions")
+@bp.post("/openai/deployments/<path:deployment>/completions")
+def completions(deployment: str | None = None) -> ResponseReturnValue:
+    return completions_call(services(), request, deployment).response()
+
+
+def _caller_hash(svc: Any, caller: Caller) -> str | None:
+    """The hash responses are filed under: the key's, or the master key's."""
+    if caller.key is not None:
+        return str(caller.key.token)
+    return hash_key(svc.config.master_key) if caller.is_master else None
+
+
+@bp.post("/responses")
+@bp.post("/v1/responses")
+def responses() -> ResponseReturnValue:
+    return responses_call(services(), request).response()
 
 
 def _holder(svc: Any, row: Any) -> Deployment | None:
@@ -232,11 +258,7 @@ def response_input_items(response_id: str) -> ResponseReturnValue:
 @bp.post("/v1/messages")
 @bp.post("/anthropic/v1/messages")
 def messages() -> ResponseReturnValue:
-    """Anthropic's Messages API (Claude Code); errors in Anthropic's shape."""
-    svc = services()
-    caller, body = _authenticated_body(svc)
-    check_body(MessagesRequest, body)
-    return handle_call(svc, caller, "messages", body, request.headers)
+    return messages_call(services(), request).response()
 
 
 @bp.post("/v1/messages/count_tokens")
@@ -244,7 +266,7 @@ def messages() -> ResponseReturnValue:
 def count_tokens() -> ResponseReturnValue:
     """Passed through to an ``anthropic/`` model's upstream; free, so not metered."""
     svc = services()
-    caller, body = _authenticated_body(svc, metered=False)
+    caller, body = _authenticated_body(svc, request, metered=False)
     check_body(CountTokensRequest, body)
     dep = resolve_deployment(svc, body["model"])
     check_model_access(svc, caller, dep.model_name)

@@ -6,7 +6,8 @@ identify -> check (plugins) -> call upstream -> settle spend -> release.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -259,11 +260,55 @@ def _load_rows(services: Services, caller: Caller, ctx: CallContext) -> None:
     )
 
 
-def _with_headers(resp: Response, ctx: CallContext) -> Response:
-    for name, value in ctx.response_headers.items():
-        resp.headers[name] = value
-    resp.headers["x-comptroller-call-id"] = ctx.request_id
-    return resp
+# Headers of a streamed answer (before its Content-Type, as Werkzeug orders them).
+STREAM_HEADERS = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))
+_NEWLINE = re.compile(r"[\r\n]")
+
+
+class CallAnswer:
+    """A metered call's answer: 200, its headers, and its body (bytes, or the relay of a
+    stream). The LLM routes' fast path (proxy.api.fast_path) hands it to the WSGI server
+    as it is; Flask's path makes it the Werkzeug response it stands for
+    (:meth:`response`, the same status line, headers in the same order, and body).
+    Building a Werkzeug response (its ``Headers``, set one by one) cost a call more CPU
+    than the rest of the answer together."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes | Iterator[bytes], headers: list[tuple[str, str]]) -> None:
+        self.status = "200 OK"
+        self.body = body
+        self.headers = headers
+
+    def response(self) -> Response:
+        return Response(self.body, headers=self.headers)
+
+    def wsgi_body(self) -> Iterable[bytes]:
+        """The body as the WSGI server iterates it (a stream's relay is closed by the server,
+        which runs its settle when the client has gone)."""
+        return [self.body] if isinstance(self.body, bytes) else self.body
+
+
+def _answer(
+    ctx: CallContext, body: bytes | Iterator[bytes], head: list[tuple[str, str]]
+) -> CallAnswer:
+    """The answer with ``head`` (Content-Type...) then the plugins' headers and the call id,
+    each set once: a later value replaces an earlier one of the same name in place, as
+    Werkzeug's ``headers[name] = value`` does (and a value must be one line)."""
+    headers = head
+    where = {name.lower(): i for i, (name, _) in enumerate(headers)}
+    for name, value in (*ctx.response_headers.items(), ("x-comptroller-call-id", ctx.request_id)):
+        text = value if isinstance(value, str) else str(value)
+        if _NEWLINE.search(text):
+            raise ValueError("Header values must not contain newline characters.")
+        lower = name.lower()
+        i = where.get(lower)
+        if i is None:
+            where[lower] = len(headers)
+            headers.append((name, text))
+        else:
+            headers[i] = (headers[i][0], text)
+    return CallAnswer(body, headers)
 
 
 def run_checks(services: Services, ctx: CallContext) -> Refusal | None:
@@ -286,7 +331,7 @@ def handle_call(
     headers: Any,
     carried_tokens: int = 0,
     pinned: Deployment | None = None,
-) -> Response:
+) -> CallAnswer:
     """Run one LLM call through checks, upstream and the spend ledger.
 
     ``headers`` are the client's: they name the end user, and an ``anthropic/``
@@ -337,7 +382,7 @@ def handle_call(
         except BaseException:
             _finish(services, ctx, "failed")
             raise
-        return _with_headers(stream_response(services, ctx, relay), ctx)
+        return stream_answer(services, ctx, relay)
     try:
         answer, raw = route(
             lambda dep: services.upstream.call_raw(
@@ -358,8 +403,11 @@ def handle_call(
     if call_type == "responses":
         _remember_response(ctx, answer.get("id"), usage)
     # The upstream's own bytes when there are some: parsed once (for usage), not re-encoded.
-    resp = Response(raw, mimetype="application/json") if raw is not None else jsonify(answer)
-    return _with_headers(resp, ctx)
+    content_type = "application/json"
+    if raw is None:
+        jsonified = jsonify(answer)
+        raw, content_type = jsonified.get_data(), jsonified.headers["Content-Type"]
+    return _answer(ctx, raw, [("Content-Type", content_type), ("Content-Length", str(len(raw)))])
 
 
 def _prompt_estimate(ctx: CallContext) -> int:
@@ -427,7 +475,7 @@ def _fallback_usage(ctx: CallContext, output_chars: int) -> Usage:
     return Usage(_prompt_estimate(ctx), (output_chars + 3) // 4)
 
 
-def stream_response(services: Services, ctx: CallContext, primed: PrimedStream) -> Response:
+def stream_answer(services: Services, ctx: CallContext, primed: PrimedStream) -> CallAnswer:
     """Relay the stream; meter it when it ends or when the client goes away."""
     relay = primed.relay
 
@@ -443,24 +491,24 @@ def stream_response(services: Services, ctx: CallContext, primed: PrimedStream) 
             relay.close()
             settle_stream(services, ctx, relay, outcome)
 
-    return Response(
-        generate(),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    head = [*STREAM_HEADERS, ("Content-Type", "text/event-stream; charset=utf-8")]
+    return _answer(ctx, generate(), head)
 
 
 def settle_stream(services: Services, ctx: CallContext, relay: StreamRelay, outcome: str) -> None:
     """Charge a finished or interrupted stream for what the client received."""
     try:
         usage = relay.usage
-        relayed_tokens = (relay.text_chars + 3) // 4
-        if usage is None and relay.text_chars > 0:
-            usage = Usage(_prompt_estimate(ctx), relayed_tokens)
-        elif usage is not None and not relay.meter.complete:
+        # The text relayed is counted only where it is billed from (a stream that ended
+        # with its usage is not: its meter may not have counted it, proxy.upstream.meters).
+        if usage is None:
+            relayed = relay.text_chars
+            if relayed > 0:
+                usage = Usage(_prompt_estimate(ctx), (relayed + 3) // 4)
+        elif not relay.meter.complete:
             # The input side came first (Anthropic's message_start): the output so far
             # is at least what was relayed.
-            usage.completion_tokens = max(usage.completion_tokens, relayed_tokens)
+            usage.completion_tokens = max(usage.completion_tokens, (relay.text_chars + 3) // 4)
         if usage is not None and (outcome != "failed" or relay.text_chars > 0):
             status = "success" if outcome == "success" else outcome
             settle_spend(services, ctx, usage, status)

@@ -11,8 +11,9 @@ The read runs while authenticating, before anything may refuse the call, so
 whatever a fragment took must be given back when the call ends without the
 plugin having taken its result: refused by authentication, a bad body, a
 budget, or an earlier check. Until the call's context exists the pending
-results wait on the request (``flask.g``) and the request's teardown gives
-them back; once it exists they are on ``ctx.read_results``, and
+results wait on the request (``flask.g``: the app context every request has,
+on Flask's path and on the LLM routes' fast path) and the request's teardown
+gives them back; once it exists they are on ``ctx.read_results``, and
 :func:`give_back` runs when the call ends, before ``call_finished``.
 """
 
@@ -23,8 +24,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-from flask import Flask, g, has_request_context
+from flask import Flask, g, has_app_context
 
+from proxy.request_hooks import without_request
 from proxy.storage.db import database
 from proxy.storage.lookup import CallRows, Fragment
 from proxy.storage.plugin_access import features
@@ -84,14 +86,14 @@ class Pending:
 
 def pending() -> Pending | None:
     """The results of this request's read that no call has claimed yet."""
-    if not has_request_context():
+    if not has_app_context():
         return None
     return getattr(g, _PENDING, None)
 
 
 def claim() -> Pending | None:
     """Take this request's pending results (the call's context holds them from now on)."""
-    if not has_request_context():
+    if not has_app_context():
         return None
     return g.pop(_PENDING, None)
 
@@ -120,6 +122,7 @@ def install(app: Flask) -> None:
     """Give back, when a request ends, results no call claimed (refused before its checks)."""
 
     @app.teardown_request
+    @without_request
     def _give_back_unclaimed(exc: BaseException | None) -> None:
         left = g.pop(_PENDING, None)
         if left is None:
