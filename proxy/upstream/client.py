@@ -175,6 +175,9 @@ class StreamRelay:
         self.finished = True
 
     def _complete_events(self, chunk: bytes) -> bytes:
+        if not self._pending and chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2:
+            if b"\r" not in chunk:
+                return self._observe(chunk)  # one whole event (most chunks): as the loop would
         data = self._pending + chunk
         out: list[bytes] = []
         start = 0
@@ -190,12 +193,21 @@ class StreamRelay:
 
     def _observe(self, event: bytes, last: bool = False) -> bytes:
         """Meter one event; the bytes to relay for it (``b""`` for none)."""
-        lines = [line.strip() for line in event.splitlines()]
-        payload = b"\n".join(line[5:].strip() for line in lines if line.startswith(b"data:"))
-        names = [line[6:].strip() for line in lines if line.startswith(b"event:")]
-        name = names[-1].decode("utf-8", "replace") if names else None
+        name: str | None = None
+        body = event.strip()
+        if body.startswith(b"data:") and b"\n" not in body and b"\r" not in body:
+            payload = body[5:].strip()  # one data line (most events): what the loop below finds
+        else:
+            lines = [line.strip() for line in event.splitlines()]
+            payload = b"\n".join(line[5:].strip() for line in lines if line.startswith(b"data:"))
+            names = [line[6:].strip() for line in lines if line.startswith(b"event:")]
+            name = names[-1].decode("utf-8", "replace") if names else None
         if not payload and last:
-            payload = event.strip()  # an upstream that answered plain JSON to a stream
+            payload = body  # an upstream that answered plain JSON to a stream
+        if self._translate is None and payload:
+            relay_now = self.meter.observe_bytes(payload)
+            if relay_now is not None:  # metered from its bytes (proxy.upstream.meters)
+                return event if relay_now else b""
         parsed: Any = None
         if payload and payload != b"[DONE]":
             try:

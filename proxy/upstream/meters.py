@@ -6,10 +6,18 @@ usage the upstream reported, the characters of output relayed so far (to
 charge a stream the client left before the usage arrived) and, for the
 Responses API, the id of the response it created. ``observe`` answers
 whether the event is passed on to the client.
+
+A meter may also take an event from its bytes alone (``observe_bytes``)
+when they show that parsing it could only add to the text count: the chat
+meter keeps such chunks as they are and counts their text when the count is
+asked for (a stream that ends with its usage never is), instead of parsing
+every chunk of every stream.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from proxy.call.context import Usage
@@ -43,6 +51,18 @@ class StreamMeter:
     def observe(self, event: str | None, data: dict[str, Any]) -> bool:
         return True
 
+    def observe_bytes(self, payload: bytes) -> bool | None:
+        """Meter an event's ``data`` from its bytes, if they are enough: whether to relay
+        it; ``None`` to have it parsed and :meth:`observe` d."""
+        return None
+
+
+# A "usage" that may be one: anything but the key with a null value. (In a JSON string
+# a quote is escaped, so '"usage"' in the bytes is a key or a whole string "usage".)
+_USAGE_NOT_NULL = re.compile(rb'"usage"(?!\s*:\s*null\b)')
+# Kept unparsed chunks of one stream are counted once they hold this many bytes.
+CHAT_UNCOUNTED_LIMIT = 256 * 1024
+
 
 class ChatChunkMeter(StreamMeter):
     """``chat.completion.chunk`` and legacy ``text_completion`` chunks.
@@ -54,29 +74,71 @@ class ChatChunkMeter(StreamMeter):
     """
 
     def __init__(self, relay_usage: bool = True) -> None:
+        self._counted = 0
+        # Chunks taken by observe_bytes whose text is not counted yet, and their size.
+        self._uncounted: list[bytes] = []
+        self._uncounted_bytes = 0
         super().__init__()
         self.relay_usage = relay_usage
+
+    @property
+    def text_chars(self) -> int:
+        """The characters of output relayed so far (kept chunks are counted now)."""
+        if self._uncounted:
+            self._count_uncounted()
+        return self._counted
+
+    @text_chars.setter
+    def text_chars(self, value: int) -> None:
+        self._counted = value
+
+    def observe_bytes(self, payload: bytes) -> bool | None:
+        """A chunk that cannot carry the usage (no ``"usage"`` key, or ``"usage": null`` as
+        OpenAI sends in every chunk of a stream with ``include_usage``) is relayed and kept;
+        its text is counted when :attr:`text_chars` is read."""
+        if not payload.startswith(b"{") or _USAGE_NOT_NULL.search(payload):
+            return None
+        self._uncounted.append(payload)
+        self._uncounted_bytes += len(payload)
+        if self._uncounted_bytes > CHAT_UNCOUNTED_LIMIT:
+            self._count_uncounted()  # memory stays bounded on a long stream
+        return True
+
+    def _count_uncounted(self) -> None:
+        kept, self._uncounted, self._uncounted_bytes = self._uncounted, [], 0
+        for payload in kept:
+            try:
+                data = json.loads(payload)
+            except ValueError:
+                continue  # relayed as it came, and not counted (as observe would do)
+            if isinstance(data, dict):
+                self._count_text(data)
 
     def observe(self, event: str | None, data: dict[str, Any]) -> bool:
         usage = Usage.from_openai(data.get("usage"))
         if usage is not None:
             self.usage = usage
             self.complete = True
+        choices = self._count_text(data)
+        return self.relay_usage or usage is None or bool(choices)
+
+    def _count_text(self, data: dict[str, Any]) -> Any:
+        """Add the chunk's output characters to the count; its ``choices``."""
         choices = data.get("choices")
         for choice in choices if isinstance(choices, list) else []:
             if not isinstance(choice, dict):
                 continue
             if isinstance(choice.get("text"), str):  # legacy completions
-                self.text_chars += len(choice["text"])
+                self._counted += len(choice["text"])
             part = choice.get("delta") or choice.get("message")
             if isinstance(part, dict):
                 if isinstance(part.get("content"), str):
-                    self.text_chars += len(part["content"])
+                    self._counted += len(part["content"])
                 for call in part.get("tool_calls") or []:
                     function = call.get("function") if isinstance(call, dict) else None
                     if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                        self.text_chars += len(function["arguments"])
-        return self.relay_usage or usage is None or bool(choices)
+                        self._counted += len(function["arguments"])
+        return choices
 
 
 class ResponsesEventMeter(StreamMeter):

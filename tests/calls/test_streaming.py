@@ -255,6 +255,27 @@ def test_relay_reassembles_events_split_across_chunks() -> None:
     assert out.count(b"data: ") == 3
 
 
+@pytest.mark.parametrize("words", [3, 12000])  # 12000: past what the meter keeps uncounted
+def test_relay_counts_every_chunk_it_relayed_without_parsing_them_on_the_way(words: int) -> None:
+    text = ["é" if i % 7 == 0 else f" w{i}" for i in range(words)]
+    # With include_usage OpenAI sends "usage": null in every chunk but the last.
+    chunks = [
+        b"data: "
+        + json.dumps({"choices": [{"delta": {"content": t}}], "usage": None}).encode()
+        + b"\n\n"
+        for t in text
+    ]
+    chunks.append(b'data: {"choices": [{"delta": {"content": "usage"}}], "usage" : null}\n\n')
+    chunks.append(b'data: {"choices": [{"delta": {"content": "\\"q\\""}, "text": "ab"}]}\n\n')
+    chunks.append(b"data: {not json}\n\n")  # relayed as it came, never counted
+    relay = StreamRelay(iter(chunks), relay_usage=False)
+    out = b"".join(relay)
+    assert out == b"".join(chunks)
+    assert relay.usage is None
+    assert relay.text_chars == len("".join(text)) + len("usage") + len('"q"') + len("ab")
+    assert relay.text_chars == len("".join(text)) + 10  # counted once
+
+
 def test_relay_meters_an_upstream_that_answered_plain_json() -> None:
     answer = {
         "choices": [{"message": {"content": "hi"}}],
