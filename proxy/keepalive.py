@@ -241,7 +241,6 @@ class Answer:
             headers=urllib3.HTTPHeaderDict(response.msg.items()),
             status=response.status,
             version=response.version,
-            version_string="HTTP/1.1",  # what the request was sent as
             reason=response.reason,
             preload_content=False,
             decode_content=True,
@@ -307,7 +306,8 @@ def chunks_of(response: urllib3.HTTPResponse) -> Iterator[bytes]:
         yield from response.read_chunked(decode_content=True)
         return
     while True:
-        part = response.read1(65536)
+        # read1 (urllib3 >= 2.3): what has arrived, not a full 64 KiB.
+        part = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
         if not part:
             return
         yield part
