@@ -289,7 +289,17 @@ class SpendJournal:
 
     def has_pending(self) -> bool:
         """Whether an entry waits for a replay: a kept one, or one in a slot no live
-        process holds (empty ones of processes gone are removed on the way)."""
+        process holds (empty ones of processes gone are removed on the way).
+
+        A kept entry counts even while someone holds it: a replay that holds it now
+        may fail (the database still away) and let it go, and the replay thread
+        that asks must not end meanwhile."""
+        try:
+            with os.scandir(self.directory) as found:
+                if any(item.name.endswith(KEPT_SUFFIX) for item in found):
+                    return True
+        except FileNotFoundError:
+            return False
         for entry in self.pending():
             entry.release()
             return True

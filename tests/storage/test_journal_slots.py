@@ -156,6 +156,23 @@ def test_a_kept_entry_is_durable_and_the_thread_moves_to_a_new_slot(
     assert replay_all(journal) == []
 
 
+def test_a_kept_entry_a_failing_replay_holds_still_counts_as_pending(
+    journal: SpendJournal,
+) -> None:
+    """The replay thread ends when nothing is pending: a kept entry held by a replay
+    that is about to fail (the database still away) must not look done to it, or
+    the entry waits for the next keep or restart to be replayed."""
+    journal.write("kept-in-an-outage", record("kept-in-an-outage")).keep()
+    [held] = journal.pending()  # a replay has it
+    try:
+        assert journal.has_pending()
+    finally:
+        held.release()  # its write failed
+    assert journal.has_pending()
+    assert replay_all(journal) == ["kept-in-an-outage"]
+    assert not journal.has_pending()
+
+
 def test_an_entry_its_settle_never_resolved_is_replayed(journal: SpendJournal) -> None:
     journal.write("abandoned", record("abandoned"))  # an exception no handler caught
     later = journal.write("later", record("later"))
