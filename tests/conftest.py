@@ -59,6 +59,8 @@ MASTER = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 # Fixtures that hand a test a PostgreSQL database: a test taking one is ``postgres``.
 POSTGRES_FIXTURES = frozenset({"pg_database", "pg_url", "database_url"})
+# The spend-journal folder this pytest process made (removed when it ends).
+_JOURNALS_MADE = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,7 +71,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if not os.environ.get("COMPTROLLER_JOURNAL_DIR"):
         import tempfile
 
-        os.environ["COMPTROLLER_JOURNAL_DIR"] = tempfile.mkdtemp(prefix="comptroller-journal-")
+        folder = tempfile.mkdtemp(prefix="comptroller-journal-")
+        os.environ["COMPTROLLER_JOURNAL_DIR"] = folder
+        config.stash[_JOURNALS_MADE] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The session's journal folder goes with it (xdist workers inherit the folder
+    from the process that made it, and that process removes it, after them)."""
+    folder = config.stash.get(_JOURNALS_MADE, None)
+    if folder is not None:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("COMPTROLLER_JOURNAL_DIR", None)
 
 
 def _steal_work_at_the_end(config: pytest.Config) -> None:
