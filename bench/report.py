@@ -18,6 +18,11 @@ CHAT_RPS_C16 = 1000.0
 STREAM_RPS_C16 = 400.0
 CPU_MS_PER_CALL = 1.0
 ROUND_TRIPS_PER_CALL = 2.0
+# Issue 20's targets (the same machine and load): CPU per chat call at c=1,
+# req/s at c=16, round trips with every plugin on; streaming no worse than chat.
+CPU_MS_PER_CALL_20 = 1.4
+CHAT_RPS_C16_20 = 700.0
+ROUND_TRIPS_PER_CALL_20 = 3.0
 
 
 def _pairs(run: Run) -> list[tuple[Phase | None, Phase]]:
@@ -100,6 +105,43 @@ def _targets(run: Run) -> list[str]:
             f"| <= {ROUND_TRIPS_PER_CALL:.0f} database round trips per metered call (call path) "
             f"| {trips:.2f} | {_verdict(trips <= ROUND_TRIPS_PER_CALL + 0.05)} |"
         )
+    return lines + _targets_20(run)
+
+
+def _targets_20(run: Run) -> list[str]:
+    """Issue 20's rows (added p50 is the same target as above)."""
+    lines = []
+    _, chat1 = _find(run, False, 1)
+    if chat1 is not None:
+        cpu = chat1.proxy_cpu_ms
+        lines.append(
+            f"| issue 20: proxy CPU <= {CPU_MS_PER_CALL_20} ms per call (chat c=1) "
+            f"| {_ms(cpu)} ms | {_verdict(cpu <= CPU_MS_PER_CALL_20)} |"
+        )
+    _, chat16 = _find(run, False, 16)
+    if chat16 is not None:
+        rps = chat16.load.rps
+        lines.append(
+            f"| issue 20: >= {CHAT_RPS_C16_20:.0f} req/s, {run.workers} workers, chat c=16 "
+            f"| {rps:.0f} req/s | {_verdict(rps >= CHAT_RPS_C16_20)} |"
+        )
+    chat = [p for _, p in _pairs(run) if not p.stream]
+    if chat:
+        trips = max(p.request_statements for p in chat)
+        lines.append(
+            f"| issue 20: <= {ROUND_TRIPS_PER_CALL_20:.0f} round trips per metered call "
+            f"| {trips:.2f} | {_verdict(trips <= ROUND_TRIPS_PER_CALL_20 + 0.05)} |"
+        )
+    for connections in (1, 16):
+        _, chat_phase = _find(run, False, connections)
+        _, stream_phase = _find(run, True, connections)
+        if chat_phase is None or stream_phase is None:
+            continue
+        ours, theirs = stream_phase.proxy_cpu_ms, chat_phase.proxy_cpu_ms
+        lines.append(
+            f"| issue 20: streaming CPU per call no worse than chat (c={connections}) "
+            f"| {_ms(ours)} vs {_ms(theirs)} ms | {_verdict(ours <= theirs)} |"
+        )
     return lines
 
 
@@ -166,10 +208,13 @@ def render(run: Run) -> str:
         if run.outbox_drain_seconds is not None
         else "NOT within 120 s"
     )
-    lines.append(
-        f"Webhook alerts: {run.alerts_queued} queued, {run.alerts_delivered} delivered "
-        f"(outbox empty {drain})."
-    )
+    if "webhook_alerter" in run.disabled:
+        lines.append("Webhook alerts: none (the webhook alerter is off).")
+    else:
+        lines.append(
+            f"Webhook alerts: {run.alerts_queued} queued, {run.alerts_delivered} delivered "
+            f"(outbox empty {drain})."
+        )
     exact = abs(run.spend_counter - run.spend_logged) <= 1e-9 * max(1.0, run.spend_logged)
     lines.append(
         f"Spend: proxy counter {run.spend_counter!r}, sum of {run.spend_rows} spend logs "

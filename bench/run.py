@@ -355,8 +355,9 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Run:
                 )
                 if args.peer:
                     _peer_phases(run, stack, Path(tmp), streams, args)
-            run.outbox_drain_seconds = _wait_for_outbox(stack)
-            run.alerts_queued, run.alerts_delivered = stack.outbox()
+            if "webhook_alerter" not in args.disable:  # its outbox exists only when it is on
+                run.outbox_drain_seconds = _wait_for_outbox(stack)
+                run.alerts_queued, run.alerts_delivered = stack.outbox()
             run.spend_counter, run.spend_logged, run.spend_rows = stack.spend_check()
             if args.profile:
                 run.profile = str(Path(args.profile) / "<phase>" / "worker-*.collapsed")
