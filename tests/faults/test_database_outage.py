@@ -38,7 +38,7 @@ from tests.faults.harness import (
 from tests.faults.outage import DatabaseCutOff, database_cut_off
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.mock_openai import MockOpenAI
-from tests.support.proxy_server import wait_until
+from tests.support.proxy_server import ProxyServer, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -98,6 +98,14 @@ def test_an_outage_under_load_with_a_worker_killed_loses_nothing(
         assert_ledger_exact(fault_db, upstream, outcomes)
 
 
+def workers_reached(server: ProxyServer) -> bool:
+    """Every worker of ``server`` has logged that it reached the database."""
+    said = server.log_path.read_text(errors="replace").count(
+        "database reached: migrations applied, serving"
+    )
+    return said >= server.workers
+
+
 def test_start_up_while_the_database_is_down_waits_then_serves(
     fault_db: str, upstream: MockOpenAI, tmp_path: Path
 ) -> None:
@@ -127,6 +135,10 @@ def test_start_up_while_the_database_is_down_waits_then_serves(
                     ),
                     timeout=RECOVERY_SECONDS,
                 )
+            # A readiness probe reaches one worker; the calls below may reach any, and a
+            # worker whose last try failed just before the return waits REQUEST_RETRY_SECONDS
+            # before its next. Every worker of every instance says when it is through.
+            wait_until(lambda: all(workers_reached(s) for s in instances.servers), RECOVERY_SECONDS)
             key = new_key(instances.servers[0])
             recovered_in = wait_served_again(instances, key, back)
             assert recovered_in < RECOVERY_SECONDS
