@@ -71,13 +71,13 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT met")
 
 
-def _throughput(run: Run, stream: bool, target: float, what: str) -> list[str]:
+def _throughput(run: Run, stream: bool, target: float, what: str, label: str = "") -> list[str]:
     """The row of a req/s target at 16 connections; none if that phase did not run."""
     _, proxy = _find(run, stream, 16)
     if proxy is None:
         return []
     rps = proxy.load.rps
-    return [f"| >= {target:.0f} req/s{what} | {rps:.0f} req/s | {_verdict(rps >= target)} |"]
+    return [f"| {label}>= {target:.0f} req/s{what} | {rps:.0f} req/s | {_verdict(rps >= target)} |"]
 
 
 def _targets(run: Run) -> list[str]:
@@ -123,13 +123,9 @@ def _targets_20(run: Run) -> list[str]:
             f"| issue 20: proxy CPU <= {CPU_MS_PER_CALL_20} ms per call (chat c=1) "
             f"| {_ms(cpu)} ms | {_verdict(cpu <= CPU_MS_PER_CALL_20)} |"
         )
-    _, chat16 = _find(run, False, 16)
-    if chat16 is not None:
-        rps = chat16.load.rps
-        lines.append(
-            f"| issue 20: >= {CHAT_RPS_C16_20:.0f} req/s, {run.workers} workers, chat c=16 "
-            f"| {rps:.0f} req/s | {_verdict(rps >= CHAT_RPS_C16_20)} |"
-        )
+    lines += _throughput(
+        run, False, CHAT_RPS_C16_20, f", {run.workers} workers, chat c=16", "issue 20: "
+    )
     chat = [p for _, p in _pairs(run) if not p.stream]
     if chat:
         lines.append(_round_trips(chat, ROUND_TRIPS_PER_CALL_20, "issue 20: "))
@@ -204,14 +200,14 @@ def render(run: Run) -> str:
         if peer:
             lines += [*peer, ""]
     lines += _memory(run) + [""]
-    drain = (
-        f"{run.outbox_drain_seconds:.1f} s after the load"
-        if run.outbox_drain_seconds is not None
-        else "NOT within 120 s"
-    )
     if "webhook_alerter" in run.disabled:
         lines.append("Webhook alerts: none (the webhook alerter is off).")
     else:
+        drain = (
+            f"{run.outbox_drain_seconds:.1f} s after the load"
+            if run.outbox_drain_seconds is not None
+            else "NOT within 120 s"
+        )
         lines.append(
             f"Webhook alerts: {run.alerts_queued} queued, {run.alerts_delivered} delivered "
             f"(outbox empty {drain})."
