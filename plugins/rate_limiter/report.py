@@ -23,8 +23,13 @@ def duration_text(seconds: float) -> str:
 
 
 def window_reset(state: WindowState, now: float) -> float:
-    """Seconds until ``state``'s window ends and its counts start from zero."""
-    return max(state.window_start + WINDOW_SECONDS - now, 0.0)
+    """Seconds until ``state``'s window ends and its counts start from zero.
+
+    Never more than a window: each worker carries the database's clock forward
+    from its own last reading (:mod:`proxy.storage.clock`), so a window another
+    worker opened may start a few milliseconds after this worker's ``now``.
+    """
+    return min(max(state.window_start + WINDOW_SECONDS - now, 0.0), WINDOW_SECONDS)
 
 
 Tightest = tuple[int, float, int]  # (remaining, -seconds to the window's reset, limit)

@@ -16,6 +16,7 @@ from flask import Flask
 
 from plugins.rate_limiter import store
 from plugins.rate_limiter.limits import Scope
+from plugins.rate_limiter.report import refusal
 from plugins.rate_limiter.tables import RateLimitLease, RateLimitWindow
 from proxy.call.auth import hash_key
 from proxy.call.context import Refusal
@@ -119,6 +120,19 @@ def test_reset_header_tells_when_the_window_really_ends(client, clock):
     assert 14 < seconds(resp.headers["x-ratelimit-reset-requests"]) <= 15
     assert int(resp.headers["Retry-After"]) == 15
     assert 14000 < int(resp.headers["retry-after-ms"]) <= 15000
+
+
+def test_window_opened_by_a_worker_whose_clock_runs_ahead_still_waits_at_most_a_minute():
+    # Each worker carries the database's clock forward from its own last reading:
+    # a window another worker opened can start a little after this worker's now.
+    now = 1_000_000.0
+    full = store.WindowState(
+        Scope("key", "h", "burst", rpm_limit=4), now + 0.4, 4, 0, 0, admitted=False
+    )
+    refused = refusal(store.Admission([full]), now)
+    assert refused.headers["Retry-After"] == "60"
+    assert refused.headers["retry-after-ms"] == "60000"
+    assert seconds(refused.headers["x-ratelimit-reset-requests"]) == 60
 
 
 def test_a_new_window_opens_a_minute_after_the_first_call(client, clock):
