@@ -5,9 +5,11 @@ settling calls back to back through ``record_spend`` on one fresh database,
 for two workloads: (a) every process with its own key, (b) every process on
 one hot key. Each settle writes a spend log and increments the key and the
 proxy counter; with ``--owners`` the key's user, team and end user too (one
-each per key). It prints settles/s for each N and checks, after every phase,
-that every counter (a row's spend plus its stripes, where the code under test
-stripes) equals the sum of its spend logs.
+each per key); with ``--rate-limit`` the key has a tpm limit and the rate
+limiter's settle counts the call's tokens for it, as on a call. It prints
+settles/s for each N and checks, after every phase, that every counter (a
+row's spend plus its stripes, where the code under test stripes; a window's
+tokens plus its settled rows) equals the sum of its spend logs.
 
 ``--code DIR`` runs the workers on another checkout's code (e.g. a
 ``git worktree`` of main, to measure before a change) in the same run, so the
@@ -25,12 +27,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 
 from tests.support.databases import create_pg_database, drop_pg_database
 
 ROOT = Path(__file__).resolve().parents[1]
+RATE_LIMIT_TPM = 10**15  # never reached: the settles are measured, not refused
 WORKER = Path(__file__).with_name("settle_worker.py")
 
 
@@ -39,12 +43,20 @@ def _prepare(url: str, code: Path, keys: int, owners: bool) -> list[str]:
     with its user, when ``owners``: the settles make the teams and end users)."""
     script = (
         "import sys; from proxy.storage.db import init_database; "
-        "from proxy.storage.migrate import migrate; init_database(sys.argv[1]); migrate()"
+        "from proxy.storage.migrate import migrate; init_database(sys.argv[1]); "
+        "migrate(plugin_migrations=[('rate_limiter', 'plugins.rate_limiter.migrations')])"
     )
     subprocess.run([sys.executable, "-c", script, url], check=True, env=_env(code), cwd=str(code))
     tokens = [f"bench-settle-key-{i:03d}" for i in range(keys)]
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         for token in tokens:
+            # The key's rate-limit window, opened now (--rate-limit settles count tokens in it).
+            cur.execute(
+                "INSERT INTO rate_limit_window (kind, entity, window_start, requests, tokens, "
+                "in_flight, tpm_limit, admitted) "
+                "VALUES ('key', %s, date_part('epoch', now()), 0, 0, 0, %s, 1)",
+                [token, RATE_LIMIT_TPM],
+            )
             cur.execute(
                 'INSERT INTO "key" (token, key_name, models, spend, metadata, blocked, created_at) '
                 "VALUES (%s, 'sk-...bench', '[]', 0, '{}', false, 0)",
@@ -79,7 +91,7 @@ _COUNTERS = {
 }
 
 
-def _check(url: str) -> str:
+def _check(url: str, rate_limited: bool) -> str:
     """'equal' when every counter equals the sum of its spend logs."""
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT COALESCE(SUM(spend), 0), COUNT(*) FROM spend_log")
@@ -103,12 +115,37 @@ def _check(url: str) -> str:
             wrong = cur.fetchone()[0]
             if wrong:
                 off.append(f"{wrong} {kind}")
+        if rate_limited:
+            # Each key's window tokens, with the settled rows no check has folded in yet.
+            settled = (
+                "(SELECT COALESCE(SUM(t.tokens), 0) FROM rate_limit_settled t "
+                "WHERE t.kind = w.kind AND t.entity = w.entity)"
+                if _has_table(cur, "rate_limit_settled")
+                else "0"
+            )
+            cur.execute(
+                f"SELECT COUNT(*) FROM rate_limit_window w WHERE w.tokens + {settled} <> COALESCE("
+                "(SELECT SUM(s.total_tokens) FROM spend_log s WHERE s.api_key = w.entity), 0)"
+            )
+            wrong = cur.fetchone()[0]
+            if wrong:
+                off.append(f"{wrong} rate-limit windows")
     equal = abs(proxy - total) <= 1e-9 and not off
     return "equal" if equal else f"NOT EQUAL (proxy {proxy!r}, logs {total!r}, {off})"
 
 
+def _has_table(cur: Any, name: str) -> bool:
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
+    return bool(cur.fetchone()[0])
+
+
 def run_phase(
-    code: Path, processes: int, hot: bool, seconds: float, owners: bool = False
+    code: Path,
+    processes: int,
+    hot: bool,
+    seconds: float,
+    owners: bool = False,
+    rate_limited: bool = False,
 ) -> tuple[float, str]:
     url = create_pg_database("comptroller_bench_settle")
     try:
@@ -125,6 +162,7 @@ def run_phase(
                     "--token",
                     tokens[0 if hot else i],
                     *(["--owner", _owner(tokens[0 if hot else i])] if owners else []),
+                    *(["--rate-limit"] if rate_limited else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -152,7 +190,7 @@ def run_phase(
         finally:
             for worker in workers:
                 worker.wait(timeout=60)
-        return settled / elapsed, _check(url)
+        return settled / elapsed, _check(url, rate_limited)
     finally:
         drop_pg_database(url)
 
@@ -165,9 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--owners", action="store_true", help="each key's calls also of a user, team, end user"
     )
+    parser.add_argument(
+        "--rate-limit",
+        action="store_true",
+        help="each key with a tpm limit: every settle also counts its tokens for the rate limiter",
+    )
     args = parser.parse_args(argv)
     codes = [path.resolve() for path in (args.code or [ROOT])]
     owned = " (each key with a user, team and end user)" if args.owners else ""
+    if args.rate_limit:
+        owned += " (each key with a tpm limit: the rate limiter's settle too)"
     print(
         f"settles/s, {args.seconds:g} s per phase{owned}; counters checked against the spend logs"
     )
@@ -177,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         cells: dict[Path, list[str]] = {code: [] for code in codes}
         for n in args.processes:
             for code in codes:  # alternating, so each N compares the same minutes
-                rate, check = run_phase(code, n, hot, args.seconds, args.owners)
+                rate, check = run_phase(code, n, hot, args.seconds, args.owners, args.rate_limit)
                 cells[code].append(f"{rate:.0f}" if check.startswith("equal") else check)
         workload = "(b) one hot key" if hot else "(a) distinct keys"
         for code in codes:

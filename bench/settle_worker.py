@@ -7,6 +7,8 @@ hook specifications and no plugin (the core's part of a settle: the spend
 log and every counter's increment, one transaction). With ``--owner NAME``
 each call is also of user NAME, team NAME and end user NAME (their counters
 incremented too, as a call of a key with a user and a team for an end user).
+With ``--rate-limit`` the rate limiter's ``post_call_spend`` runs too, as for a
+call of a key with a tpm limit.
 
 Protocol on stdin/stdout: prints ``ready`` once connected, waits for ``go``,
 settles for ``--seconds`` and prints the number of calls it settled.
@@ -35,11 +37,24 @@ def main() -> int:
     parser.add_argument("--token", required=True, help="the key (hashed) every call is made with")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--owner", help="the user, team and end user of every call")
+    parser.add_argument(
+        "--rate-limit", action="store_true", help="the key has a tpm limit (rate limiter on)"
+    )
     args = parser.parse_args()
 
     init_database(args.url, pool_size=1)
     pm = pluggy.PluginManager("comptroller")
     pm.add_hookspecs(hookspecs)
+    plugin_state: dict = {}
+    if args.rate_limit:
+        # The rate limiter's part of the settle, as for a call it let in on a key with
+        # a tpm limit (the window row is made by bench.settle).
+        from plugins.rate_limiter import hooks as rate_limiter
+        from plugins.rate_limiter.limits import Scope
+
+        pm.register(rate_limiter)
+        scope = Scope("key", args.token, "bench", tpm_limit=10**15)
+        plugin_state[rate_limiter.PLUGIN_NAME] = rate_limiter.Taken([scope], [])
     deployment = SimpleNamespace(
         model_name="bench-model",
         upstream_model="bench-upstream",
@@ -47,6 +62,7 @@ def main() -> int:
         timeout=30.0,
         id="bench-deployment",
         provider="openai",
+        counted=False,  # no deployment rate limits
     )
     owner = args.owner
     key = SimpleNamespace(token=args.token, user_id=owner, key_alias=None)
@@ -63,6 +79,7 @@ def main() -> int:
             team_id=owner,
             end_user_id=owner,
         )
+        ctx.plugin_state.update(plugin_state)
         usage = Usage(prompt_tokens=20, completion_tokens=10)
         record_spend(pm, ctx, usage, "success", cost=COST)
 

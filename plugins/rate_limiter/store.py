@@ -18,6 +18,22 @@ workers and hosts. When a call has several scopes and one of them refuses,
 the statement's transaction is rolled back, so nothing is counted anywhere.
 Rows are always written in (kind, entity) order, so two calls sharing scopes
 lock them in the same order and cannot deadlock.
+
+**Settles never queue on the window row (PostgreSQL).** A finished call's
+tokens and freed slots go into rows of their own (``rate_limit_settled``,
+one per call and scope, written with the spend transaction's COMMIT), which
+no other statement waits for. The scope's next check, once it holds the
+window row's lock, deletes the settled rows it sees and adds them to the
+window in the same statement (:func:`_fold_ctes`). A row is deleted by one
+check only, so it counts once; one committed while a check ran is folded in
+by the next. Checks of one scope still queue on its window row: an exact
+count of requests needs one place that decides them in turn. On SQLite (one
+writer at a time) a settle writes the window row itself.
+
+Tokens count in the window their call finished in: a check folds settled
+tokens into an open window whenever they were settled; when it opens a new
+window, only tokens settled after the previous one ended, within the last
+:data:`~plugins.rate_limiter.limits.WINDOW_SECONDS`, count in it.
 """
 
 from __future__ import annotations
@@ -38,6 +54,7 @@ log = logging.getLogger("comptroller.rate_limiter")
 
 WINDOWS = "rate_limit_window"
 LEASES = "rate_limit_lease"
+SETTLED = "rate_limit_settled"
 _COLUMNS = (
     "kind, entity, window_start, requests, tokens, in_flight, "
     "rpm_limit, tpm_limit, parallel_limit, admitted"
@@ -114,6 +131,87 @@ def admit_sql(count: int) -> str:
     )
 
 
+def _fold_ctes(locked: str, now: str) -> str:
+    """CTEs that fold the settled rows of the windows ``locked`` holds into them.
+
+    ``locked`` names a CTE of window rows (kind, entity, window_start, tokens,
+    ...) already locked ``FOR UPDATE``: joining it makes the delete wait for
+    those locks, so a scope's settled rows are only ever deleted by the holder
+    of its window lock (no two checks wait for each other's settled rows). A
+    row another check deleted and committed meanwhile is skipped by the delete
+    (PostgreSQL re-checks a row whose deleter committed), so each counts once.
+
+    ``rl_pending``: per scope, the slots given back and the tokens that count in
+    the window as the check leaves it: all of them in an open window; in a new
+    one, those settled after the old one ended and within the last window.
+    """
+    stale = f"l.window_start <= {now} - {WINDOW_SECONDS}"
+    return (
+        f"rl_consumed AS (DELETE FROM {SETTLED} p USING {locked} l "
+        "WHERE p.kind = l.kind AND p.entity = l.entity "
+        "RETURNING p.kind, p.entity, p.settled_at, p.tokens, p.released), "
+        "rl_pending AS MATERIALIZED (SELECT c.kind, c.entity, "
+        "SUM(c.released)::bigint AS released, "
+        f"SUM(CASE WHEN NOT ({stale}) OR c.settled_at >= "
+        f"GREATEST(l.window_start, {now} - {2 * WINDOW_SECONDS}) + {WINDOW_SECONDS} "
+        "THEN c.tokens ELSE 0 END)::bigint AS tokens "
+        f"FROM rl_consumed c JOIN {locked} l ON l.kind = c.kind AND l.entity = c.entity "
+        "GROUP BY c.kind, c.entity)"
+    )
+
+
+def _pending(column: str) -> str:
+    """A scope's folded ``rl_pending`` column, in an ``ON CONFLICT`` update."""
+    return (
+        f"COALESCE((SELECT p.{column} FROM rl_pending p "
+        "WHERE p.kind = excluded.kind AND p.entity = excluded.entity), 0)"
+    )
+
+
+_TYPED_ROW = (
+    "(%s::text, %s::text, %s::float8, %s::bigint, %s::bigint, %s::int, "
+    "%s::bigint, %s::bigint, %s::int, %s::int)"
+)
+
+
+def folding_admit_sql(count: int) -> str:
+    """:func:`admit_sql` on PostgreSQL: the scopes' settled rows folded in first.
+
+    The window rows are locked in (kind, entity) order before the settled rows
+    are read (``rl_locked``, evaluated by the first row's update, whose own
+    lock comes first in that order), so the counts decided on include every
+    settle committed before the check and none twice.
+    """
+    tokens_now = f"({_TOKENS_NOW} + {_pending('tokens')})"
+    in_flight_now = f"({WINDOWS}.in_flight - {_pending('released')})"
+    fits = (
+        f"((excluded.rpm_limit IS NULL OR {_REQUESTS_NOW} < excluded.rpm_limit)"
+        f" AND (excluded.tpm_limit IS NULL OR {tokens_now} < excluded.tpm_limit)"
+        f" AND (excluded.parallel_limit IS NULL OR {in_flight_now} < excluded.parallel_limit))"
+    )
+    rows = ", ".join([_TYPED_ROW] * count)
+    return (
+        f"WITH rl_in ({_COLUMNS}) AS (VALUES {rows}), "
+        "rl_locked AS MATERIALIZED (SELECT w.kind, w.entity, w.window_start "
+        f"FROM {WINDOWS} w JOIN rl_in i ON w.kind = i.kind AND w.entity = i.entity "
+        'ORDER BY w.kind COLLATE "C", w.entity COLLATE "C" FOR UPDATE OF w), '
+        f"{_fold_ctes('rl_locked', '(SELECT MAX(window_start) FROM rl_in)')}, "
+        f"counted AS (INSERT INTO {WINDOWS} ({_COLUMNS}) SELECT * FROM rl_in "
+        f'ORDER BY kind COLLATE "C", entity COLLATE "C" '
+        f"ON CONFLICT (kind, entity) DO UPDATE SET "
+        f"window_start = CASE WHEN {_STALE} THEN excluded.window_start "
+        f"ELSE {WINDOWS}.window_start END, "
+        f"requests = {_REQUESTS_NOW} + CASE WHEN {fits} THEN 1 ELSE 0 END, "
+        f"tokens = {tokens_now}, "
+        f"in_flight = {in_flight_now} + CASE WHEN {fits} "
+        f"AND excluded.parallel_limit IS NOT NULL THEN 1 ELSE 0 END, "
+        f"rpm_limit = excluded.rpm_limit, tpm_limit = excluded.tpm_limit, "
+        f"parallel_limit = excluded.parallel_limit, "
+        f"admitted = CASE WHEN {fits} THEN 1 ELSE 0 END "
+        f"RETURNING {_RETURNED}, parallel_limit)"
+    )
+
+
 def _admit_params(scopes: list[Scope], now: float) -> list[Any]:
     params: list[Any] = []
     for scope in scopes:
@@ -140,8 +238,8 @@ _DIVISION_BY_ZERO = "22012"
 
 
 def _one_statement_admit_sql(count: int, with_leases: bool, all_or_nothing: bool = False) -> str:
-    """The deciding upsert; with writable CTEs (PostgreSQL) the lease rows are
-    written by the same statement.
+    """The deciding upsert on PostgreSQL (:func:`folding_admit_sql`), the lease
+    rows written by the same statement.
 
     ``all_or_nothing``: a statement that succeeds only if every scope admits.
     Run outside a transaction it is its own: when a scope refuses, the guard
@@ -149,8 +247,6 @@ def _one_statement_admit_sql(count: int, with_leases: bool, all_or_nothing: bool
     no lease written), with no ``BEGIN``/``COMMIT`` round trips and no row lock
     held across a round trip.
     """
-    if not with_leases and not all_or_nothing:
-        return admit_sql(count)
     leased = ""
     if with_leases:
         leased = (
@@ -159,7 +255,7 @@ def _one_statement_admit_sql(count: int, with_leases: bool, all_or_nothing: bool
             f"WHERE admitted = 1 AND parallel_limit IS NOT NULL)"
         )
     guard = f", {_ALL_FIT_GUARD}" if all_or_nothing else ""
-    return f"WITH counted AS ({admit_sql(count)}){leased} SELECT {_RETURNED}{guard} FROM counted"
+    return f"{folding_admit_sql(count)}{leased} SELECT {_RETURNED}{guard} FROM counted"
 
 
 def _all_fit_in_one_statement(
@@ -292,10 +388,14 @@ def _end_user_limits() -> str:
 
 
 _NOW = "(SELECT now FROM call_read)"
-# The call's scopes -> their window rows locked in (kind, entity) order -> whether
-# every one fits -> counted in all (only if every row exists and every one fits)
-# -> leases. A scope without a window row yet leaves the decision to
-# pre_request_check (``decided`` false): rows are made once per entity, ever.
+# The call's scopes -> their window rows locked in (kind, entity) order -> their settled
+# rows folded in -> whether every one fits -> counted in all (only if every row exists
+# and every one fits) -> leases. A scope without a window row yet leaves the decision to
+# pre_request_check (``decided`` false): rows are made once per entity, ever. A window
+# whose settled rows were folded in is written even when the call is not counted (the
+# rows are gone); a refused call opens no new window unless settled tokens count in it.
+_STALE_NOW = f"l.window_start <= {_NOW} - {WINDOW_SECONDS}"
+_KEEPS_OLD_WINDOW = "(NOT g.go AND f.stale AND f.settled_tokens = 0)"
 FOLDED_ADMISSION_CTES = (
     "rl_scope AS MATERIALIZED (SELECT kind, entity, rpm, tpm, par FROM call_read r "
     "CROSS JOIN LATERAL (VALUES "
@@ -311,35 +411,43 @@ FOLDED_ADMISSION_CTES = (
     f"w.tokens, w.in_flight FROM {WINDOWS} w JOIN rl_scope s "
     f"ON w.kind = s.kind AND w.entity = s.entity "
     f'ORDER BY w.kind COLLATE "C", w.entity COLLATE "C" FOR UPDATE OF w), '
+    f"{_fold_ctes('rl_locked', _NOW)}, "
     "rl_now AS MATERIALIZED (SELECT s.kind, s.entity, s.rpm, s.tpm, s.par, "
-    "l.kind IS NOT NULL AS found, l.in_flight, "
-    f"CASE WHEN l.window_start <= {_NOW} - {WINDOW_SECONDS} THEN {_NOW} "
-    "ELSE l.window_start END AS window_start, "
-    f"CASE WHEN l.window_start <= {_NOW} - {WINDOW_SECONDS} THEN 0 ELSE l.requests END "
-    "AS requests, "
-    f"CASE WHEN l.window_start <= {_NOW} - {WINDOW_SECONDS} THEN 0 ELSE l.tokens END "
-    "AS tokens "
-    "FROM rl_scope s LEFT JOIN rl_locked l ON l.kind = s.kind AND l.entity = s.entity), "
+    "l.kind IS NOT NULL AS found, p.kind IS NOT NULL AS consumed, "
+    f"COALESCE({_STALE_NOW}, false) AS stale, COALESCE(p.tokens, 0) AS settled_tokens, "
+    "l.in_flight - COALESCE(p.released, 0) AS in_flight, "
+    f"CASE WHEN {_STALE_NOW} THEN {_NOW} ELSE l.window_start END AS window_start, "
+    f"CASE WHEN {_STALE_NOW} THEN 0 ELSE l.requests END AS requests, "
+    f"CASE WHEN {_STALE_NOW} THEN 0 ELSE l.tokens END + COALESCE(p.tokens, 0) AS tokens "
+    "FROM rl_scope s LEFT JOIN rl_locked l ON l.kind = s.kind AND l.entity = s.entity "
+    "LEFT JOIN rl_pending p ON p.kind = s.kind AND p.entity = s.entity), "
     "rl_fit AS MATERIALIZED (SELECT n.*, COALESCE((n.rpm IS NULL OR n.requests < n.rpm) "
     "AND (n.tpm IS NULL OR n.tokens < n.tpm) "
     "AND (n.par IS NULL OR n.in_flight < n.par), false) AS fits FROM rl_now n), "
     "rl_go AS MATERIALIZED (SELECT COALESCE(bool_and(found), true) AS decided, "
-    "COALESCE(bool_and(fits), true) AS all_fit FROM rl_fit), "
-    f"rl_counted AS (UPDATE {WINDOWS} w SET window_start = f.window_start, "
-    "requests = f.requests + 1, tokens = f.tokens, "
-    "in_flight = f.in_flight + CASE WHEN f.par IS NULL THEN 0 ELSE 1 END, "
-    "rpm_limit = f.rpm, tpm_limit = f.tpm, parallel_limit = f.par, admitted = 1 "
-    "FROM rl_fit f, rl_go g WHERE g.decided AND g.all_fit "
+    "COALESCE(bool_and(found), true) AND COALESCE(bool_and(fits), true) AS go FROM rl_fit), "
+    f"rl_counted AS (UPDATE {WINDOWS} w SET "
+    f"window_start = CASE WHEN {_KEEPS_OLD_WINDOW} THEN w.window_start "
+    "ELSE f.window_start END, "
+    f"requests = CASE WHEN {_KEEPS_OLD_WINDOW} THEN w.requests ELSE f.requests END "
+    "+ CASE WHEN g.go THEN 1 ELSE 0 END, "
+    f"tokens = CASE WHEN {_KEEPS_OLD_WINDOW} THEN w.tokens ELSE f.tokens END, "
+    "in_flight = f.in_flight + CASE WHEN g.go AND f.par IS NOT NULL THEN 1 ELSE 0 END, "
+    "rpm_limit = CASE WHEN g.go THEN f.rpm ELSE w.rpm_limit END, "
+    "tpm_limit = CASE WHEN g.go THEN f.tpm ELSE w.tpm_limit END, "
+    "parallel_limit = CASE WHEN g.go THEN f.par ELSE w.parallel_limit END, "
+    "admitted = CASE WHEN g.go THEN 1 ELSE w.admitted END "
+    "FROM rl_fit f, rl_go g WHERE (g.go OR f.consumed) "
     "AND w.kind = f.kind AND w.entity = f.entity "
-    "RETURNING w.kind, w.entity, w.requests, w.in_flight), "
+    "RETURNING w.kind, w.entity, w.requests, w.in_flight, g.go AS counted), "
     f"rl_leased AS (INSERT INTO {LEASES} (request_id, kind, entity, expires_at) "
     f"SELECT %s::text, c.kind, c.entity, {_NOW} + %s::float8 "
     "FROM rl_counted c JOIN rl_fit f ON f.kind = c.kind AND f.entity = c.entity "
-    "WHERE f.par IS NOT NULL), "
+    "WHERE c.counted AND f.par IS NOT NULL), "
     "rl_result AS (SELECT f.kind, f.entity, f.rpm, f.tpm, f.par, g.decided, "
-    "c.kind IS NOT NULL AS counted, f.fits AS admitted, f.window_start, "
-    "COALESCE(c.requests, f.requests) AS requests, f.tokens, "
-    "COALESCE(c.in_flight, f.in_flight) AS in_flight "
+    "COALESCE(c.counted, false) AS counted, f.fits AS admitted, f.window_start, "
+    "CASE WHEN c.counted THEN c.requests ELSE f.requests END AS requests, f.tokens, "
+    "CASE WHEN c.counted THEN c.in_flight ELSE f.in_flight END AS in_flight "
     "FROM rl_fit f CROSS JOIN rl_go g "
     "LEFT JOIN rl_counted c ON c.kind = f.kind AND c.entity = f.entity)"
 )
@@ -402,27 +510,37 @@ def undo_folded(rows: list[dict[str, Any]], request_id: str, now: float) -> None
     uncount_requests(states)
 
 
-def _settle_sql(count: int, with_release: bool) -> str:
-    p = "%s"
-    in_flight = ""
-    prefix = ""
-    if with_release:
-        # The call's own leases go in the same statement (Postgres: a CTE).
-        prefix = (
-            f"WITH released AS (DELETE FROM {LEASES} WHERE request_id = {p} "
-            f"AND expires_at > {p} RETURNING kind, entity) "
-        )
-        in_flight = (
-            f", in_flight = GREATEST({WINDOWS}.in_flight - (SELECT COUNT(*) FROM released "
-            f"WHERE released.kind = excluded.kind AND released.entity = excluded.entity), 0)"
-        )
+def _settle_sql(count: int) -> str:
+    """SQLite's settle: the window rows themselves, tokens added."""
     return (
-        f"{prefix}INSERT INTO {WINDOWS} ({_COLUMNS}) VALUES {_values(count, 10)} "
+        f"INSERT INTO {WINDOWS} ({_COLUMNS}) VALUES {_values(count, 10)} "
         f"ON CONFLICT (kind, entity) DO UPDATE SET "
         f"window_start = CASE WHEN {_STALE} THEN excluded.window_start "
         f"ELSE {WINDOWS}.window_start END, "
         f"requests = {_REQUESTS_NOW}, "
-        f"tokens = {_TOKENS_NOW} + excluded.tokens{in_flight}"
+        f"tokens = {_TOKENS_NOW} + excluded.tokens"
+    )
+
+
+def _settled_rows_sql(count: int, with_release: bool) -> str:
+    """PostgreSQL's settle: one settled row per scope with tokens or a freed slot; the
+    call's own leases deleted by the same statement (only a lease it still holds: an
+    expired one is the sweep's)."""
+    prefix = ""
+    freed = "0"
+    if with_release:
+        prefix = (
+            f"WITH released AS (DELETE FROM {LEASES} WHERE request_id = %s "
+            f"AND expires_at > %s RETURNING kind, entity) "
+        )
+        freed = "(SELECT COUNT(*) FROM released r WHERE r.kind = v.kind AND r.entity = v.entity)"
+    rows = ", ".join(["(%s::text, %s::text, %s::bigint)"] * count)
+    return (
+        f"{prefix}INSERT INTO {SETTLED} (request_id, kind, entity, settled_at, tokens, released) "
+        f"SELECT %s, v.kind, v.entity, %s, v.tokens, {freed} "
+        f"FROM (VALUES {rows}) AS v (kind, entity, tokens) "
+        f"WHERE v.tokens > 0 OR {freed} > 0 "
+        "ON CONFLICT DO NOTHING"
     )
 
 
@@ -431,25 +549,30 @@ def settle(
 ) -> None:
     """After a metered call: count its tokens and give back its parallel slots.
 
-    Runs inside the spend transaction, so it adds no commit of its own.
-    Tokens count in the scope's current window: if the window the call was
-    admitted in has ended, they open the next one (they count where the call
-    finished). On Postgres both are one statement.
+    Runs inside the spend transaction, so it adds no commit of its own; no answer
+    is read, so on PostgreSQL it goes with the spend transaction's COMMIT, as one
+    statement that writes settled rows and locks no window (see the module's
+    docstring). Tokens count in the window the call finishes in.
     """
     counted = {scope.row_id: tokens for scope in metered if tokens > 0}
-    release_here = bool(leased) and features().writable_ctes
-    if release_here:
+    if features().writable_ctes:
         touched = _ordered(list({s.row_id: s for s in [*metered, *leased]}.values()))
-    else:
-        touched = _ordered([scope for scope in metered if scope.row_id in counted])
-    if touched:
-        params: list[Any] = [request_id, now] if release_here else []
+        if not counted and not leased:
+            return
+        params: list[Any] = [request_id, now] if leased else []
+        params += [request_id, now]
         for scope in touched:
-            params += [scope.kind, scope.entity, now, 0, counted.get(scope.row_id, 0), 0]
+            params += [scope.kind, scope.entity, counted.get(scope.row_id, 0)]
+        defer_write(_settled_rows_sql(len(touched), bool(leased)), params)
+        return
+    touched = _ordered([scope for scope in metered if scope.row_id in counted])
+    if touched:
+        params = []
+        for scope in touched:
+            params += [scope.kind, scope.entity, now, 0, counted[scope.row_id], 0]
             params += [scope.rpm_limit, scope.tpm_limit, scope.max_parallel_requests, 1]
-        # No answer is read: on PostgreSQL it goes with the spend transaction's COMMIT.
-        defer_write(_settle_sql(len(touched), release_here), params)
-    if leased and not release_here:
+        defer_write(_settle_sql(len(touched)), params)
+    if leased:
         release(request_id, now)
 
 
@@ -533,15 +656,20 @@ def uncount_requests(states: list[WindowState]) -> None:
 
 
 def current_counts(kind: str, entities: list[str], now: float) -> dict[str, tuple[int, int]]:
-    """(requests, tokens) of each entity's window that is still open at ``now``."""
+    """(requests, tokens) each entity's next check would start from at ``now``: its
+    window's if still open, and the settled tokens no check has folded in yet."""
     if not entities:
         return {}
     p = "%s"
     marks = ", ".join([p] * len(entities))
+    is_open = f"w.window_start > {p}"
     rows = run(
-        f"SELECT entity, requests, tokens FROM {WINDOWS} WHERE kind = {p} "
-        f"AND entity IN ({marks}) AND window_start > {p}",
-        [kind, *entities, now - WINDOW_SECONDS],
+        f"SELECT w.entity, CASE WHEN {is_open} THEN w.requests ELSE 0 END, "
+        f"CASE WHEN {is_open} THEN w.tokens ELSE 0 END + COALESCE((SELECT SUM(s.tokens) "
+        f"FROM {SETTLED} s WHERE s.kind = w.kind AND s.entity = w.entity AND ({is_open} "
+        f"OR s.settled_at >= w.window_start + {WINDOW_SECONDS} AND s.settled_at > {p})), 0) "
+        f"FROM {WINDOWS} w WHERE w.kind = {p} AND w.entity IN ({marks})",
+        [*[now - WINDOW_SECONDS] * 4, kind, *entities],
         prepare=False,
     ).fetchall()
     return {row[0]: (int(row[1]), int(row[2])) for row in rows}

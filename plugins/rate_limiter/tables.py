@@ -52,4 +52,28 @@ class RateLimitLease(PluginModel):
         primary_key = peewee.CompositeKey("request_id", "kind")
 
 
-TABLES: list[type[PluginModel]] = [RateLimitWindow, RateLimitLease]
+class RateLimitSettled(PluginModel):
+    """What one finished call gives back to one scope, until a check folds it in.
+
+    ``tokens`` the call used, ``released`` the parallel slots it gave back
+    (its lease rows, deleted in the same statement). On PostgreSQL a settle
+    writes these instead of the window row, so settles never queue on a busy
+    key's row lock; the scope's next check deletes them and adds them to its
+    window (``plugins.rate_limiter.store``). SQLite has one writer at a time
+    anyway: there a settle writes the window row itself.
+    """
+
+    request_id = peewee.CharField(max_length=64)
+    kind = peewee.CharField(max_length=16)
+    entity = peewee.CharField(max_length=255)
+    settled_at = peewee.DoubleField()
+    tokens = peewee.BigIntegerField()
+    released = peewee.IntegerField()
+
+    class Meta:
+        table_name = "rate_limit_settled"
+        primary_key = peewee.CompositeKey("request_id", "kind", "entity")
+        indexes = ((("kind", "entity"), False),)
+
+
+TABLES: list[type[PluginModel]] = [RateLimitWindow, RateLimitLease, RateLimitSettled]

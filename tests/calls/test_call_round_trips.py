@@ -23,7 +23,7 @@ from proxy.storage.batching import defer_write
 from proxy.storage.db import database, make_database
 from proxy.storage.models import Customer, Key, SpendLog
 from tests.conftest import base_config
-from tests.support.rate_limits import chat, make_budget, make_key, make_user
+from tests.support.rate_limits import chat, make_budget, make_key, make_user, window
 from tests.support.statements import spy_on_cursors, statement_sql
 
 NO_LIMITS = {"disable": ["rate_limiter", "webhook_alerter"]}
@@ -239,7 +239,8 @@ def test_every_plugin_on_costs_three_round_trips_and_no_savepoint(
     assert sent[1].startswith("BEGIN; ") and sent[2].rstrip().endswith("COMMIT")
     assert "spend tracked" in sent[2]  # the webhook outbox row, with the COMMIT
     with database.connection_context():
-        windows = {(w.kind, w.requests, w.in_flight) for w in RateLimitWindow.select()}
+        rows = [(w.kind, w.entity) for w in RateLimitWindow.select()]
         assert RateLimitLease.select().count() == 0  # given back with the COMMIT
+    windows = {(kind, w.requests, w.in_flight) for kind, w in ((k, window(k, e)) for k, e in rows)}
     # Both calls counted once in each of the three scopes, every slot given back.
     assert windows == {(kind, 2, 0) for kind in ("key", "user", "end_user")}

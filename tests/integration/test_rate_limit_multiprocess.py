@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from peewee import fn
 
 from plugins.rate_limiter.tables import RateLimitLease, RateLimitWindow
 from proxy.call.auth import display_name, generate_key, hash_key
@@ -26,6 +27,7 @@ from proxy.storage.models import Key, SpendLog, User
 from tests.conftest import openai_model
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.proxy_server import ProxyServer, wait_until
+from tests.support.rate_limits import window
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -126,7 +128,7 @@ def test_rpm_limit_lets_exactly_four_of_a_hundred_through_across_two_hosts(pg_ur
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     with database.connection_context():
         assert SpendLog.select().count() == 4
-        assert RateLimitWindow.get(RateLimitWindow.entity == hash_key(plain)).requests == 4
+    assert window("key", hash_key(plain)).requests == 4
 
 
 def test_two_scopes_admit_all_or_nothing_across_two_hosts(pg_url, tmp_path):
@@ -216,8 +218,8 @@ def test_parallel_limit_never_has_more_than_three_in_flight(pg_url, tmp_path, up
     refusals = {resp.json()["error"]["message"] for resp in responses if resp.status_code == 429}
     assert refusals == {"Rate limit exceeded for key par: max_parallel_requests=3, current=3"}
     with database.connection_context():
-        assert RateLimitWindow.get(RateLimitWindow.entity == hash_key(plain)).in_flight == 0
         assert RateLimitLease.select().count() == 0
+    assert window("key", hash_key(plain)).in_flight == 0
 
 
 def test_slot_of_a_killed_worker_comes_back_when_its_lease_expires(pg_url, tmp_path, upstream):
@@ -271,4 +273,31 @@ def test_slot_of_a_killed_worker_comes_back_when_its_lease_expires(pg_url, tmp_p
     assert taken_at + lease - 0.5 <= back <= taken_at + lease + 3
     with database.connection_context():
         assert RateLimitLease.select().count() == 0
-        assert RateLimitWindow.get(RateLimitWindow.entity == hash_key(plain)).in_flight == 0
+    assert window("key", hash_key(plain)).in_flight == 0
+
+
+def test_tokens_and_slots_of_every_call_count_once_across_two_hosts(pg_url, tmp_path):
+    """Settles write rows of their own and the next check folds them in: under
+    load on two hosts, each call's tokens count once and each slot comes back."""
+    plain = make_key(key_alias="folded", tpm_limit=10_000_000, max_parallel_requests=6)
+    servers = two_hosts(config(pg_url), tmp_path)
+    try:
+        responses = fire(servers, [{"key": plain}] * 80, threads=12)
+        assert {resp.status_code for resp in responses} <= {200, 429}
+        answered = sum(resp.status_code == 200 for resp in responses)
+        assert answered >= 6
+        with database.connection_context():
+            logged = SpendLog.select(fn.SUM(SpendLog.total_tokens)).scalar()
+            assert SpendLog.select().count() == answered
+        with requests.Session() as session:
+            last = post_chat(session, servers[0].url, plain)
+    finally:
+        stop_all(servers)
+    # The last check folded in every settle committed before it: exactly the logs' tokens.
+    assert last.status_code == 200, last.text
+    assert int(last.headers["x-ratelimit-remaining-tokens"]) == 10_000_000 - logged
+    state = window("key", hash_key(plain))
+    assert (state.requests, state.in_flight) == (answered + 1, 0)
+    with database.connection_context():
+        assert state.tokens == SpendLog.select(fn.SUM(SpendLog.total_tokens)).scalar()
+        assert RateLimitLease.select().count() == 0

@@ -383,7 +383,9 @@ def test_expired_lease_of_a_dead_worker_is_reclaimed(client):
     assert chat(client, plain).status_code == 200
     # A worker killed mid-call leaves its lease and its slot behind.
     with database.connection_context():
-        RateLimitWindow.update(in_flight=1).where(RateLimitWindow.entity == token).execute()
+        RateLimitWindow.update(in_flight=RateLimitWindow.in_flight + 1).where(
+            RateLimitWindow.entity == token
+        ).execute()
         RateLimitLease.create(request_id="killed-call", kind="key", entity=token, expires_at=9e12)
     assert_rate_limited(
         chat(client, plain), "Rate limit exceeded for key dead: max_parallel_requests=1, current=1"

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from plugins.rate_limiter.limits import WINDOW_SECONDS
-from plugins.rate_limiter.tables import RateLimitWindow
+from plugins.rate_limiter.tables import RateLimitSettled, RateLimitWindow
 from proxy.call.auth import display_name, generate_key, hash_key
 from proxy.storage.db import database
 from proxy.storage.models import Budget, Key, User
@@ -63,10 +63,18 @@ def end_windows_in(seconds: float) -> None:
 
 
 def window(kind: str, entity: str) -> RateLimitWindow:
+    """The scope's window row as its next check in the same window would see it: with
+    the settled rows no check has folded in yet (PostgreSQL's settles write those)."""
     with database.connection_context():
-        return RateLimitWindow.get(
+        row = RateLimitWindow.get(
             (RateLimitWindow.kind == kind) & (RateLimitWindow.entity == entity)
         )
+        for settled in RateLimitSettled.select().where(
+            (RateLimitSettled.kind == kind) & (RateLimitSettled.entity == entity)
+        ):
+            row.tokens += settled.tokens
+            row.in_flight -= settled.released
+        return row
 
 
 class FrozenClock:
