@@ -131,32 +131,49 @@ def admit_sql(count: int) -> str:
     )
 
 
-def _fold_ctes(locked: str, now: str) -> str:
-    """CTEs that fold the settled rows of the windows ``locked`` holds into them.
+def _consumed_cte(locked: str) -> str:
+    """The CTE that deletes the settled rows of the windows ``locked`` holds.
 
-    ``locked`` names a CTE of window rows (kind, entity, window_start, tokens,
-    ...) already locked ``FOR UPDATE``: joining it makes the delete wait for
-    those locks, so a scope's settled rows are only ever deleted by the holder
-    of its window lock (no two checks wait for each other's settled rows). A
-    row another check deleted and committed meanwhile is skipped by the delete
-    (PostgreSQL re-checks a row whose deleter committed), so each counts once.
-
-    ``rl_pending``: per scope, the slots given back and the tokens that count in
-    the window as the check leaves it: all of them in an open window; in a new
-    one, those settled after the old one ended and within the last window.
+    ``locked`` names a CTE of window rows already locked ``FOR UPDATE``:
+    joining it makes the delete wait for those locks, so a scope's settled rows
+    are only ever deleted by the holder of its window lock (no two checks wait
+    for each other's settled rows). A row another check deleted and committed
+    meanwhile is skipped by the delete (PostgreSQL re-checks a row whose deleter
+    committed), so each counts once.
     """
-    stale = f"l.window_start <= {now} - {WINDOW_SECONDS}"
     return (
         f"rl_consumed AS (DELETE FROM {SETTLED} p USING {locked} l "
         "WHERE p.kind = l.kind AND p.entity = l.entity "
-        "RETURNING p.kind, p.entity, p.settled_at, p.tokens, p.released), "
-        "rl_pending AS MATERIALIZED (SELECT c.kind, c.entity, "
-        "SUM(c.released)::bigint AS released, "
+        "RETURNING p.kind, p.entity, p.settled_at, p.tokens, p.released)"
+    )
+
+
+def _fold_ctes(locked: str, now: str) -> str:
+    """``rl_consumed`` and ``rl_pending``: per scope, the slots its settled rows give
+    back and the tokens that count in the window as the check leaves it (see
+    :func:`_pending_of`)."""
+    return (
+        f"{_consumed_cte(locked)}, rl_pending AS MATERIALIZED (SELECT l.kind, l.entity, "
+        f"p.released, p.tokens FROM {locked} l "
+        f"CROSS JOIN LATERAL ({_pending_of('l', now)}) p)"
+    )
+
+
+def _pending_of(scope: str, now: str) -> str:
+    """The settled rows one scope's check deleted (``rl_consumed``), summed: the
+    slots they give back, and the tokens that count in the window as the check
+    leaves it (``l``, its locked window row): all of them in an open window; in
+    a new one, those settled after the old one ended and within the last window.
+
+    A subquery, not a CTE of its own, in the call's read: PostgreSQL starts every
+    CTE up again when the read has waited for a window row (EvalPlanQual)."""
+    stale = f"l.window_start <= {now} - {WINDOW_SECONDS}"
+    return (
+        "SELECT c.kind, SUM(c.released)::bigint AS released, "
         f"SUM(CASE WHEN NOT ({stale}) OR c.settled_at >= "
         f"GREATEST(l.window_start, {now} - {2 * WINDOW_SECONDS}) + {WINDOW_SECONDS} "
-        "THEN c.tokens ELSE 0 END)::bigint AS tokens "
-        f"FROM rl_consumed c JOIN {locked} l ON l.kind = c.kind AND l.entity = c.entity "
-        "GROUP BY c.kind, c.entity)"
+        "THEN c.tokens ELSE 0 END)::bigint AS tokens FROM rl_consumed c "
+        f"WHERE c.kind = {scope}.kind AND c.entity = {scope}.entity GROUP BY c.kind"
     )
 
 
@@ -411,7 +428,7 @@ FOLDED_ADMISSION_CTES = (
     f"w.tokens, w.in_flight FROM {WINDOWS} w JOIN rl_scope s "
     f"ON w.kind = s.kind AND w.entity = s.entity "
     f'ORDER BY w.kind COLLATE "C", w.entity COLLATE "C" FOR UPDATE OF w), '
-    f"{_fold_ctes('rl_locked', _NOW)}, "
+    f"{_consumed_cte('rl_locked')}, "
     "rl_now AS MATERIALIZED (SELECT s.kind, s.entity, s.rpm, s.tpm, s.par, "
     "l.kind IS NOT NULL AS found, p.kind IS NOT NULL AS consumed, "
     f"COALESCE({_STALE_NOW}, false) AS stale, COALESCE(p.tokens, 0) AS settled_tokens, "
@@ -420,7 +437,7 @@ FOLDED_ADMISSION_CTES = (
     f"CASE WHEN {_STALE_NOW} THEN 0 ELSE l.requests END AS requests, "
     f"CASE WHEN {_STALE_NOW} THEN 0 ELSE l.tokens END + COALESCE(p.tokens, 0) AS tokens "
     "FROM rl_scope s LEFT JOIN rl_locked l ON l.kind = s.kind AND l.entity = s.entity "
-    "LEFT JOIN rl_pending p ON p.kind = s.kind AND p.entity = s.entity), "
+    f"LEFT JOIN LATERAL ({_pending_of('s', _NOW)}) p ON true), "
     "rl_fit AS MATERIALIZED (SELECT n.*, COALESCE((n.rpm IS NULL OR n.requests < n.rpm) "
     "AND (n.tpm IS NULL OR n.tokens < n.tpm) "
     "AND (n.par IS NULL OR n.in_flight < n.par), false) AS fits FROM rl_now n), "
@@ -539,8 +556,7 @@ def _settled_rows_sql(count: int, with_release: bool) -> str:
         f"{prefix}INSERT INTO {SETTLED} (request_id, kind, entity, settled_at, tokens, released) "
         f"SELECT %s, v.kind, v.entity, %s, v.tokens, {freed} "
         f"FROM (VALUES {rows}) AS v (kind, entity, tokens) "
-        f"WHERE v.tokens > 0 OR {freed} > 0 "
-        "ON CONFLICT DO NOTHING"
+        f"WHERE v.tokens > 0 OR {freed} > 0"
     )
 
 

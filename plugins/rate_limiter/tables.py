@@ -72,7 +72,7 @@ class RateLimitSettled(PluginModel):
 
     class Meta:
         table_name = "rate_limit_settled"
-        primary_key = peewee.CompositeKey("request_id", "kind", "entity")
+        primary_key = False  # found by (kind, entity) only: no other index to maintain
         indexes = ((("kind", "entity"), False),)
 
 
