@@ -78,6 +78,15 @@ def _env(code: Path) -> dict[str, str]:
     return env
 
 
+def _worker_env(code: Path, commit_delay_us: int) -> dict[str, str]:
+    env = _env(code)
+    if commit_delay_us:
+        # Every COMMIT of the workers waits this long before its WAL flush, as on a
+        # disk slower than this machine's (commit_siblings=0: whatever else runs).
+        env["PGOPTIONS"] = f"-c commit_delay={commit_delay_us} -c commit_siblings=0"
+    return env
+
+
 def _owner(token: str) -> str:
     return token.replace("key", "owner")
 
@@ -146,6 +155,7 @@ def run_phase(
     seconds: float,
     owners: bool = False,
     rate_limited: bool = False,
+    commit_delay_us: int = 0,
 ) -> tuple[float, str]:
     url = create_pg_database("comptroller_bench_settle")
     try:
@@ -167,7 +177,7 @@ def run_phase(
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
-                env=_env(code),
+                env=_worker_env(code, commit_delay_us),
                 cwd=str(code),
             )  # fmt: skip
             for i in range(processes)
@@ -208,11 +218,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="each key with a tpm limit: every settle also counts its tokens for the rate limiter",
     )
+    parser.add_argument(
+        "--commit-delay-us",
+        type=int,
+        default=0,
+        help="delay every settle's COMMIT flush this long (PostgreSQL's commit_delay), "
+        "to see what a row lock held until the COMMIT costs on a slower disk",
+    )
     args = parser.parse_args(argv)
     codes = [path.resolve() for path in (args.code or [ROOT])]
     owned = " (each key with a user, team and end user)" if args.owners else ""
     if args.rate_limit:
         owned += " (each key with a tpm limit: the rate limiter's settle too)"
+    if args.commit_delay_us:
+        owned += f" (every COMMIT flush delayed {args.commit_delay_us} us)"
     print(
         f"settles/s, {args.seconds:g} s per phase{owned}; counters checked against the spend logs"
     )
@@ -222,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         cells: dict[Path, list[str]] = {code: [] for code in codes}
         for n in args.processes:
             for code in codes:  # alternating, so each N compares the same minutes
-                rate, check = run_phase(code, n, hot, args.seconds, args.owners, args.rate_limit)
+                rate, check = run_phase(
+                    code, n, hot, args.seconds, args.owners, args.rate_limit, args.commit_delay_us
+                )
                 cells[code].append(f"{rate:.0f}" if check.startswith("equal") else check)
         workload = "(b) one hot key" if hot else "(a) distinct keys"
         for code in codes:
