@@ -67,6 +67,43 @@ def test_tokens_of_an_ended_window_are_not_carried_into_the_next(app):
     assert check(TPM, T0 + 61).tokens == 0
 
 
+# The same through calls: the check that decides them is then the one in the call's read.
+
+
+def _remaining_tokens_after_a_late_settle(app: Flask, clock: Any, at: float, then: float) -> int:
+    """A call at the clock's start, a call of the same key finishing ``at`` seconds
+    later with 40 tokens, and the remaining tokens the call made ``then`` is told."""
+    plain = make_key(tpm_limit=1000)
+    client = app.test_client()
+    start = clock.now
+    assert chat(client, plain).status_code == 200
+    scope = Scope("key", hash_key(plain), "late", tpm_limit=1000)
+    settle(scope, 40, start + at, "late-call")
+    clock.now = start + then
+    resp = chat(client, plain)
+    assert resp.status_code == 200
+    return int(resp.headers["x-ratelimit-remaining-tokens"])
+
+
+def test_a_call_finishing_after_its_window_counts_in_the_next(app, clock):
+    assert _remaining_tokens_after_a_late_settle(app, clock, at=65, then=70) == 960
+
+
+def test_a_late_call_counts_nowhere_when_the_next_call_is_over_a_minute_later(app, clock):
+    assert _remaining_tokens_after_a_late_settle(app, clock, at=65, then=200) == 1000
+
+
+def test_tokens_of_a_window_that_ended_start_the_next_from_zero(app, clock):
+    assert _remaining_tokens_after_a_late_settle(app, clock, at=30, then=61) == 1000
+
+
+def test_the_same_window_counts_every_call_that_finished_in_it(app, clock):
+    used = _remaining_tokens_after_a_late_settle(app, clock, at=30, then=59)
+    with database.connection_context():
+        first = SpendLog.select().order_by(SpendLog.start_time).first().total_tokens
+    assert used == 1000 - first - 40
+
+
 def test_a_call_refused_by_another_scope_keeps_the_tokens_it_saw(app):
     """The check that refuses folds the key's settled rows in too: none is lost."""
     make_user("shared@example.com", rpm_limit=2)
