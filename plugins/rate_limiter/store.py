@@ -24,7 +24,7 @@ tokens and freed slots go into rows of their own (``rate_limit_settled``,
 one per call and scope, written with the spend transaction's COMMIT), which
 no other statement waits for. The scope's next check, once it holds the
 window row's lock, deletes the settled rows it sees and adds them to the
-window in the same statement (:func:`_fold_ctes`). A row is deleted by one
+window in the same statement (:func:`_consumed_cte`). A row is deleted by one
 check only, so it counts once; one committed while a check ran is folded in
 by the next. Checks of one scope still queue on its window row: an exact
 count of requests needs one place that decides them in turn. On SQLite (one
