@@ -153,3 +153,24 @@ def test_a_settle_does_not_wait_for_the_window_rows_lock(app, db_url):
 def settle_with_slot(scope: Scope, tokens: int, now: float, request_id: str) -> None:
     with database.connection_context():
         store.settle([scope], tokens, [scope], request_id, now)
+
+
+def test_a_refused_call_opens_no_window_for_the_scopes_it_did_not_count_in(app, clock):
+    """The refusing check folds the key's settled rows in, but the key's next
+    window still opens with its next counted call, not with the refused one."""
+    make_user("team-lead@example.com", rpm_limit=1)
+    plain = make_key(tpm_limit=1000, user_id="team-lead@example.com")
+    other = make_key(user_id="team-lead@example.com")
+    client = app.test_client()
+    start = clock.now
+    assert chat(client, plain).status_code == 200  # the key's and the user's windows open
+    clock.now = start + 61
+    assert chat(client, other).status_code == 200  # the user's next window opens
+    clock.now = start + 62
+    assert chat(client, plain).status_code == 429  # the user's rpm: the key's window ended
+    clock.now = start + 121.5
+    resp = chat(client, plain)
+    assert resp.status_code == 200
+    # Counted now, in a window that opens now (not at the refusal, 0.5 s from its end).
+    assert resp.headers["x-ratelimit-reset-tokens"] == "1m0s"
+    assert resp.headers["x-ratelimit-remaining-tokens"] == "1000"
