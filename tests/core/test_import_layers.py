@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
+from tests.support.source_ast import parse_source
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("proxy", "plugins")
 
@@ -64,14 +66,14 @@ def _imported_names(module: str, tree: ast.AST) -> Iterator[str]:
 def import_graph() -> dict[str, frozenset[str]]:
     graph = {}
     for module, path in _sources().items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parse_source(path)
         targets = {_resolve(name) for name in _imported_names(module, tree)}
         graph[module] = frozenset(t for t in targets if t is not None and t != module)
     return graph
 
 
 def defines_a_blueprint(module: str) -> bool:
-    tree = ast.parse(_sources()[module].read_text(encoding="utf-8"))
+    tree = parse_source(_sources()[module])
     return any(
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name | ast.Attribute)

@@ -12,6 +12,8 @@ import ast
 import os
 from pathlib import Path
 
+from tests.support.source_ast import parse_source
+
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "plugins"
 # The core modules a plugin may import.
@@ -19,7 +21,7 @@ PUBLIC = {"proxy.plugin_api", "proxy.hookspecs"}
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = parse_source(path)
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

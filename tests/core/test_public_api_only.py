@@ -24,6 +24,8 @@ from pathlib import Path
 
 import peewee
 
+from tests.support.source_ast import parse_source
+
 ROOT = Path(__file__).resolve().parents[2]
 TREES = ("proxy", "plugins")
 ALLOWED_ATTRIBUTES = {"_meta"}  # peewee's documented model metadata
@@ -55,7 +57,7 @@ def _own_private_names(trees: list[ast.AST]) -> set[str]:
 
 
 def test_no_private_name_of_a_dependency_is_reached() -> None:
-    parsed = {path: ast.parse(path.read_text(), filename=str(path)) for path in _sources()}
+    parsed = {path: parse_source(path) for path in _sources()}
     own = _own_private_names(list(parsed.values()))
     bad = []
     for path, tree in parsed.items():

@@ -25,6 +25,7 @@ from proxy.storage.db import database
 from proxy.storage.models import Key, User
 from tests.conftest import MASTER, MASTER_KEY
 from tests.security.dump import dump_database
+from tests.support.source_ast import parse_source
 
 # Blueprints that are not the admin API (each checks its own callers).
 NOT_ADMIN = {"llm", "health", "docs", "ui"}
@@ -153,7 +154,7 @@ def test_no_code_compares_the_master_key_with_equals() -> None:
     """``==`` on a secret leaks its length of common prefix through timing."""
     offenders = []
     for path in Path(proxy.__file__).parent.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parse_source(path)):
             if isinstance(node, ast.Compare) and any(
                 isinstance(op, ast.Eq | ast.NotEq) for op in node.ops
             ):

@@ -22,6 +22,7 @@ import plugins
 import proxy
 from proxy.storage.db import BaseModel, database
 from proxy.storage.migrate import AppliedMigration, migrate, plugin_packages
+from tests.support.source_ast import parse_source
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATION_DIRS = [ROOT / "migrations", *sorted((ROOT / "plugins").glob("*/migrations"))]
@@ -82,7 +83,7 @@ def test_migrations_run_once(migrated: None) -> None:
 def test_no_migration_imports_the_live_models() -> None:
     for folder in MIGRATION_DIRS:
         for path in folder.glob("m*.py"):
-            tree = ast.parse(path.read_text(encoding="utf-8"))
+            tree = parse_source(path)
             for node in ast.walk(tree):
                 if isinstance(node, ast.ImportFrom | ast.Import):
                     names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.server
 import socket
+import sys
 import threading
 from typing import Any, ClassVar, TypeVar
 
@@ -34,6 +35,14 @@ class _Server(http.server.ThreadingHTTPServer):
         self.owner = owner
         self.request_queue_size = queue_size
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up (a reset, a broken pipe: a proxy worker stopped, a
+        pooled connection dropped) is normal for a test double: no traceback on
+        stderr for it. Anything else is printed as socketserver does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class TrackedHandler(http.server.BaseHTTPRequestHandler):
