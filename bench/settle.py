@@ -107,8 +107,7 @@ def _check(url: str, rate_limited: bool) -> str:
         total, count = cur.fetchone()
         cur.execute("SELECT SUM(spend) FROM proxy_spend")  # striped or not: the sum
         proxy = cur.fetchone()[0]
-        cur.execute("SELECT to_regclass('spend_stripe') IS NOT NULL")
-        striped = cur.fetchone()[0]
+        striped = _has_table(cur, "spend_stripe")
         off = []
         for kind, (table, pk, column) in _COUNTERS.items():
             stripes = (
@@ -172,7 +171,7 @@ def run_phase(
                     "--token",
                     tokens[0 if hot else i],
                     *(["--owner", _owner(tokens[0 if hot else i])] if owners else []),
-                    *(["--rate-limit"] if rate_limited else []),
+                    *(["--tpm-limit", str(RATE_LIMIT_TPM)] if rate_limited else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

@@ -7,8 +7,8 @@ hook specifications and no plugin (the core's part of a settle: the spend
 log and every counter's increment, one transaction). With ``--owner NAME``
 each call is also of user NAME, team NAME and end user NAME (their counters
 incremented too, as a call of a key with a user and a team for an end user).
-With ``--rate-limit`` the rate limiter's ``post_call_spend`` runs too, as for a
-call of a key with a tpm limit.
+With ``--tpm-limit N`` the rate limiter's ``post_call_spend`` runs too, as for a
+call of a key with that tpm limit.
 
 Protocol on stdin/stdout: prints ``ready`` once connected, waits for ``go``,
 settles for ``--seconds`` and prints the number of calls it settled.
@@ -38,7 +38,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--owner", help="the user, team and end user of every call")
     parser.add_argument(
-        "--rate-limit", action="store_true", help="the key has a tpm limit (rate limiter on)"
+        "--tpm-limit", type=int, help="the key's tpm limit (the rate limiter's settle runs too)"
     )
     args = parser.parse_args()
 
@@ -46,14 +46,14 @@ def main() -> int:
     pm = pluggy.PluginManager("comptroller")
     pm.add_hookspecs(hookspecs)
     plugin_state: dict = {}
-    if args.rate_limit:
+    if args.tpm_limit is not None:
         # The rate limiter's part of the settle, as for a call it let in on a key with
         # a tpm limit (the window row is made by bench.settle).
         from plugins.rate_limiter import hooks as rate_limiter
         from plugins.rate_limiter.limits import Scope
 
         pm.register(rate_limiter)
-        scope = Scope("key", args.token, "bench", tpm_limit=10**15)
+        scope = Scope("key", args.token, "bench", tpm_limit=args.tpm_limit)
         plugin_state[rate_limiter.PLUGIN_NAME] = rate_limiter.Taken([scope], [])
     deployment = SimpleNamespace(
         model_name="bench-model",

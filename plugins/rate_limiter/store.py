@@ -159,6 +159,11 @@ def _fold_ctes(locked: str, now: str) -> str:
     )
 
 
+def _stale_at(now: str) -> str:
+    """Whether the locked window row ``l`` has ended at ``now`` (SQL)."""
+    return f"l.window_start <= {now} - {WINDOW_SECONDS}"
+
+
 def _pending_of(scope: str, now: str) -> str:
     """The settled rows one scope's check deleted (``rl_consumed``), summed: the
     slots they give back, and the tokens that count in the window as the check
@@ -167,7 +172,7 @@ def _pending_of(scope: str, now: str) -> str:
 
     A subquery, not a CTE of its own, in the call's read: PostgreSQL starts every
     CTE up again when the read has waited for a window row (EvalPlanQual)."""
-    stale = f"l.window_start <= {now} - {WINDOW_SECONDS}"
+    stale = _stale_at(now)
     return (
         "SELECT c.kind, SUM(c.released)::bigint AS released, "
         f"SUM(CASE WHEN NOT ({stale}) OR c.settled_at >= "
@@ -411,7 +416,7 @@ _NOW = "(SELECT now FROM call_read)"
 # pre_request_check (``decided`` false): rows are made once per entity, ever. A window
 # whose settled rows were folded in is written even when the call is not counted (the
 # rows are gone); a refused call opens no new window unless settled tokens count in it.
-_STALE_NOW = f"l.window_start <= {_NOW} - {WINDOW_SECONDS}"
+_STALE_NOW = _stale_at(_NOW)
 _KEEPS_OLD_WINDOW = "(NOT g.go AND f.stale AND f.settled_tokens = 0)"
 FOLDED_ADMISSION_CTES = (
     "rl_scope AS MATERIALIZED (SELECT kind, entity, rpm, tpm, par FROM call_read r "
@@ -572,9 +577,9 @@ def settle(
     """
     counted = {scope.row_id: tokens for scope in metered if tokens > 0}
     if features().writable_ctes:
-        touched = _ordered(list({s.row_id: s for s in [*metered, *leased]}.values()))
         if not counted and not leased:
             return
+        touched = _ordered(list({s.row_id: s for s in [*metered, *leased]}.values()))
         params: list[Any] = [request_id, now] if leased else []
         params += [request_id, now]
         for scope in touched:
