@@ -18,9 +18,9 @@ raises at that point, built the same way, so callers map them as before.
 A connection is reused while its answer was read to the end and the server
 did not close it (urllib3's check before reuse: a socket readable while
 idle is closed). An answer urllib3 would decode or frame differently than
-plain http.client (a ``Content-Encoding``, an odd ``Content-Length``) and
-every stream are read through urllib3's own ``HTTPResponse``, built as
-urllib3 builds it.
+plain http.client (a ``Content-Encoding``, an odd ``Content-Length``), and
+every stream that is not plainly chunked, are read through urllib3's own
+``HTTPResponse``, built as urllib3 builds it.
 """
 
 from __future__ import annotations
@@ -220,16 +220,47 @@ class Answer:
         try:
             data = self._response.read()
         except BaseException as err:
-            self.close()
-            if isinstance(err, TimeoutError):
-                raise ReadTimeoutError(self._origin.pool, None, "Read timed out.") from err
-            if isinstance(err, BaseSSLError):
-                raise SSLError(err) from err
-            if isinstance(err, (http.client.HTTPException, OSError)):
-                raise ProtocolError(f"Connection broken: {err!r}", err) from err
+            self._fail(err)
             raise
         self.release()
         return data
+
+    def _fail(self, err: BaseException) -> None:
+        """Close the answer after ``err`` while reading it; raise what urllib3's
+        ``HTTPResponse`` raises for it (the caller re-raises anything else)."""
+        self.close()
+        if isinstance(err, TimeoutError):
+            raise ReadTimeoutError(self._origin.pool, None, "Read timed out.") from err
+        if isinstance(err, BaseSSLError):
+            raise SSLError(err) from err
+        if isinstance(err, (http.client.HTTPException, OSError)):
+            raise ProtocolError(f"Connection broken: {err!r}", err) from err
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as it comes: each HTTP chunk of a chunked answer as it arrives
+        (or the part of it that has), raising urllib3's errors as :meth:`stream`
+        would; :meth:`release` or :meth:`close` when done with it.
+
+        A plain chunked answer (a stream, as every provider sends one) is read
+        with http.client's ``read1``, the reads urllib3's ``read_chunked`` makes
+        without its per-chunk layers (its chunk bookkeeping, decoder and
+        buffers): the relay reads one event per chunk. Anything else goes
+        through :meth:`stream`.
+        """
+        response = self._response
+        if not (response.chunked and self._plain()):
+            yield from chunks_of(self.stream())
+            return
+        read1 = response.read1
+        while True:
+            try:
+                part = read1(65536)
+            except BaseException as err:
+                self._fail(err)
+                raise
+            if not part:
+                return
+            yield part
 
     def stream(self) -> urllib3.HTTPResponse:
         """urllib3's ``HTTPResponse`` over the answer, as ``urlopen(...,

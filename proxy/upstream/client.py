@@ -25,7 +25,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from proxy.call.context import Usage
 from proxy.call.estimate import estimate_prompt_tokens
 from proxy.errors import BadRequest, ProxyError, UpstreamError
-from proxy.keepalive import Answer, KeepAliveRoutes, chunks_of
+from proxy.keepalive import Answer, KeepAliveRoutes
 from proxy.upstream import anthropic
 from proxy.upstream.apis import APIS, CHAT
 from proxy.upstream.deployments import Deployment
@@ -393,11 +393,10 @@ class UpstreamClient:
         if answer.status >= 400:
             # Read unmapped, as before (a body that breaks here is not an upstream answer).
             raise _error_from_upstream(answer.status, answer.read(), dep.api_key)
-        resp = answer.stream()
 
         def chunks() -> Iterator[bytes]:
             try:
-                yield from chunks_of(resp)
+                yield from answer.chunks()
             except Urllib3Timeout:
                 raise _timed_out(dep) from None
             except HTTPError as err:
