@@ -94,8 +94,8 @@ class Batch:
             self.commit_sent = True
             # Already interpolated: a ``%`` in it is data (psycopg2 reads ``%%`` as ``%``).
             self.db.send_sql(batch.replace("%", "%%"))
-        except Exception as err:
-            after_failure(conn, preparing, err)
+        except Exception:
+            after_failure(conn, preparing)
             raise
         mark_prepared(conn, preparing)
 

@@ -6,9 +6,15 @@ spend ledger, the rate limiter's upserts) planning costs about as much
 server CPU as running them. A :class:`Prepared` statement is prepared on a
 connection the first time it is used there (``PREPARE ...; EXECUTE ...`` in
 the same round trip) and then only executed. Prepared statements belong to
-the session and survive a rollback. A connection on which a statement
-carrying a first ``PREPARE`` failed (we cannot tell whether the ``PREPARE``
-itself went through) runs plain SQL from then on.
+the session and survive a rollback.
+
+When a text carrying one or more ``PREPARE`` fails, PostgreSQL has run its
+statements up to the failing one and none after it, and the error does not
+say which one failed: the connection's prepared names are then read back
+from ``pg_prepared_statements`` before its next statement (one round trip,
+only after such a failure), not guessed. A ``PREPARE`` that never ran taken
+for done would fail every later use of its name on that connection; one
+that ran taken for not done would fail its next ``PREPARE``.
 """
 
 from __future__ import annotations
@@ -18,10 +24,15 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import psycopg2.extensions
+
 from proxy.storage.db import database
 from proxy.storage.literals import for_execute
 
 _PLAIN: frozenset[str] = frozenset()  # marks a connection that runs plain SQL
+# Marks a connection whose prepared names are unknown since a text preparing some failed.
+_UNSURE: frozenset[str] = frozenset({"?"})
+_READ_BACK = "SELECT name FROM pg_prepared_statements"
 _known: weakref.WeakKeyDictionary[Any, set[str] | frozenset[str]] = weakref.WeakKeyDictionary()
 _by_sql: dict[str, Prepared] = {}
 
@@ -42,15 +53,26 @@ def _names(conn: Any) -> set[str] | frozenset[str]:
     return known
 
 
+def _known_names(conn: Any) -> set[str] | frozenset[str]:
+    """:func:`_names`, read back from the server first if they are unsure; plain SQL
+    (:data:`_PLAIN`) for a statement while an unsure connection is in a transaction
+    (one that failed may not run the read-back, and is rolled back before its next)."""
+    known = _names(conn)
+    if known is not _UNSURE:
+        return known
+    if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        return _PLAIN
+    with conn.cursor() as cursor:
+        cursor.execute(_READ_BACK)
+        names = {row[0] for row in cursor.fetchall()}
+    _known[conn] = names
+    return names
+
+
 def mark_prepared(conn: Any, names: Iterable[str]) -> None:
     known = _names(conn)
-    if known is not _PLAIN:
+    if known is not _PLAIN and known is not _UNSURE:
         known.update(names)  # type: ignore[union-attr]
-
-
-def give_up(conn: Any) -> None:
-    """Plain SQL from now on for ``conn`` (its prepared statements are unknown)."""
-    _known[conn] = _PLAIN
 
 
 class Prepared:
@@ -75,7 +97,7 @@ class Prepared:
 
     def text_for(self, conn: Any, preparing: set[str]) -> str:
         """The SQL to send on ``conn``; adds the name to ``preparing`` if it prepares it."""
-        known = _names(conn)
+        known = _known_names(conn)
         if known is _PLAIN:
             return self.sql
         if self.name in known or self.name in preparing:
@@ -90,32 +112,19 @@ class Prepared:
         text, values = for_execute(conn, self.text_for(conn, preparing), params)
         try:
             cursor = database.execute_sql(text, values)
-        except Exception as err:
-            after_failure(conn, preparing, err)
+        except Exception:
+            after_failure(conn, preparing)
             raise
         mark_prepared(conn, preparing)
         return cursor
 
 
-def after_failure(conn: Any, preparing: set[str], err: Exception) -> None:
-    """A statement carrying ``PREPARE`` of ``preparing`` failed with ``err``."""
-    if not preparing:
-        return
-    if _raised_by_execute(err):
-        mark_prepared(conn, preparing)
-    else:
-        give_up(conn)
-
-
-# SQLSTATE classes only a running statement raises (data, integrity, transaction
-# rollback): the PREPARE before it went through.
-_EXECUTION_CLASSES = ("22", "23", "40")
-
-
-def _raised_by_execute(err: Exception) -> bool:
-    cause = getattr(err, "orig", None) or err.__context__
-    code = getattr(cause, "pgcode", None) or ""
-    return code[:2] in _EXECUTION_CLASSES
+def after_failure(conn: Any, preparing: set[str]) -> None:
+    """A text carrying ``PREPARE`` of ``preparing`` failed: which of them
+    ran is unknown (those before the failing statement did), so the connection's
+    names are read back before its next statement."""
+    if preparing and not conn.closed:
+        _known[conn] = _UNSURE
 
 
 def run_statement(sql: str, params: Sequence[Any] = ()) -> Any:
