@@ -65,3 +65,15 @@ def test_results_replace_only_their_own_section(tmp_path: Path):
     text = results.read_text()
     assert "old run" not in text and "new run" in text
     assert text.startswith("# Notes\n\nkept") and text.rstrip().endswith("tail kept")
+
+
+def test_instruction_counts_split_the_request_thread_from_the_others(tmp_path: Path):
+    from bench import instructions
+
+    # What callgrind --separate-threads writes: one file per thread, "-01" the main one.
+    for name, total in [("few.77-01", 4_000), ("few.77-02", 300), ("few.77-03", 200)]:
+        (tmp_path / name).write_bytes(b"events: Ir\nsummary: %d\n\nfn=x\n" % total)
+    (tmp_path / "few.77").write_bytes(b"# no counts in the process file\n")
+    (tmp_path / "many.78-01").write_bytes(b"summary: 9000\n")
+    assert instructions._counts(tmp_path, "few") == (4_000, 500)
+    assert instructions._counts(tmp_path, "many") == (9_000, 0)
