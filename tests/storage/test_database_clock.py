@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,14 +20,6 @@ def own_clock(monkeypatch: pytest.MonkeyPatch) -> DatabaseClock:
     fresh = DatabaseClock()
     monkeypatch.setattr(clock, "database_clock", fresh)
     return fresh
-
-
-@pytest.fixture
-def pg(pg_database: str) -> Iterator[str]:
-    init_database(pg_database)
-    yield pg_database
-    if not database.is_closed():
-        database.close()
 
 
 def _server_time() -> float:

@@ -10,13 +10,11 @@ or every later use of it on that connection fails.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import peewee
 import pytest
 
 from proxy.storage.batching import batched_transaction, defer_write
-from proxy.storage.db import database, init_database
+from proxy.storage.db import database
 from proxy.storage.prepared import run_statement
 
 # Fails when run (division by zero, SQLSTATE 22012: a data error, as a value a
@@ -24,14 +22,6 @@ from proxy.storage.prepared import run_statement
 FAILS = "SELECT 1 / (%s::int - %s::int)"
 # A later statement of the same text, used again on its own afterwards.
 LATER = "SELECT %s::int + %s::int AS total"
-
-
-@pytest.fixture
-def pg(pg_database: str) -> Iterator[str]:
-    init_database(pg_database)
-    yield pg_database
-    if not database.is_closed():
-        database.close()
 
 
 def _prepared_names() -> set[str]:
