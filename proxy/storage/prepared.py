@@ -29,7 +29,7 @@ import psycopg2.extensions
 from proxy.storage.db import database
 from proxy.storage.literals import for_execute
 
-_PLAIN: frozenset[str] = frozenset()  # marks a connection that runs plain SQL
+_PLAIN: frozenset[str] = frozenset()  # a statement sent as plain SQL (see _read_back)
 # Marks a connection whose prepared names are unknown since a text preparing some failed.
 _UNSURE: frozenset[str] = frozenset({"?"})
 _READ_BACK = "SELECT name FROM pg_prepared_statements"
@@ -53,13 +53,11 @@ def _names(conn: Any) -> set[str] | frozenset[str]:
     return known
 
 
-def _known_names(conn: Any) -> set[str] | frozenset[str]:
-    """:func:`_names`, read back from the server first if they are unsure; plain SQL
-    (:data:`_PLAIN`) for a statement while an unsure connection is in a transaction
-    (one that failed may not run the read-back, and is rolled back before its next)."""
-    known = _names(conn)
-    if known is not _UNSURE:
-        return known
+def _read_back(conn: Any) -> set[str] | frozenset[str]:
+    """The names prepared on ``conn``, read from the server (after a failure made them
+    unsure); plain SQL (:data:`_PLAIN`) for a statement while ``conn`` is in a
+    transaction (one that failed may not run the read-back, and is rolled back before
+    its next)."""
     if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
         return _PLAIN
     with conn.cursor() as cursor:
@@ -71,7 +69,7 @@ def _known_names(conn: Any) -> set[str] | frozenset[str]:
 
 def mark_prepared(conn: Any, names: Iterable[str]) -> None:
     known = _names(conn)
-    if known is not _PLAIN and known is not _UNSURE:
+    if known is not _UNSURE:
         known.update(names)  # type: ignore[union-attr]
 
 
@@ -97,7 +95,9 @@ class Prepared:
 
     def text_for(self, conn: Any, preparing: set[str]) -> str:
         """The SQL to send on ``conn``; adds the name to ``preparing`` if it prepares it."""
-        known = _known_names(conn)
+        known = _names(conn)
+        if known is _UNSURE:
+            known = _read_back(conn)
         if known is _PLAIN:
             return self.sql
         if self.name in known or self.name in preparing:
