@@ -460,6 +460,48 @@ def test_the_upstream_gets_the_request_urllib3_sends(
     ]
 
 
+class _CountingSocket:
+    """A connection's socket that counts the writes made on it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def test_a_request_goes_out_in_one_write(upstream: MockOpenAI) -> None:
+    """The head and the body in one ``sendall`` (the peer is woken once); a
+    body over the limit goes in a write of its own, the request unchanged."""
+    client = UpstreamClient()
+    dep = deployment_for(upstream.base_url)
+    client.call(dep, "chat", CHAT_BODY)
+    origin, _ = client.route(f"{upstream.base_url}/chat/completions")
+    (conn,) = origin._idle
+    counting = _CountingSocket(conn.sock)
+    conn.sock = counting  # type: ignore[assignment]
+    assert client.call(dep, "chat", CHAT_BODY)["object"] == "chat.completion"
+    body = json.dumps(CHAT_BODY).encode()
+    assert len(counting.writes) == 1
+    assert counting.writes[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert counting.writes[0].endswith(b"\r\n\r\n" + body)
+
+    big = {**CHAT_BODY, "messages": [{"role": "user", "content": "x" * (1 << 20)}]}
+    counting.writes.clear()
+    assert client.call(dep, "chat", big)["object"] == "chat.completion"
+    assert len(counting.writes) == 2
+    assert counting.writes[0].endswith(b"\r\n\r\n")
+    assert counting.writes[1] == json.dumps(big).encode()
+    counting.writes.clear()
+    assert client.call(dep, "chat", CHAT_BODY)["object"] == "chat.completion"
+    assert len(counting.writes) == 1  # nothing of the big request held over
+
+
 def test_a_half_read_stream_is_not_reused(upstream: MockOpenAI) -> None:
     """Closing a stream early must not leave its leftovers for the next call."""
     upstream.stream_chunk_delay = 0.05
