@@ -326,16 +326,11 @@ class WebhookSender:
         opener, target = self._http()
         try:
             if isinstance(opener, KeepAliveOrigin):
-                answer = opener.send(
-                    "POST",
-                    target,
-                    body,
-                    headers,
-                    connect_timeout=min(timeout, 5.0),
-                    read_timeout=timeout,
+                # Only the status matters; a Content-Length body is read to its end
+                # and the connection kept for the next POST.
+                status = opener.post_for_status(
+                    target, body, headers, connect_timeout=min(timeout, 5.0), read_timeout=timeout
                 )
-                status = answer.status
-                answer.read()  # to the end: the connection is kept for the next POST
             else:
                 status = opener.urlopen(
                     "POST",

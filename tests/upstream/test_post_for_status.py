@@ -1,0 +1,244 @@
+"""KeepAliveOrigin.post_for_status: the webhook sender's POST, answer read as far
+as its status (proxy/http_head.py).
+
+The oracle for the request's bytes is http.client itself (``KeepAliveOrigin.send``
+on the same server); the answers are raw bytes a scripted server writes, framed
+every way HTTP/1.x allows, and the test reads the status and whether the next
+POST reuses the connection."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import urllib3
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+from proxy.keepalive import KeepAliveOrigin, KeepAliveRoutes
+
+BODY = '{"event": "spend_tracked", "customer_id": "krrish12", "note": "é"}'.encode()
+HEADERS = {
+    "User-Agent": "comptroller-webhook/1",
+    "Content-Type": "application/json",
+    "webhook-id": "01J9Z4T7",
+}
+
+
+class ScriptedServer:
+    """Answers the n-th request (over all connections) with ``answers[n]``: raw
+    bytes, or None to close the connection without a word; after the answers
+    whose index is in ``hang_up`` it closes the connection. Records each request
+    and how many connections it accepted."""
+
+    def __init__(self, answers: list[bytes | None], hang_up: frozenset[int] = frozenset()) -> None:
+        self.answers = answers
+        self.hang_up = hang_up
+        self.requests: list[bytes] = []
+        self.accepted = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    part = conn.recv(65536)
+                    if not part:
+                        return
+                    data += part
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                while len(data) < length:
+                    data += conn.recv(65536)
+                self.requests.append(head + b"\r\n\r\n" + data[:length])
+                data = data[length:]
+                index = len(self.requests) - 1
+                answer = self.answers[index]
+                if answer is None:
+                    return
+                conn.sendall(answer)
+                if index in self.hang_up:
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[type[ScriptedServer]]:
+    servers: list[ScriptedServer] = []
+
+    class Tracked(ScriptedServer):
+        def __init__(
+            self, answers: list[bytes | None], hang_up: frozenset[int] = frozenset()
+        ) -> None:
+            super().__init__(answers, hang_up)
+            servers.append(self)
+
+    yield Tracked
+    for server in servers:
+        server.close()
+
+
+def origin_for(server: ScriptedServer, path: str = "/hook?team=a") -> tuple[KeepAliveOrigin, str]:
+    return KeepAliveRoutes(urllib3.PoolManager(retries=False), maxsize=1)(
+        f"http://127.0.0.1:{server.port}{path}"
+    )
+
+
+def post(origin: KeepAliveOrigin, target: str, timeout: float = 5.0) -> int:
+    return origin.post_for_status(target, BODY, HEADERS, connect_timeout=5.0, read_timeout=timeout)
+
+
+OK_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_the_request_is_the_one_http_client_sends(scripted: type[ScriptedServer]) -> None:
+    server = scripted([OK_LENGTH, OK_LENGTH])
+    origin, target = origin_for(server)
+    answer = origin.send("POST", target, BODY, HEADERS, 5.0, 5.0)
+    assert answer.read() == b"{}"
+    assert post(origin, target) == 200
+    by_http_client, ours = server.requests
+    assert ours == by_http_client
+    assert ours.startswith(b"POST /hook?team=a HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+def test_a_content_length_answer_keeps_the_connection(scripted: type[ScriptedServer]) -> None:
+    big = b"x" * 200_000  # read to its end over several reads, nothing left for the next POST
+    answers: list[bytes | None] = [
+        OK_LENGTH,
+        b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n" % len(big) + big,
+        b"HTTP/1.1 204 No Content\r\nDate: Mon, 07 Dec 2026 19:00:00 GMT\r\n\r\n",
+        b"HTTP/1.1 202 Accepted\nContent-Length: 0\n\n",  # bare line ends
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK_LENGTH,
+        OK_LENGTH,
+    ]
+    server = scripted(answers)
+    origin, target = origin_for(server)
+    assert [post(origin, target) for _ in answers] == [200, 201, 204, 202, 200, 200]
+    assert server.accepted == 1
+    assert origin.connections == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\n\r\n{}",  # framed by the connection's end
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n{}",  # more than it says
+    ],
+    ids=["chunked", "close", "http-1.0", "no-length", "two-lengths", "overlong"],
+)
+def test_any_other_framing_gives_the_status_and_a_new_connection(
+    scripted: type[ScriptedServer], answer: bytes
+) -> None:
+    server = scripted([answer, OK_LENGTH])
+    origin, target = origin_for(server)
+    assert post(origin, target) == 200
+    assert post(origin, target) == 200
+    assert server.accepted == 2
+
+
+def test_error_statuses_are_returned(scripted: type[ScriptedServer]) -> None:
+    server = scripted(
+        [
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops",
+            b"HTTP/1.1 301 Moved Permanently\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n",
+        ]
+    )
+    origin, target = origin_for(server)
+    assert post(origin, target) == 500
+    assert post(origin, target) == 301  # not followed: the sender counts it a failure
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        b"garbage that is not http\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",  # then the server hangs up
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+    ],
+    ids=["closed", "garbage", "truncated-body", "truncated-head"],
+)
+def test_broken_answers_are_urllib3_protocol_errors(
+    scripted: type[ScriptedServer], answer: bytes | None
+) -> None:
+    server = scripted([answer, OK_LENGTH], hang_up=frozenset({0}))
+    origin, target = origin_for(server)
+    with pytest.raises(ProtocolError):
+        post(origin, target)
+    assert post(origin, target) == 200  # on a new connection
+    assert server.accepted == 2
+
+
+def test_a_silent_receiver_is_a_read_timeout() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        origin, target = KeepAliveRoutes(urllib3.PoolManager(), maxsize=1)(
+            f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+        )
+        with pytest.raises(ReadTimeoutError):
+            post(origin, target, timeout=0.2)
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"webhook-id": "a\r\nX-Injected: 1"},
+        {"bad:name": "x"},
+        {"X-Ok": "line\nX-Injected: 1"},
+    ],
+)
+def test_a_header_that_could_split_the_request_is_refused_as_http_client_does(
+    scripted: type[ScriptedServer], headers: dict[str, str]
+) -> None:
+    server = scripted([OK_LENGTH])
+    origin, target = origin_for(server)
+    with pytest.raises(ValueError):
+        origin.send("POST", target, BODY, headers, 5.0, 5.0)
+    with pytest.raises(ValueError):
+        origin.post_for_status(target, BODY, headers, connect_timeout=5.0, read_timeout=5.0)
+    assert server.requests == []
+
+
+def test_a_target_with_control_characters_is_refused_as_http_client_does(
+    scripted: type[ScriptedServer],
+) -> None:
+    server = scripted([OK_LENGTH])
+    origin, _ = origin_for(server)
+    with pytest.raises(ProtocolError) as by_http_client:
+        origin.send("POST", "/hook x", BODY, HEADERS, 5.0, 5.0)
+    with pytest.raises(ProtocolError) as ours:
+        origin.post_for_status("/hook x", BODY, HEADERS, connect_timeout=5.0, read_timeout=5.0)
+    assert type(ours.value.args[1]) is type(by_http_client.value.args[1]) is http.client.InvalidURL
+    assert server.requests == []
