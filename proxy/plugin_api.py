@@ -23,7 +23,9 @@ Database access, the same on SQLite and PostgreSQL:
   :func:`features` where the two databases differ; :func:`spend_expression`
   reads an entity's committed spend inside a plugin's own statement.
 - :class:`KeepAliveRoutes`: keep-alive HTTP connections for a plugin's own
-  requests (a webhook POST), as cheap as the proxy's upstream calls.
+  requests, as cheap as the proxy's upstream calls; a POST whose answer
+  matters only by its status (a webhook) is cheaper still with
+  :meth:`KeepAliveOrigin.post_for_status`.
 - :func:`connect`/:func:`close`: a background thread's own connection;
   :func:`database_now`: the database's clock, which every host shares
   (``ctx.now()`` in a hook).
