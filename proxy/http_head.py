@@ -17,6 +17,7 @@ import http.client
 import re
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 # What http.client refuses in a request target, a header name and a header value.
@@ -28,6 +29,8 @@ MAX_LINE = 65536
 MAX_HEADERS = 100
 # Answers that never have a body (RFC 9110): whatever their headers say.
 _NO_BODY = {204, 304}
+# Methods http.client gives a "Content-Length: 0" when they carry no body.
+_BODY_METHODS = {"PATCH", "POST", "PUT"}
 
 
 class Peer(Protocol):
@@ -55,12 +58,13 @@ def request_head(
     peer: Peer,
     method: str,
     target: str,
-    body: bytes,
+    body: bytes | None,
     headers: Mapping[str, str],
     default_user_agent: str,
 ) -> bytes:
     """The head http.client's ``request(method, target, body, headers)`` writes
-    (``Host`` and ``Accept-Encoding: identity`` unless given, ``Content-Length``,
+    (``Host`` and ``Accept-Encoding: identity`` unless given, ``Content-Length``
+    unless given or a bodiless GET, HEAD or DELETE,
     then ``User-Agent`` when not given and the headers in their order).
     A target or header that http.client refuses raises the same ``ValueError``
     (``http.client.InvalidURL`` for the target)."""
@@ -72,8 +76,8 @@ def request_head(
         lines.append(f"Host: {host_header(peer)}")
     if "accept-encoding" not in names:
         lines.append("Accept-Encoding: identity")
-    if "content-length" not in names:
-        lines.append(f"Content-Length: {len(body)}")
+    if "content-length" not in names and (body is not None or method.upper() in _BODY_METHODS):
+        lines.append(f"Content-Length: {len(body or b'')}")
     if "user-agent" not in names:
         lines.append(f"User-Agent: {default_user_agent}")
     for name, value in headers.items():
@@ -87,35 +91,105 @@ def request_head(
     return lines[0].encode("ascii") + "\r\n".join(["", *lines[1:]]).encode("latin-1")
 
 
-def _head(sock: socket.socket, buffer: bytes) -> tuple[list[bytes], bytes]:
-    """One answer head's lines (status line first) and the bytes after it."""
-    while True:
-        end, gap = buffer.find(b"\r\n\r\n"), 4
-        bare = buffer.find(b"\n\n")  # bare line ends, which http.client accepts too
-        if bare >= 0 and (end < 0 or bare < end):
-            end, gap = bare, 2
-        if end >= 0:
-            lines = [line.rstrip(b"\r") for line in buffer[:end].split(b"\n")]
-            if any(len(line) > MAX_LINE for line in lines):
+class _Reader:
+    """An answer's bytes from ``sock`` as lines and exact lengths (a buffer of
+    what arrived beyond what was asked for)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def _fill(self) -> bool:
+        part = self.sock.recv(65536)
+        self.buffer += part
+        return bool(part)
+
+    def head(self) -> list[bytes]:
+        """One head's lines (the status line first), without their line ends."""
+        start = 0
+        while True:
+            end, gap = self.buffer.find(b"\r\n\r\n", start), 4
+            bare = self.buffer.find(b"\n\n", start)  # bare line ends, which http.client takes
+            if bare >= 0 and (end < 0 or bare < end):
+                end, gap = bare, 2
+            if end >= 0:
+                break
+            if len(self.buffer) > MAX_LINE * (MAX_HEADERS + 1):
                 raise http.client.LineTooLong("header line")
-            if len(lines) > MAX_HEADERS + 1:
-                raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
-            return lines, buffer[end + gap :]
-        if len(buffer) > MAX_LINE * (MAX_HEADERS + 1):
+            start = max(0, len(self.buffer) - 3)
+            if not self._fill():
+                raise http.client.RemoteDisconnected(
+                    "Remote end closed connection without response"
+                )
+        lines = [line.rstrip(b"\r") for line in bytes(self.buffer[:end]).split(b"\n")]
+        del self.buffer[: end + gap]
+        if any(len(line) > MAX_LINE for line in lines):
             raise http.client.LineTooLong("header line")
-        part = sock.recv(65536)
-        if not part:
-            raise http.client.RemoteDisconnected("Remote end closed connection without response")
-        buffer += part
+        if len(lines) > MAX_HEADERS + 1:
+            raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
+        return lines
+
+    def line(self) -> bytes:
+        start = 0
+        while (end := self.buffer.find(b"\n", start)) < 0:
+            if len(self.buffer) > MAX_LINE:
+                raise http.client.LineTooLong("chunk size")
+            start = len(self.buffer)
+            if not self._fill():
+                raise http.client.IncompleteRead(b"")
+        line = bytes(self.buffer[: end + 1])
+        del self.buffer[: end + 1]
+        return line
+
+    def exact(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise http.client.IncompleteRead(bytes(self.buffer), size - len(self.buffer))
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def to_the_end(self) -> bytes:
+        while self._fill():
+            pass
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+    def chunked(self) -> bytes:
+        """A chunked body, its chunks joined (chunk extensions and trailers dropped)."""
+        parts: list[bytes] = []
+        while True:
+            size_text = self.line().split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise http.client.IncompleteRead(b"".join(parts)) from None
+            if size == 0:
+                while self.line() not in (b"\r\n", b"\n"):
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(self.exact(size))
+            if self.exact(2) != b"\r\n":
+                raise http.client.IncompleteRead(b"".join(parts))
 
 
-def read_status(sock: socket.socket) -> tuple[int, bool]:
-    """Read an answer from ``sock`` as far as its status (after any interim 1xx
-    answers); then, when the connection can carry another request, its body to
-    the end. Returns the status and whether the connection can be kept."""
-    buffer = b""
+@dataclass
+class Head:
+    """What an answer's head says about the answer and its connection."""
+
+    status: int
+    keep: bool  # HTTP/1.1 and no ``Connection: close``
+    length: int | None  # a valid Content-Length (one value, or the same twice)
+    odd_length: bool  # a Content-Length that is not one valid number
+    transfer_coding: bytes | None  # the last transfer coding, lower case
+    headers: list[tuple[str, str]]
+
+
+def _read_head(reader: _Reader) -> Head:
+    """The final answer's head, after any interim 1xx answers."""
     while True:
-        lines, buffer = _head(sock, buffer)
+        lines = reader.head()
         version, _, rest = lines[0].partition(b" ")
         code = rest[:3]
         if not version.startswith(b"HTTP/") or len(code) != 3 or not code.isdigit():
@@ -123,7 +197,7 @@ def read_status(sock: socket.socket) -> tuple[int, bool]:
         status = int(code)
         if not 100 <= status < 200 or status == 101:
             break  # else an interim answer (100 Continue, 103 Early Hints): the final follows
-    keep = version == b"HTTP/1.1" and status != 101
+    head = Head(status, version == b"HTTP/1.1" and status != 101, None, False, None, [])
     length: bytes | None = None
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
@@ -131,21 +205,62 @@ def read_status(sock: socket.socket) -> tuple[int, bool]:
             continue  # a folded line or no header at all: nothing that frames the body
         name = name.strip().lower()
         value = value.strip()
+        head.headers.append((name.decode("latin-1"), value.decode("latin-1")))
         if name == b"content-length":
-            keep = keep and (length is None or length == value)
+            head.odd_length = head.odd_length or (length is not None and length != value)
             length = value
         elif name == b"transfer-encoding":
-            keep = False  # chunked (or worse): read no further
+            head.transfer_coding = value.rsplit(b",", 1)[-1].strip().lower()
         elif name == b"connection":
-            keep = keep and b"close" not in (t.strip().lower() for t in value.split(b","))
-    if status in _NO_BODY:
-        return status, keep and not buffer
-    if not keep or length is None or not length.isdigit() or len(buffer) > int(length):
-        return status, False  # framed by the connection's end, or oddly: not reused
-    missing = int(length) - len(buffer)
-    while missing > 0:
-        part = sock.recv(min(missing, 65536))
-        if not part:
-            raise http.client.IncompleteRead(b"", missing)
-        missing -= len(part)
-    return status, True
+            close = b"close" in (t.strip().lower() for t in value.split(b","))
+            head.keep = head.keep and not close
+    if length is not None:
+        if length.isdigit() and not head.odd_length:
+            head.length = int(length)
+        else:
+            head.odd_length = True
+    return head
+
+
+def read_status(sock: socket.socket) -> tuple[int, bool]:
+    """Read an answer from ``sock`` as far as its status (after any interim 1xx
+    answers); then, when the connection can carry another request, its body to
+    the end. Returns the status and whether the connection can be kept."""
+    reader = _Reader(sock)
+    head = _read_head(reader)
+    if head.status in _NO_BODY:
+        return head.status, head.keep and head.transfer_coding is None and not reader.buffer
+    if (
+        not head.keep
+        or head.transfer_coding is not None
+        or head.length is None
+        or len(reader.buffer) > head.length
+    ):
+        return head.status, False  # framed by the connection's end, or oddly: not reused
+    reader.exact(head.length)
+    return head.status, True
+
+
+def read_answer(sock: socket.socket, method: str) -> tuple[Head, bytes, bool]:
+    """Read a whole answer from ``sock``: its head, its body as sent (its
+    content coding not undone) and whether the connection can be kept.
+
+    The body is framed as RFC 9112 says: none for HEAD, 1xx, 204 and 304; a
+    chunked transfer coding; else a Content-Length; else the connection's end.
+    A Content-Length that is not one valid number is a protocol error, as a
+    short body is (``IncompleteRead``)."""
+    reader = _Reader(sock)
+    head = _read_head(reader)
+    if method == "HEAD" or head.status in _NO_BODY:
+        return head, b"", head.keep and not reader.buffer
+    if head.transfer_coding == b"chunked":
+        body = reader.chunked()
+    elif head.transfer_coding is not None:
+        return head, reader.to_the_end(), False
+    elif head.odd_length:
+        raise http.client.HTTPException("Content-Length is not one valid number")
+    elif head.length is not None:
+        body = reader.exact(head.length)
+    else:
+        return head, reader.to_the_end(), False
+    return head, body, head.keep and not reader.buffer

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import io
 from collections.abc import Iterator, Mapping
 from ssl import CertificateError
 from ssl import SSLError as BaseSSLError
@@ -240,7 +241,7 @@ class KeepAliveOrigin:
                     head = http_head.request_head(
                         conn, "POST", target, body, headers, DEFAULT_USER_AGENT
                     )
-                    sock.sendall(head + body)
+                    _write(sock, head, body)
                 except BrokenPipeError:
                     pass  # the server may have answered already: read it
                 except OSError as err:
@@ -264,6 +265,73 @@ class KeepAliveOrigin:
         else:
             conn.close()
         return status
+
+    def fetch(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        connect_timeout: float | None,
+        read_timeout: float | None,
+    ) -> tuple[int, bytes]:
+        """Send one request and read its whole answer: the status and the body,
+        its content coding undone as urllib3 undoes it (``Answer.read()`` after
+        :meth:`send`, for a caller that wants no header of the answer).
+
+        The request's bytes are the ones :meth:`send` writes; the answer's head
+        is read by :mod:`proxy.http_head` instead of http.client, which parses
+        every header through the ``email`` package. Errors are urllib3's, as
+        for :meth:`send` and :meth:`Answer.read`.
+        """
+        self.requests += 1
+        conn = self._checkout()
+        try:
+            self._open(conn, target, connect_timeout)
+            sock = conn.sock
+            assert sock is not None
+            try:
+                try:
+                    head = http_head.request_head(
+                        conn, method, target, body, headers, DEFAULT_USER_AGENT
+                    )
+                    _write(sock, head, body)
+                except BrokenPipeError:
+                    pass  # the server may have answered already: read it
+                except OSError as err:
+                    if err.errno != errno.EPROTOTYPE and err.errno != errno.ECONNRESET:
+                        raise
+                sock.settimeout(read_timeout)
+                try:
+                    answer, data, keep = http_head.read_answer(sock, method)
+                except (BaseSSLError, OSError) as err:
+                    self._raise_timeout(err, target, read_timeout)
+                    raise
+            except (BaseSSLError, CertificateError) as err:
+                raise SSLError(err)  # noqa: B904 (as urllib3 raises it: in context)
+            except http.client.IncompleteRead as err:
+                raise ProtocolError(f"Connection broken: {err!r}", err)  # noqa: B904
+            except (OSError, http.client.HTTPException) as err:
+                raise ProtocolError("Connection aborted.", err)  # noqa: B904 (as urllib3 does)
+        except BaseException:
+            conn.close()
+            raise
+        if keep:
+            self._checkin(conn)
+        else:
+            conn.close()
+        coding = next((v for k, v in answer.headers if k == "content-encoding"), "identity")
+        if coding.lower() != "identity":
+            data = urllib3.HTTPResponse(
+                body=io.BytesIO(data),
+                headers=urllib3.HTTPHeaderDict(answer.headers),
+                status=answer.status,
+                preload_content=True,
+                decode_content=True,
+                request_method=method,
+                request_url=target,
+            ).data
+        return answer.status, data
 
     def _raise_timeout(self, err: BaseException, target: str, timeout: float | None) -> None:
         if isinstance(err, TimeoutError) or getattr(err, "errno", None) in _BLOCKING_ERRNOS:
@@ -425,6 +493,16 @@ class KeepAliveRoutes:
     def close(self) -> None:
         for origin in list(self._origins.values()):
             origin.close()
+
+
+def _write(sock: Any, head: bytes, body: bytes | None) -> None:
+    """A request's head and body: one write up to :data:`ONE_WRITE_MAX`, else two."""
+    if body and len(body) <= ONE_WRITE_MAX:
+        sock.sendall(head + body)
+        return
+    sock.sendall(head)
+    if body:
+        sock.sendall(body)
 
 
 def chunks_of(response: urllib3.HTTPResponse) -> Iterator[bytes]:

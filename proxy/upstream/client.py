@@ -304,6 +304,39 @@ class UpstreamClient:
                 f"Upstream request failed for {deployment_label(dep)}: {_reason(err)}"
             ) from err
 
+    def _fetch(
+        self,
+        dep: Deployment,
+        path: str,
+        body: dict[str, Any] | None,
+        client_headers: Any = None,
+        method: str = "POST",
+    ) -> tuple[int, bytes]:
+        """A whole answer, status and body (``KeepAliveOrigin.fetch``: no header
+        of it parsed but the ones that frame it), failures mapped as
+        :meth:`_request` and :meth:`_read` map them."""
+        url, headers = self._target(dep, path, client_headers)
+        origin, target = self.route(url)
+        try:
+            return origin.fetch(
+                method,
+                target,
+                json.dumps(body).encode() if body is not None else None,
+                headers,
+                connect_timeout=min(dep.timeout, 10.0),
+                read_timeout=dep.timeout,
+            )
+        except NewConnectionError as err:
+            raise UpstreamError(
+                f"Upstream connection failed for {deployment_label(dep)}: {_reason(err)}"
+            ) from err
+        except Urllib3Timeout:
+            raise _timed_out(dep) from None
+        except HTTPError as err:
+            raise UpstreamError(
+                f"Upstream request failed for {deployment_label(dep)}: {_reason(err)}"
+            ) from err
+
     def _read(self, dep: Deployment, answer: Answer) -> bytes:
         """The whole answer, its failures mapped as :meth:`_request` maps them."""
         try:
@@ -337,10 +370,9 @@ class UpstreamClient:
             body = anthropic.chat_to_messages(body, dep.upstream_model, dep.price.max_output_tokens)
         elif from_claude:
             body = anthropic.messages_to_chat(body, dep.upstream_model)
-        resp = self._request(dep, upstream_path(dep, call_type), body, client_headers)
-        data = self._read(dep, resp)
-        if resp.status >= 400:
-            raise _error_from_upstream(resp.status, data, dep.api_key)
+        status, data = self._fetch(dep, upstream_path(dep, call_type), body, client_headers)
+        if status >= 400:
+            raise _error_from_upstream(status, data, dep.api_key)
         try:
             answer = json.loads(data)
         except ValueError:
@@ -430,8 +462,7 @@ class UpstreamClient:
         ``count_tokens``): the upstream's status and body."""
         if dep.answers_itself:
             return mock_forward(dep, method, path, body)
-        resp = self._request(dep, path, body, client_headers, method=method)
-        return resp.status, self._read(dep, resp)
+        return self._fetch(dep, path, body, client_headers, method=method)
 
 
 def _timed_out(dep: Deployment) -> UpstreamTimeout:

@@ -1,5 +1,6 @@
-"""KeepAliveOrigin.post_for_status: the webhook sender's POST, answer read as far
-as its status (proxy/http_head.py).
+"""KeepAliveOrigin.post_for_status (the webhook sender's POST, its answer read as far
+as its status) and KeepAliveOrigin.fetch (an upstream call's whole answer), both
+reading answers with proxy/http_head.py.
 
 The oracle for the request's bytes is http.client itself (``KeepAliveOrigin.send``
 on the same server); the answers are raw bytes a scripted server writes, framed
@@ -8,10 +9,11 @@ POST reuses the connection."""
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import urllib3
@@ -242,3 +244,106 @@ def test_a_target_with_control_characters_is_refused_as_http_client_does(
         origin.post_for_status("/hook x", BODY, HEADERS, connect_timeout=5.0, read_timeout=5.0)
     assert type(ours.value.args[1]) is type(by_http_client.value.args[1]) is http.client.InvalidURL
     assert server.requests == []
+
+
+# --- KeepAliveOrigin.fetch: the whole answer, against http.client + urllib3 ---------
+
+GZIPPED = gzip.compress(b'{"object": "chat.completion"}')
+ANSWERS = {
+    "length": OK_LENGTH,
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b'5;ext=1\r\n{"a":\r\n3\r\n 1}\r\n0\r\nTrailer: x\r\n\r\n',
+    "close-delimited": b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"a": 2}',
+    "http-1.0": b'HTTP/1.0 200 OK\r\n\r\n{"a": 3}',
+    "gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+    % len(GZIPPED)
+    + GZIPPED,
+    "no-content": b"HTTP/1.1 204 No Content\r\n\r\n",
+    "error": b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n"
+    b"Content-Length: 7\r\n\r\nslow up",
+    "interim": b"HTTP/1.1 100 Continue\r\n\r\n" + OK_LENGTH,
+    "bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 2\n\n{}",
+    "short-body": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",
+    "short-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{}",
+    "bad-chunk-size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    "garbage": b"not http at all\r\n\r\n",
+    "nothing": b"",
+}
+
+
+def _outcome(call: Callable[[], tuple[int, bytes]]) -> tuple[int, bytes] | type[BaseException]:
+    try:
+        return call()
+    except urllib3.exceptions.HTTPError as err:
+        return type(err)
+
+
+@pytest.mark.parametrize("name", list(ANSWERS))
+def test_fetch_reads_every_answer_as_http_client_and_urllib3_do(
+    scripted: type[ScriptedServer], name: str
+) -> None:
+    answer = ANSWERS[name]
+
+    def by_http_client() -> tuple[int, bytes]:
+        server = scripted([answer], hang_up=frozenset({0}))
+        origin, target = origin_for(server)
+        sent = origin.send("POST", target, BODY, HEADERS, 5.0, 5.0)
+        return sent.status, sent.read()
+
+    def by_fetch() -> tuple[int, bytes]:
+        server = scripted([answer], hang_up=frozenset({0}))
+        origin, target = origin_for(server)
+        return origin.fetch("POST", target, BODY, HEADERS, 5.0, 5.0)
+
+    expected = _outcome(by_http_client)
+    assert _outcome(by_fetch) == expected
+    if name in ("length", "chunked", "gzip", "close-delimited", "no-content"):
+        assert isinstance(expected, tuple) and expected[0] in (200, 204)  # the oracle read it
+
+
+def test_fetch_keeps_the_connection_after_framed_answers(scripted: type[ScriptedServer]) -> None:
+    framed = [ANSWERS[n] for n in ("length", "chunked", "gzip", "no-content", "error", "interim")]
+    server = scripted([*framed, OK_LENGTH])
+    origin, target = origin_for(server)
+    statuses = [origin.fetch("POST", target, BODY, HEADERS, 5.0, 5.0)[0] for _ in range(7)]
+    assert statuses == [200, 200, 200, 204, 429, 200, 200]
+    assert server.accepted == 1
+
+
+def test_fetch_sends_no_length_for_a_bodiless_get(scripted: type[ScriptedServer]) -> None:
+    class GetServer(ScriptedServer):
+        def _serve(self, conn: socket.socket) -> None:
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                self.requests.append(data)
+                conn.sendall(OK_LENGTH)
+
+    server = GetServer([])
+    try:
+        origin, target = origin_for(server, "/v1/responses/resp_1")
+        origin.send("GET", target, None, {"Authorization": "Bearer sk-x"}, 5.0, 5.0).read()
+        assert origin.fetch("GET", target, None, {"Authorization": "Bearer sk-x"}, 5.0, 5.0) == (
+            200,
+            b"{}",
+        )
+        by_http_client, ours = server.requests
+        assert ours == by_http_client
+        assert b"content-length" not in ours.lower()
+    finally:
+        server.close()
+
+
+def test_a_silent_upstream_is_a_read_timeout_for_fetch() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        origin, target = KeepAliveRoutes(urllib3.PoolManager(), maxsize=1)(
+            f"http://127.0.0.1:{listener.getsockname()[1]}/v1/chat/completions"
+        )
+        with pytest.raises(ReadTimeoutError):
+            origin.fetch("POST", target, BODY, HEADERS, 5.0, 0.2)
+    finally:
+        listener.close()
