@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import urllib3
@@ -284,7 +285,7 @@ class UpstreamClient:
     ) -> Answer:
         url, headers = self._target(dep, path, client_headers)
         origin, target = self.route(url)
-        try:
+        with _mapped_errors(dep):
             return origin.send(
                 method,
                 target,
@@ -293,16 +294,6 @@ class UpstreamClient:
                 connect_timeout=min(dep.timeout, 10.0),
                 read_timeout=dep.timeout,
             )
-        except NewConnectionError as err:
-            raise UpstreamError(
-                f"Upstream connection failed for {deployment_label(dep)}: {_reason(err)}"
-            ) from err
-        except Urllib3Timeout:
-            raise _timed_out(dep) from None
-        except HTTPError as err:
-            raise UpstreamError(
-                f"Upstream request failed for {deployment_label(dep)}: {_reason(err)}"
-            ) from err
 
     def _fetch(
         self,
@@ -314,10 +305,10 @@ class UpstreamClient:
     ) -> tuple[int, bytes]:
         """A whole answer, status and body (``KeepAliveOrigin.fetch``: no header
         of it parsed but the ones that frame it), failures mapped as
-        :meth:`_request` and :meth:`_read` map them."""
+        :meth:`_request` maps them."""
         url, headers = self._target(dep, path, client_headers)
         origin, target = self.route(url)
-        try:
+        with _mapped_errors(dep):
             return origin.fetch(
                 method,
                 target,
@@ -326,27 +317,6 @@ class UpstreamClient:
                 connect_timeout=min(dep.timeout, 10.0),
                 read_timeout=dep.timeout,
             )
-        except NewConnectionError as err:
-            raise UpstreamError(
-                f"Upstream connection failed for {deployment_label(dep)}: {_reason(err)}"
-            ) from err
-        except Urllib3Timeout:
-            raise _timed_out(dep) from None
-        except HTTPError as err:
-            raise UpstreamError(
-                f"Upstream request failed for {deployment_label(dep)}: {_reason(err)}"
-            ) from err
-
-    def _read(self, dep: Deployment, answer: Answer) -> bytes:
-        """The whole answer, its failures mapped as :meth:`_request` maps them."""
-        try:
-            return answer.read()
-        except Urllib3Timeout:
-            raise _timed_out(dep) from None
-        except HTTPError as err:
-            raise UpstreamError(
-                f"Upstream request failed for {deployment_label(dep)}: {_reason(err)}"
-            ) from err
 
     def call(self, dep: Deployment, call_type: str, body: dict[str, Any]) -> dict[str, Any]:
         """A non-streaming call: the upstream's JSON answer."""
@@ -463,6 +433,23 @@ class UpstreamClient:
         if dep.answers_itself:
             return mock_forward(dep, method, path, body)
         return self._fetch(dep, path, body, client_headers, method=method)
+
+
+@contextmanager
+def _mapped_errors(dep: Deployment) -> Iterator[None]:
+    """urllib3's errors of a request to ``dep`` as the gateway's upstream errors."""
+    try:
+        yield
+    except NewConnectionError as err:
+        raise UpstreamError(
+            f"Upstream connection failed for {deployment_label(dep)}: {_reason(err)}"
+        ) from err
+    except Urllib3Timeout:
+        raise _timed_out(dep) from None
+    except HTTPError as err:
+        raise UpstreamError(
+            f"Upstream request failed for {deployment_label(dep)}: {_reason(err)}"
+        ) from err
 
 
 def _timed_out(dep: Deployment) -> UpstreamTimeout:

@@ -313,12 +313,14 @@ def test_fetch_keeps_the_connection_after_framed_answers(scripted: type[Scripted
 def test_fetch_sends_no_length_for_a_bodiless_get(scripted: type[ScriptedServer]) -> None:
     class GetServer(ScriptedServer):
         def _serve(self, conn: socket.socket) -> None:
-            with conn:
+            with conn:  # requests without a body, answered until the client closes
                 data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                self.requests.append(data)
-                conn.sendall(OK_LENGTH)
+                while part := conn.recv(65536):
+                    data += part
+                    while b"\r\n\r\n" in data:
+                        head, _, data = data.partition(b"\r\n\r\n")
+                        self.requests.append(head + b"\r\n\r\n")
+                        conn.sendall(OK_LENGTH)
 
     server = GetServer([])
     try:
