@@ -241,9 +241,9 @@ def read_status(sock: socket.socket) -> tuple[int, bool]:
     return head.status, True
 
 
-def read_answer(sock: socket.socket, method: str) -> tuple[Head, bytes, bool]:
-    """Read a whole answer from ``sock``: its head, its body as sent (its
-    content coding not undone) and whether the connection can be kept.
+def read_answer(sock: socket.socket, method: str) -> tuple[tuple[Head, bytes], bool]:
+    """Read a whole answer from ``sock``: its head and its body as sent (its
+    content coding not undone), and whether the connection can be kept.
 
     The body is framed as RFC 9112 says: none for HEAD, 1xx, 204 and 304; a
     chunked transfer coding; else a Content-Length; else the connection's end.
@@ -252,15 +252,15 @@ def read_answer(sock: socket.socket, method: str) -> tuple[Head, bytes, bool]:
     reader = _Reader(sock)
     head = _read_head(reader)
     if method == "HEAD" or head.status in _NO_BODY:
-        return head, b"", head.keep and not reader.buffer
+        return (head, b""), head.keep and not reader.buffer
     if head.transfer_coding == b"chunked":
         body = reader.chunked()
     elif head.transfer_coding is not None:
-        return head, reader.to_the_end(), False
+        return (head, reader.to_the_end()), False
     elif head.odd_length:
         raise http.client.HTTPException("Content-Length is not one valid number")
     elif head.length is not None:
         body = reader.exact(head.length)
     else:
-        return head, reader.to_the_end(), False
-    return head, body, head.keep and not reader.buffer
+        return (head, reader.to_the_end()), False
+    return (head, body), head.keep and not reader.buffer

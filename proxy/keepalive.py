@@ -29,10 +29,10 @@ from __future__ import annotations
 import errno
 import http.client
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from ssl import CertificateError
 from ssl import SSLError as BaseSSLError
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -40,6 +40,8 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError, SSLError
 from urllib3.util import parse_url, wait_for_read
 
 from proxy import http_head
+
+_T = TypeVar("_T")
 
 # What urllib3 sends when the caller names no User-Agent.
 DEFAULT_USER_AGENT = f"python-urllib3/{urllib3.__version__}"
@@ -174,9 +176,28 @@ class KeepAliveOrigin:
         self._open(conn, target, connect_timeout)
         if not any(name.lower() == "user-agent" for name in headers):
             headers = {"User-Agent": DEFAULT_USER_AGENT, **headers}
+        response = self._write_then_read(
+            conn,
+            target,
+            read_timeout,
+            lambda: conn.request_in_one_write(method, target, body, headers),
+            conn.getresponse,
+        )
+        return Answer(self, conn, response, method, target)
+
+    def _write_then_read(
+        self,
+        conn: _Connection,
+        target: str,
+        read_timeout: float | None,
+        write: Callable[[], None],
+        read: Callable[[], _T],
+    ) -> _T:
+        """Write a request and read (the start of) its answer on the open ``conn``,
+        raising what urllib3's ``urlopen`` raises at each point."""
         try:
             try:
-                conn.request_in_one_write(method, target, body, headers)
+                write()
             except BrokenPipeError:
                 pass  # the server may have answered already: read it
             except OSError as err:
@@ -185,15 +206,16 @@ class KeepAliveOrigin:
             if conn.sock is not None:
                 conn.sock.settimeout(read_timeout)
             try:
-                response = conn.getresponse()
+                return read()
             except (BaseSSLError, OSError) as err:
                 self._raise_timeout(err, target, read_timeout)
                 raise
         except (BaseSSLError, CertificateError) as err:
             raise SSLError(err)  # noqa: B904 (as urllib3 raises it: in context)
+        except http.client.IncompleteRead as err:
+            raise ProtocolError(f"Connection broken: {err!r}", err)  # noqa: B904 (as urllib3)
         except (OSError, http.client.HTTPException) as err:
             raise ProtocolError("Connection aborted.", err)  # noqa: B904 (as urllib3 does)
-        return Answer(self, conn, response, method, target)
 
     def _open(self, conn: _Connection, target: str, connect_timeout: float | None) -> None:
         """Connect ``conn`` if it is not (urllib3's errors), else set its send timeout."""
@@ -222,49 +244,16 @@ class KeepAliveOrigin:
         wants nothing else of it (the webhook sender, for which any 2xx is a
         delivery).
 
-        The request's bytes are the ones :meth:`send` writes. Of the answer only
-        the head is parsed (:mod:`proxy.http_head`; http.client parses every
-        header through the ``email`` package, about a third of a webhook POST's
-        CPU); the connection is kept when the answer is framed by a
-        ``Content-Length`` (or has no body) and the server keeps it open, and
+        Of the answer only the head is parsed (:mod:`proxy.http_head`; http.client
+        parses every header through the ``email`` package, about a third of a
+        webhook POST's CPU); the connection is kept when the answer is framed by
+        a ``Content-Length`` (or has no body) and the server keeps it open, and
         its body is then read and dropped; any other answer's connection is
         closed once its status is known. Errors are urllib3's, as for :meth:`send`.
         """
-        self.requests += 1
-        conn = self._checkout()
-        try:
-            self._open(conn, target, connect_timeout)
-            sock = conn.sock
-            assert sock is not None
-            try:
-                try:
-                    head = http_head.request_head(
-                        conn, "POST", target, body, headers, DEFAULT_USER_AGENT
-                    )
-                    _write(sock, head, body)
-                except BrokenPipeError:
-                    pass  # the server may have answered already: read it
-                except OSError as err:
-                    if err.errno != errno.EPROTOTYPE and err.errno != errno.ECONNRESET:
-                        raise
-                sock.settimeout(read_timeout)
-                try:
-                    status, keep = http_head.read_status(sock)
-                except (BaseSSLError, OSError) as err:
-                    self._raise_timeout(err, target, read_timeout)
-                    raise
-            except (BaseSSLError, CertificateError) as err:
-                raise SSLError(err)  # noqa: B904 (as urllib3 raises it: in context)
-            except (OSError, http.client.HTTPException) as err:
-                raise ProtocolError("Connection aborted.", err)  # noqa: B904 (as urllib3 does)
-        except BaseException:
-            conn.close()
-            raise
-        if keep:
-            self._checkin(conn)
-        else:
-            conn.close()
-        return status
+        return self._exchange_bare(
+            "POST", target, body, headers, connect_timeout, read_timeout, http_head.read_status
+        )
 
     def fetch(
         self,
@@ -279,47 +268,19 @@ class KeepAliveOrigin:
         its content coding undone as urllib3 undoes it (``Answer.read()`` after
         :meth:`send`, for a caller that wants no header of the answer).
 
-        The request's bytes are the ones :meth:`send` writes; the answer's head
-        is read by :mod:`proxy.http_head` instead of http.client, which parses
-        every header through the ``email`` package. Errors are urllib3's, as
-        for :meth:`send` and :meth:`Answer.read`.
+        The answer's head is read by :mod:`proxy.http_head` instead of
+        http.client, which parses every header through the ``email`` package.
+        Errors are urllib3's, as for :meth:`send` and :meth:`Answer.read`.
         """
-        self.requests += 1
-        conn = self._checkout()
-        try:
-            self._open(conn, target, connect_timeout)
-            sock = conn.sock
-            assert sock is not None
-            try:
-                try:
-                    head = http_head.request_head(
-                        conn, method, target, body, headers, DEFAULT_USER_AGENT
-                    )
-                    _write(sock, head, body)
-                except BrokenPipeError:
-                    pass  # the server may have answered already: read it
-                except OSError as err:
-                    if err.errno != errno.EPROTOTYPE and err.errno != errno.ECONNRESET:
-                        raise
-                sock.settimeout(read_timeout)
-                try:
-                    answer, data, keep = http_head.read_answer(sock, method)
-                except (BaseSSLError, OSError) as err:
-                    self._raise_timeout(err, target, read_timeout)
-                    raise
-            except (BaseSSLError, CertificateError) as err:
-                raise SSLError(err)  # noqa: B904 (as urllib3 raises it: in context)
-            except http.client.IncompleteRead as err:
-                raise ProtocolError(f"Connection broken: {err!r}", err)  # noqa: B904
-            except (OSError, http.client.HTTPException) as err:
-                raise ProtocolError("Connection aborted.", err)  # noqa: B904 (as urllib3 does)
-        except BaseException:
-            conn.close()
-            raise
-        if keep:
-            self._checkin(conn)
-        else:
-            conn.close()
+        answer, data = self._exchange_bare(
+            method,
+            target,
+            body,
+            headers,
+            connect_timeout,
+            read_timeout,
+            lambda sock: http_head.read_answer(sock, method),
+        )
         coding = next((v for k, v in answer.headers if k == "content-encoding"), "identity")
         if coding.lower() != "identity":
             data = urllib3.HTTPResponse(
@@ -332,6 +293,44 @@ class KeepAliveOrigin:
                 request_url=target,
             ).data
         return answer.status, data
+
+    def _exchange_bare(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        connect_timeout: float | None,
+        read_timeout: float | None,
+        read: Callable[[Any], tuple[_T, bool]],
+    ) -> _T:
+        """One request written as http.client writes it (:func:`http_head.request_head`),
+        its answer read by ``read`` (what it returns, and whether the connection can
+        be kept); urllib3's errors, as for :meth:`send`."""
+        self.requests += 1
+        conn = self._checkout()
+        try:
+            self._open(conn, target, connect_timeout)
+            sock = conn.sock
+            assert sock is not None
+
+            def write() -> None:
+                head = http_head.request_head(
+                    conn, method, target, body, headers, DEFAULT_USER_AGENT
+                )
+                _write(sock, head, body)
+
+            result, keep = self._write_then_read(
+                conn, target, read_timeout, write, lambda: read(sock)
+            )
+        except BaseException:
+            conn.close()
+            raise
+        if keep:
+            self._checkin(conn)
+        else:
+            conn.close()
+        return result
 
     def _raise_timeout(self, err: BaseException, target: str, timeout: float | None) -> None:
         if isinstance(err, TimeoutError) or getattr(err, "errno", None) in _BLOCKING_ERRNOS:

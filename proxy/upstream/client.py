@@ -283,17 +283,8 @@ class UpstreamClient:
         client_headers: Any = None,
         method: str = "POST",
     ) -> Answer:
-        url, headers = self._target(dep, path, client_headers)
-        origin, target = self.route(url)
-        with _mapped_errors(dep):
-            return origin.send(
-                method,
-                target,
-                json.dumps(body).encode() if body is not None else None,
-                headers,
-                connect_timeout=min(dep.timeout, 10.0),
-                read_timeout=dep.timeout,
-            )
+        """Send a request; its answer's status and headers read (``KeepAliveOrigin.send``)."""
+        return self._exchange(dep, path, body, client_headers, method, whole=False)
 
     def _fetch(
         self,
@@ -304,12 +295,23 @@ class UpstreamClient:
         method: str = "POST",
     ) -> tuple[int, bytes]:
         """A whole answer, status and body (``KeepAliveOrigin.fetch``: no header
-        of it parsed but the ones that frame it), failures mapped as
-        :meth:`_request` maps them."""
+        of it parsed but the ones that frame it)."""
+        return self._exchange(dep, path, body, client_headers, method, whole=True)
+
+    def _exchange(
+        self,
+        dep: Deployment,
+        path: str,
+        body: dict[str, Any] | None,
+        client_headers: Any,
+        method: str,
+        whole: bool,
+    ) -> Any:
         url, headers = self._target(dep, path, client_headers)
         origin, target = self.route(url)
+        exchange = origin.fetch if whole else origin.send
         with _mapped_errors(dep):
-            return origin.fetch(
+            return exchange(
                 method,
                 target,
                 json.dumps(body).encode() if body is not None else None,

@@ -199,18 +199,22 @@ def test_broken_answers_are_urllib3_protocol_errors(
     assert server.accepted == 2
 
 
-def test_a_silent_receiver_is_a_read_timeout() -> None:
+@pytest.fixture
+def silent_origin() -> Iterator[tuple[KeepAliveOrigin, str]]:
+    """An origin that accepts connections and never answers."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
-    try:
-        origin, target = KeepAliveRoutes(urllib3.PoolManager(), maxsize=1)(
-            f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
-        )
-        with pytest.raises(ReadTimeoutError):
-            post(origin, target, timeout=0.2)
-    finally:
-        listener.close()
+    yield KeepAliveRoutes(urllib3.PoolManager(), maxsize=1)(
+        f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    )
+    listener.close()
+
+
+def test_a_silent_receiver_is_a_read_timeout(silent_origin: tuple[KeepAliveOrigin, str]) -> None:
+    origin, target = silent_origin
+    with pytest.raises(ReadTimeoutError):
+        post(origin, target, timeout=0.2)
 
 
 @pytest.mark.parametrize(
@@ -337,15 +341,9 @@ def test_fetch_sends_no_length_for_a_bodiless_get(scripted: type[ScriptedServer]
         server.close()
 
 
-def test_a_silent_upstream_is_a_read_timeout_for_fetch() -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    try:
-        origin, target = KeepAliveRoutes(urllib3.PoolManager(), maxsize=1)(
-            f"http://127.0.0.1:{listener.getsockname()[1]}/v1/chat/completions"
-        )
-        with pytest.raises(ReadTimeoutError):
-            origin.fetch("POST", target, BODY, HEADERS, 5.0, 0.2)
-    finally:
-        listener.close()
+def test_a_silent_upstream_is_a_read_timeout_for_fetch(
+    silent_origin: tuple[KeepAliveOrigin, str],
+) -> None:
+    origin, target = silent_origin
+    with pytest.raises(ReadTimeoutError):
+        origin.fetch("POST", target, BODY, HEADERS, 5.0, 0.2)
