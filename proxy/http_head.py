@@ -1,14 +1,16 @@
-"""An HTTP/1.1 request's head as bytes, and an answer read only as far as its
-status: the exchange of :meth:`proxy.keepalive.KeepAliveOrigin.post_for_status`.
+"""HTTP/1.1 on the wire for :mod:`proxy.keepalive`: a request's head as bytes,
+an answer's head parsed, its body framed as it arrives.
 
-Why not http.client for it: its answer parses every header through the
-``email`` package (a parser object, a policy, a feed per line), which was a
-third of the CPU of a webhook POST whose caller wants the status alone, and it
-writes head and body in two writes. Here the head is built as http.client
-would send it (same order, same checks, same refusals of what could split a
-header) and the answer is read as far as the status and what decides whether
-its connection can carry the next request: ``Content-Length``,
-``Transfer-Encoding`` and ``Connection``.
+Why not http.client: it parses every header of an answer through the ``email``
+package (a parser object, a policy, a feed per line), about 120 us of an
+upstream call and a third of a webhook POST's CPU on the benchmark's machine,
+and writes a request's head and body in two writes. Here a request's head is
+built as http.client builds it (same order, same checks, same refusals of what
+could split a header); of an answer's headers only the ones that frame its
+body or its connection are looked at (``Content-Length``,
+``Transfer-Encoding``, ``Connection``), the rest kept as text for a content
+coding to be undone. tests/upstream/test_keepalive_answers.py holds every
+framing, broken ones included, against urllib3's own reading.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import http.client
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -91,7 +93,7 @@ def request_head(
     return lines[0].encode("ascii") + "\r\n".join(["", *lines[1:]]).encode("latin-1")
 
 
-class _Reader:
+class Reader:
     """An answer's bytes from ``sock`` as lines and exact lengths (a buffer of
     what arrived beyond what was asked for)."""
 
@@ -149,29 +151,44 @@ class _Reader:
         del self.buffer[:size]
         return data
 
-    def to_the_end(self) -> bytes:
-        while self._fill():
-            pass
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        return data
+    def _take(self, most: int) -> bytes:
+        """Up to ``most`` bytes: from the buffer, else what one read brings (b"" at the end)."""
+        if not self.buffer and not self._fill():
+            return b""
+        part = bytes(self.buffer[:most])
+        del self.buffer[: len(part)]
+        return part
 
-    def chunked(self) -> bytes:
-        """A chunked body, its chunks joined (chunk extensions and trailers dropped)."""
-        parts: list[bytes] = []
+    def parts(self, size: int) -> Iterator[bytes]:
+        """``size`` bytes, as they arrive."""
+        while size > 0:
+            part = self._take(min(size, 65536))
+            if not part:
+                raise http.client.IncompleteRead(b"", size)
+            size -= len(part)
+            yield part
+
+    def parts_to_the_end(self) -> Iterator[bytes]:
+        """Everything until the server closes the connection, as it arrives."""
+        while part := self._take(65536):
+            yield part
+
+    def chunk_parts(self) -> Iterator[bytes]:
+        """A chunked body's data as it arrives, each chunk's on its own (chunk
+        extensions and trailers dropped)."""
         while True:
             size_text = self.line().split(b";", 1)[0].strip()
             try:
                 size = int(size_text, 16)
             except ValueError:
-                raise http.client.IncompleteRead(b"".join(parts)) from None
+                raise http.client.IncompleteRead(b"") from None
             if size == 0:
                 while self.line() not in (b"\r\n", b"\n"):
                     pass  # trailers
-                return b"".join(parts)
-            parts.append(self.exact(size))
+                return
+            yield from self.parts(size)
             if self.exact(2) != b"\r\n":
-                raise http.client.IncompleteRead(b"".join(parts))
+                raise http.client.IncompleteRead(b"")
 
 
 @dataclass
@@ -183,10 +200,45 @@ class Head:
     length: int | None  # a valid Content-Length (one value, or the same twice)
     odd_length: bool  # a Content-Length that is not one valid number
     transfer_coding: bytes | None  # the last transfer coding, lower case
-    headers: list[tuple[str, str]]
+    headers: list[tuple[str, str]]  # (lower-case name, value), in order
+
+    def content_coding(self) -> str | None:
+        """The answer's ``Content-Encoding`` unless none or ``identity``."""
+        coding = next((v for k, v in self.headers if k == "content-encoding"), "")
+        return None if coding.strip().lower() in ("", "identity") else coding
+
+    def has_body(self, method: str) -> bool:
+        return method != "HEAD" and self.status not in _NO_BODY
+
+    def framed(self, method: str) -> bool:
+        """Whether the body's end is known without the connection's end: none,
+        chunked, or one valid Content-Length."""
+        if not self.has_body(method):
+            return True
+        if self.transfer_coding is not None:
+            return self.transfer_coding == b"chunked"
+        return self.length is not None
 
 
-def _read_head(reader: _Reader) -> Head:
+def body_parts(reader: Reader, head: Head, method: str) -> Iterator[bytes]:
+    """The answer's body as it arrives, its content coding not undone. Framed as
+    RFC 9112 says: none for HEAD, 1xx, 204 and 304; a chunked transfer coding;
+    else a Content-Length; else the connection's end. A Content-Length that is
+    not one valid number is a protocol error, as a short body is
+    (``IncompleteRead``)."""
+    if not head.has_body(method):
+        return
+    if head.transfer_coding == b"chunked":
+        yield from reader.chunk_parts()
+    elif head.transfer_coding is None and head.odd_length:
+        raise http.client.HTTPException("Content-Length is not one valid number")
+    elif head.transfer_coding is None and head.length is not None:
+        yield from reader.parts(head.length)
+    else:
+        yield from reader.parts_to_the_end()
+
+
+def read_head(reader: Reader) -> Head:
     """The final answer's head, after any interim 1xx answers."""
     while True:
         lines = reader.head()
@@ -220,47 +272,3 @@ def _read_head(reader: _Reader) -> Head:
         else:
             head.odd_length = True
     return head
-
-
-def read_status(sock: socket.socket) -> tuple[int, bool]:
-    """Read an answer from ``sock`` as far as its status (after any interim 1xx
-    answers); then, when the connection can carry another request, its body to
-    the end. Returns the status and whether the connection can be kept."""
-    reader = _Reader(sock)
-    head = _read_head(reader)
-    if head.status in _NO_BODY:
-        return head.status, head.keep and head.transfer_coding is None and not reader.buffer
-    if (
-        not head.keep
-        or head.transfer_coding is not None
-        or head.length is None
-        or len(reader.buffer) > head.length
-    ):
-        return head.status, False  # framed by the connection's end, or oddly: not reused
-    reader.exact(head.length)
-    return head.status, True
-
-
-def read_answer(sock: socket.socket, method: str) -> tuple[tuple[Head, bytes], bool]:
-    """Read a whole answer from ``sock``: its head and its body as sent (its
-    content coding not undone), and whether the connection can be kept.
-
-    The body is framed as RFC 9112 says: none for HEAD, 1xx, 204 and 304; a
-    chunked transfer coding; else a Content-Length; else the connection's end.
-    A Content-Length that is not one valid number is a protocol error, as a
-    short body is (``IncompleteRead``)."""
-    reader = _Reader(sock)
-    head = _read_head(reader)
-    if method == "HEAD" or head.status in _NO_BODY:
-        return (head, b""), head.keep and not reader.buffer
-    if head.transfer_coding == b"chunked":
-        body = reader.chunked()
-    elif head.transfer_coding is not None:
-        return (head, reader.to_the_end()), False
-    elif head.odd_length:
-        raise http.client.HTTPException("Content-Length is not one valid number")
-    elif head.length is not None:
-        body = reader.exact(head.length)
-    else:
-        return (head, reader.to_the_end()), False
-    return (head, body), head.keep and not reader.buffer

@@ -7,21 +7,21 @@ Timeout and a Retry object, header checks and copies, the ``HTTPResponse``
 wrapper with its header dict, the pool's queue), about as much CPU as the
 HTTP exchange itself. Here urllib3 still opens every connection (its socket
 options, TLS context, certificate and host name checks, connect timeout and
-errors: a :mod:`urllib3.connection` object's ``connect()``), and the request
-and its answer go through http.client directly, which is what urllib3 sends
-and parses them with. The bytes on the wire are the same (request line,
+errors: a :mod:`urllib3.connection` object's ``connect()``). The request is
+written and its answer read by :mod:`proxy.http_head`, not http.client, which
+writes a request's head and body in two writes and parses every header of an
+answer through the ``email`` package (together, more CPU than the rest of a
+webhook POST). The bytes on the wire are the ones urllib3 sends (request line,
 ``Host``, ``Accept-Encoding: identity``, ``Content-Length``, urllib3's
-``User-Agent``, then the caller's headers; written with the body in one
-``sendall`` where http.client makes two), and so are the errors: each is
-the urllib3 exception ``pool.urlopen(..., retries=False, redirect=False)``
-raises at that point, built the same way, so callers map them as before.
+``User-Agent``, then the caller's headers; head and body in one write), a
+content coding is undone by urllib3's own ``HTTPResponse``, and the errors are
+the urllib3 exceptions ``pool.urlopen(..., retries=False, redirect=False)``
+raises at each point, built the same way, so callers map them as before
+(tests/upstream/test_keepalive_answers.py hands both the same answers).
 
-A connection is reused while its answer was read to the end and the server
-did not close it (urllib3's check before reuse: a socket readable while
-idle is closed). An answer urllib3 would decode or frame differently than
-plain http.client (a ``Content-Encoding``, an odd ``Content-Length``), and
-every stream that is not plainly chunked, are read through urllib3's own
-``HTTPResponse``, built as urllib3 builds it.
+A connection is reused while its answer was read to the end, that end was
+framed (no body, chunked, or a Content-Length) and the server did not close
+it (urllib3's check before reuse: a socket readable while idle is closed).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from __future__ import annotations
 import errno
 import http.client
 import io
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from ssl import CertificateError
 from ssl import SSLError as BaseSSLError
-from typing import Any, TypeVar
+from typing import Any
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -40,8 +40,6 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError, SSLError
 from urllib3.util import parse_url, wait_for_read
 
 from proxy import http_head
-
-_T = TypeVar("_T")
 
 # What urllib3 sends when the caller names no User-Agent.
 DEFAULT_USER_AGENT = f"python-urllib3/{urllib3.__version__}"
@@ -51,46 +49,19 @@ _BLOCKING_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK}
 MAX_KEPT_ROUTES = 1024
 # Bodies up to this size are written with the request's head (a copy of each).
 ONE_WRITE_MAX = 1 << 20
+# A body an answer is read to the end for, to keep its connection, when only its status is wanted.
+DISCARD_MAX = 1 << 20
 
 
 class _Connection(http.client.HTTPConnection):
-    """http.client's request and answer on a socket a urllib3 connection opened."""
+    """A socket a urllib3 connection opened, and the host and port it goes to
+    (http.client's parsing of them, for the Host header)."""
 
     def __init__(self, origin: KeepAliveOrigin) -> None:
         # The Host header urllib3 sends: its connection's host (no trailing dot).
         super().__init__(origin.host.rstrip("."), origin.port)
         self.default_port = origin.default_port
         self.origin = origin
-
-    # A request's head held back to go out with its body (see :meth:`send`).
-    _hold_head = False
-    _head: bytes | None = None
-
-    def send(self, data: Any) -> None:
-        """http.client writes a request's head and its body with a ``sendall``
-        each; in :meth:`request_in_one_write` the head waits and goes out with
-        the body: one write, the peer woken once, not twice (measured on
-        loopback: 10-23% less CPU per webhook POST)."""
-        head = self._head
-        if head is not None:
-            self._head = None
-            data = head + data
-        elif self._hold_head:
-            self._hold_head = False
-            self._head = data
-            return
-        super().send(data)
-
-    def request_in_one_write(
-        self, method: str, target: str, body: bytes | None, headers: Mapping[str, str]
-    ) -> None:
-        """``request()``, its head and a body of up to :data:`ONE_WRITE_MAX` in one write."""
-        self._hold_head = body is not None and 0 < len(body) <= ONE_WRITE_MAX
-        try:
-            self.request(method, target, body, headers)
-        finally:
-            self._hold_head = False
-            self._head = None
 
     def connect(self) -> None:
         opener = self.origin.connection_class(
@@ -152,70 +123,70 @@ class KeepAliveOrigin:
         connect_timeout: float | None,
         read_timeout: float | None,
     ) -> Answer:
-        """Send one request and read the answer's status and headers."""
+        """Send one request and read the answer's head (interim 1xx answers
+        skipped); its body is read from the :class:`Answer`."""
         self.requests += 1
         conn = self._checkout()
         try:
-            return self._exchange(
-                conn, method, target, body, headers, connect_timeout, read_timeout
-            )
+            self._open(conn, target, connect_timeout)
+            sock = conn.sock
+            assert sock is not None
+            reader = http_head.Reader(sock)
+            try:
+                try:
+                    head = http_head.request_head(
+                        conn, method, target, body, headers, DEFAULT_USER_AGENT
+                    )
+                    _write(sock, head, body)
+                except BrokenPipeError:
+                    pass  # the server may have answered already: read it
+                except OSError as err:
+                    if err.errno != errno.EPROTOTYPE and err.errno != errno.ECONNRESET:
+                        raise
+                sock.settimeout(read_timeout)
+                try:
+                    answer_head = http_head.read_head(reader)
+                except (BaseSSLError, OSError) as err:
+                    self._raise_timeout(err, target, read_timeout)
+                    raise
+            except (BaseSSLError, CertificateError) as err:
+                raise SSLError(err)  # noqa: B904 (as urllib3 raises it: in context)
+            except (OSError, http.client.HTTPException) as err:
+                raise ProtocolError("Connection aborted.", err)  # noqa: B904 (as urllib3 does)
         except BaseException:
             conn.close()  # as urllib3 discards a connection that failed
             raise
+        return Answer(self, conn, reader, answer_head, method, target)
 
-    def _exchange(
+    def fetch(
         self,
-        conn: _Connection,
         method: str,
         target: str,
         body: bytes | None,
         headers: Mapping[str, str],
         connect_timeout: float | None,
         read_timeout: float | None,
-    ) -> Answer:
-        self._open(conn, target, connect_timeout)
-        if not any(name.lower() == "user-agent" for name in headers):
-            headers = {"User-Agent": DEFAULT_USER_AGENT, **headers}
-        response = self._write_then_read(
-            conn,
-            target,
-            read_timeout,
-            lambda: conn.request_in_one_write(method, target, body, headers),
-            conn.getresponse,
-        )
-        return Answer(self, conn, response, method, target)
+    ) -> tuple[int, bytes]:
+        """Send one request and read its whole answer: the status and the body."""
+        answer = self.send(method, target, body, headers, connect_timeout, read_timeout)
+        return answer.status, answer.read()
 
-    def _write_then_read(
+    def post_for_status(
         self,
-        conn: _Connection,
         target: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        connect_timeout: float | None,
         read_timeout: float | None,
-        write: Callable[[], None],
-        read: Callable[[], _T],
-    ) -> _T:
-        """Write a request and read (the start of) its answer on the open ``conn``,
-        raising what urllib3's ``urlopen`` raises at each point."""
-        try:
-            try:
-                write()
-            except BrokenPipeError:
-                pass  # the server may have answered already: read it
-            except OSError as err:
-                if err.errno != errno.EPROTOTYPE and err.errno != errno.ECONNRESET:
-                    raise
-            if conn.sock is not None:
-                conn.sock.settimeout(read_timeout)
-            try:
-                return read()
-            except (BaseSSLError, OSError) as err:
-                self._raise_timeout(err, target, read_timeout)
-                raise
-        except (BaseSSLError, CertificateError) as err:
-            raise SSLError(err)  # noqa: B904 (as urllib3 raises it: in context)
-        except http.client.IncompleteRead as err:
-            raise ProtocolError(f"Connection broken: {err!r}", err)  # noqa: B904 (as urllib3)
-        except (OSError, http.client.HTTPException) as err:
-            raise ProtocolError("Connection aborted.", err)  # noqa: B904 (as urllib3 does)
+    ) -> int:
+        """POST ``body`` and read only the answer's status: for a caller that wants
+        nothing else of it (the webhook sender, for which any 2xx is a delivery).
+        A framed body of up to :data:`DISCARD_MAX` is read and dropped so that
+        the connection carries the next POST; any other answer's connection is
+        closed once its status is known."""
+        answer = self.send("POST", target, body, headers, connect_timeout, read_timeout)
+        answer.discard()
+        return answer.status
 
     def _open(self, conn: _Connection, target: str, connect_timeout: float | None) -> None:
         """Connect ``conn`` if it is not (urllib3's errors), else set its send timeout."""
@@ -232,106 +203,6 @@ class KeepAliveOrigin:
         else:
             conn.sock.settimeout(connect_timeout)
 
-    def post_for_status(
-        self,
-        target: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        connect_timeout: float | None,
-        read_timeout: float | None,
-    ) -> int:
-        """POST ``body`` and read only the answer's status: for a caller that
-        wants nothing else of it (the webhook sender, for which any 2xx is a
-        delivery).
-
-        Of the answer only the head is parsed (:mod:`proxy.http_head`; http.client
-        parses every header through the ``email`` package, about a third of a
-        webhook POST's CPU); the connection is kept when the answer is framed by
-        a ``Content-Length`` (or has no body) and the server keeps it open, and
-        its body is then read and dropped; any other answer's connection is
-        closed once its status is known. Errors are urllib3's, as for :meth:`send`.
-        """
-        return self._exchange_bare(
-            "POST", target, body, headers, connect_timeout, read_timeout, http_head.read_status
-        )
-
-    def fetch(
-        self,
-        method: str,
-        target: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        connect_timeout: float | None,
-        read_timeout: float | None,
-    ) -> tuple[int, bytes]:
-        """Send one request and read its whole answer: the status and the body,
-        its content coding undone as urllib3 undoes it (``Answer.read()`` after
-        :meth:`send`, for a caller that wants no header of the answer).
-
-        The answer's head is read by :mod:`proxy.http_head` instead of
-        http.client, which parses every header through the ``email`` package.
-        Errors are urllib3's, as for :meth:`send` and :meth:`Answer.read`.
-        """
-        answer, data = self._exchange_bare(
-            method,
-            target,
-            body,
-            headers,
-            connect_timeout,
-            read_timeout,
-            lambda sock: http_head.read_answer(sock, method),
-        )
-        coding = next((v for k, v in answer.headers if k == "content-encoding"), "identity")
-        if coding.lower() != "identity":
-            data = urllib3.HTTPResponse(
-                body=io.BytesIO(data),
-                headers=urllib3.HTTPHeaderDict(answer.headers),
-                status=answer.status,
-                preload_content=True,
-                decode_content=True,
-                request_method=method,
-                request_url=target,
-            ).data
-        return answer.status, data
-
-    def _exchange_bare(
-        self,
-        method: str,
-        target: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        connect_timeout: float | None,
-        read_timeout: float | None,
-        read: Callable[[Any], tuple[_T, bool]],
-    ) -> _T:
-        """One request written as http.client writes it (:func:`http_head.request_head`),
-        its answer read by ``read`` (what it returns, and whether the connection can
-        be kept); urllib3's errors, as for :meth:`send`."""
-        self.requests += 1
-        conn = self._checkout()
-        try:
-            self._open(conn, target, connect_timeout)
-            sock = conn.sock
-            assert sock is not None
-
-            def write() -> None:
-                head = http_head.request_head(
-                    conn, method, target, body, headers, DEFAULT_USER_AGENT
-                )
-                _write(sock, head, body)
-
-            result, keep = self._write_then_read(
-                conn, target, read_timeout, write, lambda: read(sock)
-            )
-        except BaseException:
-            conn.close()
-            raise
-        if keep:
-            self._checkin(conn)
-        else:
-            conn.close()
-        return result
-
     def _raise_timeout(self, err: BaseException, target: str, timeout: float | None) -> None:
         if isinstance(err, TimeoutError) or getattr(err, "errno", None) in _BLOCKING_ERRNOS:
             raise ReadTimeoutError(
@@ -340,128 +211,141 @@ class KeepAliveOrigin:
 
 
 class Answer:
-    """One answer on its connection: read it whole (:meth:`read`) or as it comes
-    (:meth:`stream`); the connection is kept for the next request once the
-    answer was read to its end."""
+    """One answer on its connection, its head read: read its body whole
+    (:meth:`read`) or as it comes (:meth:`chunks`); the connection is kept for
+    the next request once the body was read to its framed end."""
 
     def __init__(
         self,
         origin: KeepAliveOrigin,
         conn: _Connection,
-        response: http.client.HTTPResponse,
+        reader: http_head.Reader,
+        head: http_head.Head,
         method: str,
         target: str,
     ) -> None:
-        self.status = response.status
+        self.status = head.status
         self._origin = origin
         self._conn: _Connection | None = conn
-        self._response = response
+        self._reader = reader
+        self._head = head
         self._method = method
         self._target = target
+        self._ended = False
 
-    def _plain(self) -> bool:
-        """Whether http.client reads this answer as urllib3 would (no decoding,
-        no framing urllib3 reads differently)."""
-        response = self._response
-        headers = response.msg
-        if "content-encoding" in headers:
-            return False
-        if response.chunked:
-            return "content-length" not in headers
-        return response.length is not None or "content-length" not in headers
+    def _raw(self) -> Iterator[bytes]:
+        """The body as it arrives, content coding not undone; urllib3's errors."""
+        try:
+            yield from http_head.body_parts(self._reader, self._head, self._method)
+        except BaseException as err:
+            self._fail(err)
+            raise
+        self._ended = True
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as it comes (each HTTP chunk of a chunked answer as it
+        arrives, or the part of it that has), its content coding undone;
+        :meth:`release` or :meth:`close` when done with it."""
+        if self._head.content_coding() is None:
+            return self._raw()
+        return self._decoded_parts()
+
+    def _decoded_parts(self) -> Iterator[bytes]:
+        decoded = self._decoded()
+        while part := decoded.read1(65536):  # what has arrived, decoded: no wait for 64 KiB
+            yield part
 
     def read(self) -> bytes:
         """The whole body, as urllib3's preloaded ``HTTPResponse.data``."""
-        if not self._plain():
-            try:
-                data = self.stream().read()
-            except BaseException:
-                self.close()
-                raise
-            self.release()
-            return data
         try:
-            data = self._response.read()
-        except BaseException as err:
-            self._fail(err)
+            if self._head.content_coding() is None:
+                data = b"".join(self._raw())
+            else:
+                data = self._decoded().read()
+        except BaseException:
+            self.close()
             raise
         self.release()
         return data
 
+    def discard(self) -> None:
+        """Done with the answer but for its status: a framed body of up to
+        :data:`DISCARD_MAX` is read (to keep the connection), else the
+        connection is closed."""
+        head = self._head
+        small = head.length is not None and head.length <= DISCARD_MAX
+        if head.keep and head.framed(self._method) and (small or not head.has_body(self._method)):
+            for _ in self._raw():
+                pass
+        self.release()
+
+    def _decoded(self) -> urllib3.HTTPResponse:
+        """urllib3's ``HTTPResponse`` over the raw body, to undo its content coding."""
+        return urllib3.HTTPResponse(
+            body=_PartsFile(self._raw()),
+            headers=urllib3.HTTPHeaderDict(self._head.headers),
+            status=self.status,
+            preload_content=False,
+            decode_content=True,
+            enforce_content_length=False,  # the framing is checked by http_head
+            request_method=self._method,
+            request_url=self._target,
+        )
+
     def _fail(self, err: BaseException) -> None:
-        """Close the answer after ``err`` while reading it; raise what urllib3's
-        ``HTTPResponse`` raises for it (the caller re-raises anything else)."""
+        """Close the answer after ``err`` while reading its body; raise what
+        urllib3's ``HTTPResponse`` raises for it (the caller re-raises anything else)."""
         self.close()
-        if isinstance(err, TimeoutError):
+        if isinstance(err, TimeoutError) or getattr(err, "errno", None) in _BLOCKING_ERRNOS:
             raise ReadTimeoutError(self._origin.pool, None, "Read timed out.") from err
         if isinstance(err, BaseSSLError):
             raise SSLError(err) from err
         if isinstance(err, (http.client.HTTPException, OSError)):
             raise ProtocolError(f"Connection broken: {err!r}", err) from err
 
-    def chunks(self) -> Iterator[bytes]:
-        """The body as it comes: each HTTP chunk of a chunked answer as it arrives
-        (or the part of it that has), raising urllib3's errors as :meth:`stream`
-        would; :meth:`release` or :meth:`close` when done with it.
-
-        A plain chunked answer (a stream, as every provider sends one) is read
-        with http.client's ``read1``, the reads urllib3's ``read_chunked`` makes
-        without its per-chunk layers (its chunk bookkeeping, decoder and
-        buffers): the relay reads one event per chunk. Anything else goes
-        through :meth:`stream`.
-        """
-        response = self._response
-        if not (response.chunked and self._plain()):
-            yield from chunks_of(self.stream())
-            return
-        read1 = response.read1
-        while True:
-            try:
-                part = read1(65536)
-            except BaseException as err:
-                self._fail(err)
-                raise
-            if not part:
-                return
-            yield part
-
-    def stream(self) -> urllib3.HTTPResponse:
-        """urllib3's ``HTTPResponse`` over the answer, as ``urlopen(...,
-        preload_content=False)`` returns it (its chunked reads, decoding and
-        errors); :meth:`release` or :meth:`close` when done with it."""
-        response = self._response
-        return urllib3.HTTPResponse(
-            body=response,
-            headers=urllib3.HTTPHeaderDict(response.msg.items()),
-            status=response.status,
-            version=response.version,
-            reason=response.reason,
-            preload_content=False,
-            decode_content=True,
-            original_response=response,
-            enforce_content_length=True,
-            request_method=self._method,
-            request_url=self._target,
-        )
-
     def release(self) -> None:
-        """Done with the answer: its connection is kept if the answer was read
-        to the end, else closed (its leftovers must not reach the next request)."""
+        """Done with the answer: its connection is kept if the body was read to
+        its framed end and the server keeps it open, else closed (its leftovers
+        must not reach the next request)."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if self._response.isclosed():
+        head = self._head
+        if self._ended and head.keep and head.framed(self._method) and not self._reader.buffer:
             self._origin._checkin(conn)
         else:
-            self._response.close()
             conn.close()
 
     def close(self) -> None:
-        """Abandon the answer: close it and its connection."""
+        """Abandon the answer: close its connection."""
         conn, self._conn = self._conn, None
-        self._response.close()
         if conn is not None:
             conn.close()
+
+
+class _PartsFile(io.RawIOBase):
+    """A readable file over an iterator of byte strings (urllib3's decoder reads it)."""
+
+    def __init__(self, parts: Iterator[bytes]) -> None:
+        self._parts = parts
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, size: int = -1) -> bytes:
+        """One part's worth at most: what has arrived (urllib3's ``read1`` calls it)."""
+        return self.read(size if size >= 0 else 65536) or b""
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            self._pending = next(self._parts, b"")
+            if not self._pending:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
 
 
 class KeepAliveRoutes:
@@ -502,16 +386,3 @@ def _write(sock: Any, head: bytes, body: bytes | None) -> None:
     sock.sendall(head)
     if body:
         sock.sendall(body)
-
-
-def chunks_of(response: urllib3.HTTPResponse) -> Iterator[bytes]:
-    """The body of a streamed answer as it comes: each HTTP chunk when chunked."""
-    if response.chunked and response.supports_chunked_reads():
-        yield from response.read_chunked(decode_content=True)
-        return
-    while True:
-        # read1 (urllib3 >= 2.3): what has arrived, not a full 64 KiB.
-        part = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
-        if not part:
-            return
-        yield part

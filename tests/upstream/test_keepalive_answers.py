@@ -2,8 +2,9 @@
 as its status) and KeepAliveOrigin.fetch (an upstream call's whole answer), both
 reading answers with proxy/http_head.py.
 
-The oracle for the request's bytes is http.client itself (``KeepAliveOrigin.send``
-on the same server); the answers are raw bytes a scripted server writes, framed
+The oracle for the request's bytes is http.client itself and for the answers and
+errors urllib3's ``urlopen`` (what the proxy sent its requests with before),
+on the same server; the answers are raw bytes a scripted server writes, framed
 every way HTTP/1.x allows, and the test reads the status and whether the next
 POST reuses the connection."""
 
@@ -13,6 +14,7 @@ import gzip
 import http.client
 import socket
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -113,14 +115,26 @@ def post(origin: KeepAliveOrigin, target: str, timeout: float = 5.0) -> int:
     return origin.post_for_status(target, BODY, HEADERS, connect_timeout=5.0, read_timeout=timeout)
 
 
+def _by_http_client(
+    server: ScriptedServer, method: str, target: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[int, bytes]:
+    """The request as http.client sends it (the oracle for the bytes), and its answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request(method, target, body, headers)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
 OK_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
 def test_the_request_is_the_one_http_client_sends(scripted: type[ScriptedServer]) -> None:
     server = scripted([OK_LENGTH, OK_LENGTH])
     origin, target = origin_for(server)
-    answer = origin.send("POST", target, BODY, HEADERS, 5.0, 5.0)
-    assert answer.read() == b"{}"
+    assert _by_http_client(server, "POST", target, BODY, HEADERS) == (200, b"{}")
     assert post(origin, target) == 200
     by_http_client, ours = server.requests
     assert ours == by_http_client
@@ -231,7 +245,7 @@ def test_a_header_that_could_split_the_request_is_refused_as_http_client_does(
     server = scripted([OK_LENGTH])
     origin, target = origin_for(server)
     with pytest.raises(ValueError):
-        origin.send("POST", target, BODY, headers, 5.0, 5.0)
+        _by_http_client(server, "POST", target, BODY, headers)
     with pytest.raises(ValueError):
         origin.post_for_status(target, BODY, headers, connect_timeout=5.0, read_timeout=5.0)
     assert server.requests == []
@@ -242,15 +256,15 @@ def test_a_target_with_control_characters_is_refused_as_http_client_does(
 ) -> None:
     server = scripted([OK_LENGTH])
     origin, _ = origin_for(server)
-    with pytest.raises(ProtocolError) as by_http_client:
-        origin.send("POST", "/hook x", BODY, HEADERS, 5.0, 5.0)
+    with pytest.raises(http.client.InvalidURL):
+        _by_http_client(server, "POST", "/hook x", BODY, HEADERS)
     with pytest.raises(ProtocolError) as ours:
         origin.post_for_status("/hook x", BODY, HEADERS, connect_timeout=5.0, read_timeout=5.0)
-    assert type(ours.value.args[1]) is type(by_http_client.value.args[1]) is http.client.InvalidURL
+    assert type(ours.value.args[1]) is http.client.InvalidURL  # wrapped as urllib3 wraps it
     assert server.requests == []
 
 
-# --- KeepAliveOrigin.fetch: the whole answer, against http.client + urllib3 ---------
+# --- KeepAliveOrigin.fetch: the whole answer, against urllib3's urlopen -------------
 
 GZIPPED = gzip.compress(b'{"object": "chat.completion"}')
 ANSWERS = {
@@ -283,23 +297,25 @@ def _outcome(call: Callable[[], tuple[int, bytes]]) -> tuple[int, bytes] | type[
 
 
 @pytest.mark.parametrize("name", list(ANSWERS))
-def test_fetch_reads_every_answer_as_http_client_and_urllib3_do(
+def test_fetch_reads_every_answer_as_urllib3_does(
     scripted: type[ScriptedServer], name: str
 ) -> None:
     answer = ANSWERS[name]
 
-    def by_http_client() -> tuple[int, bytes]:
+    def by_urllib3() -> tuple[int, bytes]:
         server = scripted([answer], hang_up=frozenset({0}))
-        origin, target = origin_for(server)
-        sent = origin.send("POST", target, BODY, HEADERS, 5.0, 5.0)
-        return sent.status, sent.read()
+        pool = urllib3.HTTPConnectionPool("127.0.0.1", server.port, maxsize=1)
+        sent = pool.urlopen(
+            "POST", "/hook", body=BODY, headers=HEADERS, retries=False, redirect=False
+        )
+        return sent.status, sent.data
 
     def by_fetch() -> tuple[int, bytes]:
         server = scripted([answer], hang_up=frozenset({0}))
         origin, target = origin_for(server)
         return origin.fetch("POST", target, BODY, HEADERS, 5.0, 5.0)
 
-    expected = _outcome(by_http_client)
+    expected = _outcome(by_urllib3)
     assert _outcome(by_fetch) == expected
     if name in ("length", "chunked", "gzip", "close-delimited", "no-content"):
         assert isinstance(expected, tuple) and expected[0] in (200, 204)  # the oracle read it
@@ -329,11 +345,9 @@ def test_fetch_sends_no_length_for_a_bodiless_get(scripted: type[ScriptedServer]
     server = GetServer([])
     try:
         origin, target = origin_for(server, "/v1/responses/resp_1")
-        origin.send("GET", target, None, {"Authorization": "Bearer sk-x"}, 5.0, 5.0).read()
-        assert origin.fetch("GET", target, None, {"Authorization": "Bearer sk-x"}, 5.0, 5.0) == (
-            200,
-            b"{}",
-        )
+        headers = {"User-Agent": "sdk/1", "Authorization": "Bearer sk-x"}
+        _by_http_client(server, "GET", target, None, headers)
+        assert origin.fetch("GET", target, None, headers, 5.0, 5.0) == (200, b"{}")
         by_http_client, ours = server.requests
         assert ours == by_http_client
         assert b"content-length" not in ours.lower()
@@ -347,3 +361,113 @@ def test_a_silent_upstream_is_a_read_timeout_for_fetch(
     origin, target = silent_origin
     with pytest.raises(ReadTimeoutError):
         origin.fetch("POST", target, BODY, HEADERS, 5.0, 0.2)
+
+
+# --- Answer.chunks: a streamed answer as it arrives ------------------------------------
+
+
+def _sse_chunked(events: list[bytes]) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+
+
+EVENTS = [b'data: {"n": %d, "text": "\xc3\xa9v\xc3\xa9nement"}\n\n' % i for i in range(5)]
+EVENTS.append(b"data: [DONE]\n\n")
+
+
+def _gzip_stream(events: list[bytes]) -> list[bytes]:
+    """Each event compressed and flushed on its own, as a server streaming gzip does."""
+    packer = zlib.compressobj(wbits=31)
+    parts = [packer.compress(e) + packer.flush(zlib.Z_SYNC_FLUSH) for e in events]
+    parts[-1] += packer.flush()
+    return parts
+
+
+STREAMS = {
+    "chunked": b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n" + _sse_chunked(EVENTS),
+    "gzip-chunked": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n" + _sse_chunked(_gzip_stream(EVENTS)),
+    "length": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(b"".join(EVENTS))
+    + b"".join(EVENTS),
+    "close-delimited": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"".join(EVENTS),
+    "broken-mid-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + _sse_chunked(EVENTS)[:40],
+}
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_a_stream_reads_as_urllib3_streams_it(scripted: type[ScriptedServer], name: str) -> None:
+    answer = STREAMS[name]
+
+    def by_urllib3() -> tuple[int, bytes]:
+        server = scripted([answer], hang_up=frozenset({0}))
+        pool = urllib3.HTTPConnectionPool("127.0.0.1", server.port, maxsize=1)
+        sent = pool.urlopen(
+            "POST", "/v1/chat/completions", body=BODY, headers=HEADERS, retries=False,
+            preload_content=False,
+        )  # fmt: skip
+        return sent.status, b"".join(sent.stream(65536, decode_content=True))
+
+    def by_chunks() -> tuple[int, bytes]:
+        server = scripted([answer], hang_up=frozenset({0}))
+        origin, target = origin_for(server, "/v1/chat/completions")
+        sent = origin.send("POST", target, BODY, HEADERS, 5.0, 5.0)
+        try:
+            return sent.status, b"".join(sent.chunks())
+        finally:
+            sent.release()
+
+    expected = _outcome(by_urllib3)
+    assert _outcome(by_chunks) == expected
+    if not name.startswith("broken"):
+        assert expected == (200, b"".join(EVENTS))  # the oracle read it
+
+
+@pytest.mark.parametrize("coded", [False, True], ids=["plain", "gzip"])
+def test_each_event_is_relayed_before_the_next_is_sent(coded: bool) -> None:
+    """The reader hands over what has arrived: the server sends the next event only
+    after the test got the previous one (a reader waiting for more would time out)."""
+    parts = _gzip_stream(EVENTS) if coded else EVENTS
+    got_one = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            coding = b"Content-Encoding: gzip\r\n" if coded else b""
+            conn.sendall(b"HTTP/1.1 200 OK\r\n" + coding + b"Transfer-Encoding: chunked\r\n\r\n")
+            for part in parts:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+                if not got_one.wait(5):
+                    return
+                got_one.clear()
+            conn.sendall(b"0\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        origin, target = KeepAliveRoutes(urllib3.PoolManager(), maxsize=1)(
+            f"http://127.0.0.1:{listener.getsockname()[1]}/v1/chat/completions"
+        )
+        sent = origin.send("POST", target, BODY, HEADERS, 5.0, read_timeout=2.0)
+        received = b""
+        for part in sent.chunks():
+            received += part
+            got_one.set()
+        sent.release()
+        assert received == b"".join(EVENTS)
+    finally:
+        listener.close()
+
+
+def test_a_stream_read_to_its_end_keeps_the_connection(scripted: type[ScriptedServer]) -> None:
+    server = scripted([STREAMS["chunked"], STREAMS["gzip-chunked"], OK_LENGTH])
+    origin, target = origin_for(server, "/v1/chat/completions")
+    for _ in range(2):
+        sent = origin.send("POST", target, BODY, HEADERS, 5.0, 5.0)
+        assert b"".join(sent.chunks()) == b"".join(EVENTS)
+        sent.release()
+    assert origin.fetch("POST", target, BODY, HEADERS, 5.0, 5.0) == (200, b"{}")
+    assert server.accepted == 1
