@@ -283,35 +283,11 @@ class UpstreamClient:
         client_headers: Any = None,
         method: str = "POST",
     ) -> Answer:
-        """Send a request; its answer's status and headers read (``KeepAliveOrigin.send``)."""
-        return self._exchange(dep, path, body, client_headers, method, whole=False)
-
-    def _fetch(
-        self,
-        dep: Deployment,
-        path: str,
-        body: dict[str, Any] | None,
-        client_headers: Any = None,
-        method: str = "POST",
-    ) -> tuple[int, bytes]:
-        """A whole answer, status and body (``KeepAliveOrigin.fetch``: no header
-        of it parsed but the ones that frame it)."""
-        return self._exchange(dep, path, body, client_headers, method, whole=True)
-
-    def _exchange(
-        self,
-        dep: Deployment,
-        path: str,
-        body: dict[str, Any] | None,
-        client_headers: Any,
-        method: str,
-        whole: bool,
-    ) -> Any:
+        """Send a request and read its answer's head; the body is read from the answer."""
         url, headers = self._target(dep, path, client_headers)
         origin, target = self.route(url)
-        exchange = origin.fetch if whole else origin.send
         with _mapped_errors(dep):
-            return exchange(
+            return origin.send(
                 method,
                 target,
                 json.dumps(body).encode() if body is not None else None,
@@ -319,6 +295,12 @@ class UpstreamClient:
                 connect_timeout=min(dep.timeout, 10.0),
                 read_timeout=dep.timeout,
             )
+
+    def _fetch(self, dep: Deployment, path: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        """A whole answer, status and body (the arguments are :meth:`_request`'s)."""
+        answer = self._request(dep, path, *args, **kwargs)
+        with _mapped_errors(dep):
+            return answer.status, answer.read()
 
     def call(self, dep: Deployment, call_type: str, body: dict[str, Any]) -> dict[str, Any]:
         """A non-streaming call: the upstream's JSON answer."""
