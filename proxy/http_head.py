@@ -210,9 +210,12 @@ class Head:
     def has_body(self, method: str) -> bool:
         return method != "HEAD" and self.status not in _NO_BODY
 
-    def framed(self, method: str) -> bool:
-        """Whether the body's end is known without the connection's end: none,
-        chunked, or one valid Content-Length."""
+    def reusable(self, method: str) -> bool:
+        """Whether the connection can carry another request once the body is read:
+        the server keeps it open and the body's end is known without the
+        connection's end (none, chunked, or one valid Content-Length)."""
+        if not self.keep:
+            return False
         if not self.has_body(method):
             return True
         if self.transfer_coding is not None:

@@ -204,7 +204,7 @@ class KeepAliveOrigin:
             conn.sock.settimeout(connect_timeout)
 
     def _raise_timeout(self, err: BaseException, target: str, timeout: float | None) -> None:
-        if isinstance(err, TimeoutError) or getattr(err, "errno", None) in _BLOCKING_ERRNOS:
+        if _timed_out(err):
             raise ReadTimeoutError(
                 self.pool, target, f"Read timed out. (read timeout={timeout})"
             ) from err
@@ -274,7 +274,7 @@ class Answer:
         connection is closed."""
         head = self._head
         small = head.length is not None and head.length <= DISCARD_MAX
-        if head.keep and head.framed(self._method) and (small or not head.has_body(self._method)):
+        if head.reusable(self._method) and (small or not head.has_body(self._method)):
             for _ in self._raw():
                 pass
         self.release()
@@ -296,7 +296,7 @@ class Answer:
         """Close the answer after ``err`` while reading its body; raise what
         urllib3's ``HTTPResponse`` raises for it (the caller re-raises anything else)."""
         self.close()
-        if isinstance(err, TimeoutError) or getattr(err, "errno", None) in _BLOCKING_ERRNOS:
+        if _timed_out(err):
             raise ReadTimeoutError(self._origin.pool, None, "Read timed out.") from err
         if isinstance(err, BaseSSLError):
             raise SSLError(err) from err
@@ -310,8 +310,7 @@ class Answer:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        head = self._head
-        if self._ended and head.keep and head.framed(self._method) and not self._reader.buffer:
+        if self._ended and self._head.reusable(self._method) and not self._reader.buffer:
             self._origin._checkin(conn)
         else:
             conn.close()
@@ -376,6 +375,11 @@ class KeepAliveRoutes:
     def close(self) -> None:
         for origin in list(self._origins.values()):
             origin.close()
+
+
+def _timed_out(err: BaseException) -> bool:
+    """Whether a socket error is a timeout, as urllib3 reads them."""
+    return isinstance(err, TimeoutError) or getattr(err, "errno", None) in _BLOCKING_ERRNOS
 
 
 def _write(sock: Any, head: bytes, body: bytes | None) -> None:
