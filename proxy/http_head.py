@@ -174,21 +174,63 @@ class Reader:
             yield part
 
     def chunk_parts(self) -> Iterator[bytes]:
-        """A chunked body's data as it arrives, each chunk's on its own (chunk
-        extensions and trailers dropped)."""
+        """A chunked body's data as it arrives (chunk extensions and trailers
+        dropped). A chunk that has wholly arrived is handed over together with
+        the whole chunks that arrived with it, as one part: the relay then
+        passes a burst of events on in one go (one write to the client)
+        instead of one by one, and nothing that has arrived is held back."""
         while True:
-            size_text = self.line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise http.client.IncompleteRead(b"") from None
+            size = _chunk_size(self.line())
             if size == 0:
                 while self.line() not in (b"\r\n", b"\n"):
                     pass  # trailers
                 return
-            yield from self.parts(size)
-            if self.exact(2) != b"\r\n":
-                raise http.client.IncompleteRead(b"")
+            if len(self.buffer) < size + 2:
+                yield from self.parts(size)  # still arriving: pass it on as it comes
+                if self.exact(2) != b"\r\n":
+                    raise http.client.IncompleteRead(b"")
+                continue
+            joined = [self._buffered_data(size)]
+            while (more := self._next_buffered_chunk()) is not None:
+                joined.append(more)
+            yield b"".join(joined)
+
+    def _buffered_data(self, size: int) -> bytes:
+        """A chunk's data and its line end, all in the buffer: its data."""
+        if self.buffer[size : size + 2] != b"\r\n":
+            raise http.client.IncompleteRead(b"")
+        data = bytes(self.buffer[:size])
+        del self.buffer[: size + 2]
+        return data
+
+    def _next_buffered_chunk(self) -> bytes | None:
+        """The next chunk's data if all of it (size line, data, line end) is in the
+        buffer and it is not the last chunk; else None, the buffer untouched."""
+        end = self.buffer.find(b"\n")
+        if end < 0:
+            return None
+        try:
+            size = _chunk_size(bytes(self.buffer[: end + 1]))
+        except http.client.IncompleteRead:
+            return None  # left for chunk_parts to refuse
+        if size == 0 or len(self.buffer) < end + 1 + size + 2:
+            return None
+        if self.buffer[end + 1 + size : end + 3 + size] != b"\r\n":
+            return None
+        data = bytes(self.buffer[end + 1 : end + 1 + size])
+        del self.buffer[: end + 3 + size]
+        return data
+
+
+def _chunk_size(line: bytes) -> int:
+    """A chunk's size from its size line (extensions dropped), as http.client reads it."""
+    try:
+        size = int(line.split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise http.client.IncompleteRead(b"") from None
+    if size < 0:
+        raise http.client.IncompleteRead(b"")
+    return size
 
 
 @dataclass

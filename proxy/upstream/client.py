@@ -180,13 +180,18 @@ class StreamRelay:
             if b"\r" not in chunk:
                 return self._observe(chunk)  # one whole event (most chunks): as the loop would
         data = self._pending + chunk
-        out: list[bytes] = []
-        start = 0
-        for match in _EVENT_END.finditer(data):
-            event = data[start : match.end()]
-            start = match.end()
-            out.append(self._observe(event))
-        self._pending = data[start:]
+        if b"\r" not in data:
+            # Events that end at a bare blank line (most streams): split where the loop finds them.
+            *events, self._pending = data.split(b"\n\n")
+            out = [self._observe(event + b"\n\n") for event in events]
+        else:
+            out = []
+            start = 0
+            for match in _EVENT_END.finditer(data):
+                event = data[start : match.end()]
+                start = match.end()
+                out.append(self._observe(event))
+            self._pending = data[start:]
         if len(self._pending) > _MAX_PENDING and self._translate is None:
             out.append(self._pending)
             self._pending = b""

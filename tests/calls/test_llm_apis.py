@@ -666,8 +666,9 @@ def read_until(resp: Any, marker: bytes, count: int) -> bytes:
 
 
 def test_a_message_stream_left_mid_way_is_charged_its_input_and_what_was_relayed(
-    client: FlaskClient,
+    client: FlaskClient, claude: MockAnthropic
 ) -> None:
+    claude.stream_event_delay = 0.02  # spaced as generated: a burst is relayed as one part
     resp = client.post(
         "/v1/messages", json=claude_body(stream=True), headers=MASTER, buffered=False
     )
@@ -684,8 +685,9 @@ def test_a_message_stream_left_mid_way_is_charged_its_input_and_what_was_relayed
 
 
 def test_a_response_stream_left_mid_way_is_charged_what_was_relayed(
-    client: FlaskClient,
+    client: FlaskClient, upstream: MockOpenAI
 ) -> None:
+    upstream.stream_chunk_delay = 0.02  # spaced as generated: a burst is relayed as one part
     body = {"model": "gpt-4o", "input": "Tell me a story", "stream": True}
     resp = client.post("/v1/responses", json=body, headers=MASTER, buffered=False)
     got = read_until(resp, b"response.output_text.delta", 4)

@@ -147,6 +147,9 @@ def test_an_upstream_that_stalls_mid_stream_ends_with_an_error_event(
 def test_closing_the_response_early_charges_what_was_relayed(
     client: FlaskClient, upstream: MockOpenAI, recorder: OutcomeRecorder
 ) -> None:
+    # Events spaced as a model generates them (a burst that arrived at once is
+    # relayed as one part, so there would be no "mid-way" to leave at).
+    upstream.stream_chunk_delay = 0.02
     resp = client.post("/chat/completions", json=STREAM, headers=MASTER, buffered=False)
     assert resp.status_code == 200
     got = b""
@@ -253,6 +256,30 @@ def test_relay_reassembles_events_split_across_chunks() -> None:
     assert b'"usage"' not in out
     assert out.endswith(b"data: [DONE]\n\n")
     assert out.count(b"data: ") == 3
+
+
+@pytest.mark.parametrize("cut", ["one burst", "event by event", "every 5 bytes"])
+def test_relay_meters_a_burst_of_events_as_it_meters_them_one_by_one(cut: str) -> None:
+    texts = ["Hé", "llo", " wörld"]
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    events = [
+        b"data: " + json.dumps({"choices": [{"delta": {"content": t}}]}).encode() + b"\n\n"
+        for t in texts
+    ]
+    usage_event = b'data: {"choices": [], "usage": ' + json.dumps(usage).encode() + b"}\n\n"
+    stream = b"".join([*events, usage_event, b": keep-alive\n\n", b"data: [DONE]\n\n"])
+    parts = {
+        "one burst": [stream],
+        "event by event": [*events, usage_event, b": keep-alive\n\n", b"data: [DONE]\n\n"],
+        "every 5 bytes": [stream[i : i + 5] for i in range(0, len(stream), 5)],
+    }[cut]
+    relay = StreamRelay(iter(parts), relay_usage=False)
+    out = b"".join(relay)
+    # Everything but the usage chunk the client did not ask for, byte for byte.
+    assert out == stream.replace(usage_event, b"")
+    assert relay.finished and relay.usage is not None
+    assert (relay.usage.prompt_tokens, relay.usage.completion_tokens) == (3, 4)
+    assert relay.text_chars == len("".join(texts))
 
 
 @pytest.mark.parametrize("words", [3, 12000])  # 12000: past what the meter keeps uncounted

@@ -319,7 +319,11 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_slot_and_is_charged(
         )
         assert busy.status_code == 429, busy.text
         resp.close()  # hang up mid-stream
-        upstream.stream_chunk_delay = 0
+        # The rest still comes spaced, as a model generates it. (Had it come in one
+        # burst, the proxy would relay it in one write, which the client's kernel
+        # takes after the hang-up: the stream then ends as a success, billed as the
+        # upstream answered it, and there is no hang-up for the proxy to see.)
+        upstream.stream_chunk_delay = 0.05
         freed = wait_until(
             lambda: (
                 requests.post(

@@ -63,6 +63,8 @@ class MockAnthropic(BackgroundHTTPServer):
         self._idle = threading.Condition(self._lock)
         # Bill every answer the most output its max_tokens allows (an adversarial upstream).
         self.output_at_limit = False
+        # Seconds between a stream's events, as a model generating them spaces them.
+        self.stream_event_delay = 0.0
 
     @property
     def base_url(self) -> str:
@@ -79,6 +81,7 @@ class MockAnthropic(BackgroundHTTPServer):
             self._cache.clear()
             self._fail_next.clear()
             self.output_at_limit = False
+            self.stream_event_delay = 0.0
 
     def fail_next(
         self, status: int = 529, err_type: str = "overloaded_error", message: str = "Overloaded"
@@ -311,7 +314,13 @@ class _Handler(TrackedHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for event in events:
+        for i, event in enumerate(events):
+            if (
+                i
+                and self.mock.stream_event_delay
+                and self.mock._stopping.wait(self.mock.stream_event_delay)
+            ):
+                return  # the server is stopping
             data = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()

@@ -471,3 +471,45 @@ def test_a_stream_read_to_its_end_keeps_the_connection(scripted: type[ScriptedSe
         sent.release()
     assert origin.fetch("POST", target, BODY, HEADERS, 5.0, 5.0) == (200, b"{}")
     assert server.accepted == 1
+
+
+def test_chunks_that_arrived_together_are_handed_over_as_one_part() -> None:
+    """A burst of whole chunks is one part (one write to the client downstream);
+    a chunk still arriving is handed over as it comes, nothing held back: the
+    server sends the rest only after the test got what came before it."""
+    burst = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in EVENTS[:3])
+    half = b"%x\r\n%s" % (len(EVENTS[3]), EVENTS[3][:10])
+    rest = EVENTS[3][10:] + b"\r\n" + _sse_chunked(EVENTS[4:])
+    got = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for part in (burst + half, rest):
+                if not got.wait(5):
+                    return
+                got.clear()
+                conn.sendall(part)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        origin, target = KeepAliveRoutes(urllib3.PoolManager(), maxsize=1)(
+            f"http://127.0.0.1:{listener.getsockname()[1]}/v1/chat/completions"
+        )
+        sent = origin.send("POST", target, BODY, HEADERS, 5.0, read_timeout=2.0)
+        got.set()
+        parts = []
+        for part in sent.chunks():
+            parts.append(part)
+            got.set()
+        sent.release()
+    finally:
+        listener.close()
+    assert parts[0] == b"".join(EVENTS[:3])
+    assert parts[1] == EVENTS[3][:10]
+    assert b"".join(parts) == b"".join(EVENTS)
