@@ -13,12 +13,13 @@ then probes with a single alert per pause (one thread only), instead of
 hammering a dead endpoint with the whole backlog. Only the probed alerts
 carry their own backoff, so when a probe succeeds the backlog drains at
 once; an alert the receiver keeps refusing costs one short pause per retry
-and never holds up the others. The threads sleep on an event that
-``on_alert`` sets, with ``poll_interval`` as a floor for alerts queued by
-other processes. A round that was woken (or follows a full batch) claims at
-once; a poll first asks whether any alert is due, a plain read, so that idle
-polls take no write lock. A round that emptied the queue is not followed by
-another: what arrives later wakes the thread or waits for the next poll.
+and never holds up the others. The threads sleep on a doorbell that
+``on_alert`` rings (one thread woken per ring, :mod:`.doorbell`), with
+``poll_interval`` as a floor for alerts queued by other processes. A round
+that was woken (or follows a full batch) claims at once; a poll first asks
+whether any alert is due, a plain read, so that idle polls take no write
+lock. A round that emptied the queue is not followed by another: what
+arrives later wakes the thread or waits for the next poll.
 
 Delivery is at least once: a sender that dies (or is stopped) after the
 receiver got an alert but before marking it sent leaves it to be sent again
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 import urllib3
 
 from plugins.webhook_alerter import outbox
+from plugins.webhook_alerter.doorbell import Doorbell
 from plugins.webhook_alerter.settings import WebhookSettings
 from plugins.webhook_alerter.signing import sign
 from proxy.plugin_api import (
@@ -80,7 +82,7 @@ class WebhookSender:
 
     def __init__(self, settings: WebhookSettings) -> None:
         self.settings = settings
-        self._wake = threading.Event()
+        self._wake = Doorbell()
         self._stopping = threading.Event()
         self._start_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -107,7 +109,7 @@ class WebhookSender:
         with self._start_lock:
             if self._pid == os.getpid() or self._stopped:
                 return
-            self._wake = threading.Event()
+            self._wake = Doorbell()
             self._stopping = threading.Event()
             self._health = _EndpointHealth()
             self._local = threading.local()
@@ -127,7 +129,7 @@ class WebhookSender:
 
     def wake(self) -> None:
         """New alerts may be due: stop waiting for the next poll."""
-        self._wake.set()
+        self._wake.ring()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the threads to finish their current POST and exit; wait for them."""
@@ -136,7 +138,7 @@ class WebhookSender:
         if self._pid != os.getpid():
             return
         self._stopping.set()
-        self._wake.set()
+        self._wake.ring_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread is not threading.current_thread():
@@ -189,7 +191,7 @@ class WebhookSender:
                 # Let the burst that woke us gather: one claim for several alerts.
                 stopping.wait(GATHER_SECONDS)
                 woken = True
-            wake.clear()
+                wake.answered()
 
     def _idle_wait(self) -> float:
         paused = self._health.paused_until - time.time()
@@ -258,7 +260,7 @@ class WebhookSender:
             self._health.paused_until = 0.0
         if recovered:
             log.info("webhook receiver answers again; delivering the backlog")
-            self._wake.set()
+            self._wake.ring_all()
 
     def _record_failure(self, error: str) -> None:
         with self._health.lock:

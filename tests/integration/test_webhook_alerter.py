@@ -309,6 +309,33 @@ def test_slow_webhook_adds_no_latency_to_calls(alerting_app, receiver):
     assert receiver.wait_for(1, timeout=10)
 
 
+def test_each_alert_wakes_one_sender_thread_whose_claim_finds_it(
+    alerting_app, receiver, monkeypatch
+):
+    """Two sender threads, alerts queued one at a time: each wake-up is one claim, and
+    it finds the alert (waking both threads made the second claim find nothing)."""
+    import plugins.webhook_alerter.outbox as outbox
+
+    client = alerting_app(concurrency=2, poll_interval=60).test_client()
+    chat(client, user="warm-up")
+    assert receiver.wait_for(1, timeout=10)
+    claims: list[int] = []
+    claim_due = outbox.claim_due
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        token, claimed = claim_due(*args, **kwargs)
+        claims.append(len(claimed))
+        return token, claimed
+
+    monkeypatch.setattr(outbox, "claim_due", recorded)
+    for n in range(4):
+        chat(client, user=f"one-at-a-time-{n}")
+        assert receiver.wait_for(2 + n, timeout=10)
+    wait_until(lambda: len(claims) >= 4, timeout=5)
+    time.sleep(0.2)  # a second thread woken by the last alert would claim within 0.05 s
+    assert claims == [1, 1, 1, 1]
+
+
 # --- alerts from elsewhere -----------------------------------------------------
 
 
