@@ -190,36 +190,29 @@ class Reader:
                 if self.exact(2) != b"\r\n":
                     raise http.client.IncompleteRead(b"")
                 continue
-            joined = [self._buffered_data(size)]
-            while (more := self._next_buffered_chunk()) is not None:
-                joined.append(more)
-            yield b"".join(joined)
+            yield self._whole_chunks(size)
 
-    def _buffered_data(self, size: int) -> bytes:
-        """A chunk's data and its line end, all in the buffer: its data."""
-        if self.buffer[size : size + 2] != b"\r\n":
+    def _whole_chunks(self, size: int) -> bytes:
+        """The data of the chunk whose size line was just read (all of it and its line
+        end in the buffer) and of every whole chunk after it in the buffer (the last,
+        zero-size chunk left to :meth:`chunk_parts`)."""
+        buffer = bytes(self.buffer)
+        if buffer[size : size + 2] != b"\r\n":
             raise http.client.IncompleteRead(b"")
-        data = bytes(self.buffer[:size])
-        del self.buffer[: size + 2]
-        return data
-
-    def _next_buffered_chunk(self) -> bytes | None:
-        """The next chunk's data if all of it (size line, data, line end) is in the
-        buffer and it is not the last chunk; else None, the buffer untouched."""
-        end = self.buffer.find(b"\n")
-        if end < 0:
-            return None
-        try:
-            size = _chunk_size(bytes(self.buffer[: end + 1]))
-        except http.client.IncompleteRead:
-            return None  # left for chunk_parts to refuse
-        if size == 0 or len(self.buffer) < end + 1 + size + 2:
-            return None
-        if self.buffer[end + 1 + size : end + 3 + size] != b"\r\n":
-            return None
-        data = bytes(self.buffer[end + 1 : end + 1 + size])
-        del self.buffer[: end + 3 + size]
-        return data
+        parts = [buffer[:size]]
+        taken = size + 2
+        while (end := buffer.find(b"\n", taken)) >= 0:
+            try:
+                size = _chunk_size(buffer[taken : end + 1])
+            except http.client.IncompleteRead:
+                break  # left for chunk_parts to refuse
+            data_end = end + 1 + size
+            if size == 0 or buffer[data_end : data_end + 2] != b"\r\n":
+                break  # the last chunk, or one still arriving
+            parts.append(buffer[end + 1 : data_end])
+            taken = data_end + 2
+        del self.buffer[:taken]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _chunk_size(line: bytes) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import random
 import socket
 import threading
 import zlib
@@ -21,6 +22,7 @@ import pytest
 import urllib3
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
+from proxy.http_head import Reader
 from proxy.keepalive import KeepAliveOrigin, KeepAliveRoutes
 
 BODY = '{"event": "spend_tracked", "customer_id": "krrish12", "note": "é"}'.encode()
@@ -513,3 +515,34 @@ def test_chunks_that_arrived_together_are_handed_over_as_one_part() -> None:
     assert parts[0] == b"".join(EVENTS[:3])
     assert parts[1] == EVENTS[3][:10]
     assert b"".join(parts) == b"".join(EVENTS)
+
+
+class _Trickle:
+    """A socket whose reads return what was sent in pieces of the given sizes."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.sizes = data, sizes
+
+    def recv(self, most: int) -> bytes:
+        size = min(most, self.sizes.pop(0) if self.sizes else most)
+        part, self.data = self.data[:size], self.data[size:]
+        return part
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_chunks_read_in_any_pieces_give_the_body_and_leave_the_next_answer(seed: int) -> None:
+    rng = random.Random(seed)
+    chunks = [
+        bytes(rng.choice(b"ab\r\n:{}") for _ in range(rng.randint(1, 40)))
+        for _ in range(rng.randint(0, 8))
+    ]
+    body = b"".join(b"%x%s\r\n%s\r\n" % (len(c), rng.choice([b"", b";ext=1"]), c) for c in chunks)
+    body += rng.choice([b"0\r\n\r\n", b"0\r\nTrailer: x\r\n\r\n"])
+    after = b"HTTP/1.1 200 OK\r\n"  # the next answer on a kept connection
+    # Pieces of a few bytes (a chunk split anywhere) up to a whole burst of chunks.
+    pieces = [rng.choice([rng.randint(1, 8), rng.randint(20, 400)]) for _ in range(200)]
+    reader = Reader(_Trickle(body + after, pieces))  # type: ignore[arg-type]
+    parts = list(reader.chunk_parts())
+    assert b"".join(parts) == b"".join(chunks)
+    assert all(parts)
+    assert bytes(reader.buffer) == after[: len(reader.buffer)]  # nothing of it taken
