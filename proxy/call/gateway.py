@@ -518,14 +518,13 @@ def settle_stream(services: Services, ctx: CallContext, relay: StreamRelay, outc
         log.exception("metering stream %s failed", ctx.request_id)
     finally:
         # Never raises: the stream's last bytes are already on their way to the client.
-        try:
-            opened = database.connect(reuse_if_open=True)
-        except Exception:
-            opened = False  # the plugins' releases fail and are logged; leases expire
+        # After the request: a connection a plugin's release opens (as in a chat call;
+        # one that fails is logged, and leases expire) goes back to the pool here.
+        was_open = not database.is_closed()
         try:
             _finish(services, ctx, outcome)
         finally:
-            if opened:
+            if not was_open and not database.is_closed():
                 database.close()
 
 
