@@ -181,9 +181,13 @@ class StreamRelay:
                 return self._observe(chunk)  # one whole event (most chunks): as the loop would
         data = self._pending + chunk
         if b"\r" not in data:
-            # Events that end at a bare blank line (most streams): split where the loop finds them.
-            *events, self._pending = data.split(b"\n\n")
-            out = [self._observe(event + b"\n\n") for event in events]
+            # Events that end at a bare blank line (most streams): a leading run the meter
+            # takes from its bytes goes out as it came; the rest split where the loop
+            # would find them.
+            taken = self.meter.observe_burst(data) if self._translate is None else 0
+            *events, self._pending = (data[taken:] if taken else data).split(b"\n\n")
+            out = [data[:taken]] if taken else []
+            out.extend(self._observe(event + b"\n\n") for event in events)
         else:
             out = []
             start = 0

@@ -7,11 +7,12 @@ charge a stream the client left before the usage arrived) and, for the
 Responses API, the id of the response it created. ``observe`` answers
 whether the event is passed on to the client.
 
-A meter may also take an event from its bytes alone (``observe_bytes``)
-when they show that parsing it could only add to the text count: the chat
-meter keeps such chunks as they are and counts their text when the count is
-asked for (a stream that ends with its usage never is), instead of parsing
-every chunk of every stream.
+A meter may also take an event from its bytes alone (``observe_bytes``), or
+a run of a burst's events at once (``observe_burst``), when they show that
+parsing them could only add to the text count: the chat meter keeps such
+chunks as they are and counts their text when the count is asked for (a
+stream that ends with its usage never is), instead of parsing every chunk
+of every stream.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class StreamMeter:
         it; ``None`` to have it parsed and :meth:`observe` d."""
         return None
 
+    def observe_burst(self, events: bytes) -> int:
+        """Meter the leading whole events of a burst (bare line ends) from their bytes
+        alone, if they are enough, and relay them as they are: how many bytes of
+        ``events`` were taken (0: none, each event goes through the rest)."""
+        return 0
+
 
 # A "usage" that may be one: anything but the key with a null value. (In a JSON string
 # a quote is escaped, so '"usage"' in the bytes is a key or a whole string "usage".)
@@ -98,21 +105,56 @@ class ChatChunkMeter(StreamMeter):
         its text is counted when :attr:`text_chars` is read."""
         if not payload.startswith(b"{") or _USAGE_NOT_NULL.search(payload):
             return None
-        self._uncounted.append(payload)
-        self._uncounted_bytes += len(payload)
+        self._keep(payload)
+        return True
+
+    def observe_burst(self, events: bytes) -> int:
+        """The leading run of a burst's events that are each one ``data: {...}`` line
+        and none of which can carry the usage (as :meth:`observe_bytes` takes one): kept
+        whole, their text counted when :attr:`text_chars` is read. The run ends before
+        the first event that may carry the usage, before ``[DONE]``, and at the last
+        whole event; a run with any other event in it is not taken."""
+        end = events.rfind(b"\n\n") + 2
+        found = _USAGE_NOT_NULL.search(events, 0, end)
+        if found is not None:
+            end = events.rfind(b"\n\n", 0, found.start()) + 2
+        done = events.find(b"\n\ndata: [DONE]", 0, end)
+        if done >= 0:
+            end = done + 2
+        if end < 2:
+            return 0  # not one whole event before those
+        run = events[:end]
+        count = run.count(b"\n\n")
+        # A newline cannot stand in a JSON value, so each "\n\n" ends an event and
+        # "data: {" after one starts the next: every event is one data line of an object.
+        if (
+            not run.startswith(b"data: {")
+            or run.count(b"\n") != 2 * count
+            or run.count(b"\n\ndata: {") != count - 1
+        ):
+            return 0
+        self._keep(run)
+        return end
+
+    def _keep(self, kept: bytes) -> None:
+        """Keep one event's payload, or a run of whole ``data: {...}`` events."""
+        self._uncounted.append(kept)
+        self._uncounted_bytes += len(kept)
         if self._uncounted_bytes > CHAT_UNCOUNTED_LIMIT:
             self._count_uncounted()  # memory stays bounded on a long stream
-        return True
 
     def _count_uncounted(self) -> None:
         kept, self._uncounted, self._uncounted_bytes = self._uncounted, [], 0
-        for payload in kept:
-            try:
-                data = json.loads(payload)
-            except ValueError:
-                continue  # relayed as it came, and not counted (as observe would do)
-            if isinstance(data, dict):
-                self._count_text(data)
+        for item in kept:
+            # A run of events (observe_burst) is its events' payloads, after "data: ".
+            payloads = [e[6:] for e in item.split(b"\n\n") if e] if item[:1] == b"d" else [item]
+            for payload in payloads:
+                try:
+                    data = json.loads(payload)
+                except ValueError:
+                    continue  # relayed as it came, and not counted (as observe would do)
+                if isinstance(data, dict):
+                    self._count_text(data)
 
     def observe(self, event: str | None, data: dict[str, Any]) -> bool:
         usage = Usage.from_openai(data.get("usage"))

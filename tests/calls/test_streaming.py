@@ -282,6 +282,40 @@ def test_relay_meters_a_burst_of_events_as_it_meters_them_one_by_one(cut: str) -
     assert relay.text_chars == len("".join(texts))
 
 
+@pytest.mark.parametrize("cut", ["one burst", "event by event", "in bursts"])
+def test_relay_counts_a_burst_with_no_usage_whatever_its_events_hold(cut: str) -> None:
+    """Text that looks like the stream's end or a usage key, one event's data on two
+    lines, an event with a name, a comment, a legacy completion and a broken chunk, in
+    bursts: relayed as they came, the text counted as when they come one by one."""
+
+    def chunk(data: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    texts = ["data: [DONE] is the end", ' "usage": {"total_tokens": 9}', "é", "last"]
+    events = [
+        chunk({"choices": [{"delta": {"content": texts[0]}}]}),
+        # One event's data on two lines (the client joins them with a newline).
+        b'data: {"choices": [{"delta":\ndata: {"content": "split"}}]}\n\n',
+        chunk({"choices": [{"delta": {"content": texts[1]}}]}),
+        b"event: note\n" + chunk({"choices": []}),
+        chunk({"choices": [{"delta": {"content": texts[2]}}]}),
+        b": a comment\n\n",
+        chunk({"choices": [{"text": "legacy"}]}),
+        b"data: {broken\n\n",
+        chunk({"choices": [{"delta": {"content": texts[3]}}]}),
+        b"data: [DONE]\n\n",
+    ]
+    parts = {
+        "one burst": [b"".join(events)],
+        "event by event": events,
+        "in bursts": [b"".join(events[0:3]), b"".join(events[3:5]), b"".join(events[5:])],
+    }[cut]
+    relay = StreamRelay(iter(parts))
+    assert b"".join(relay) == b"".join(events)
+    assert relay.usage is None
+    assert relay.text_chars == len("".join(texts)) + len("split") + len("legacy")
+
+
 @pytest.mark.parametrize("words", [3, 12000])  # 12000: past what the meter keeps uncounted
 def test_relay_counts_every_chunk_it_relayed_without_parsing_them_on_the_way(words: int) -> None:
     text = ["é" if i % 7 == 0 else f" w{i}" for i in range(words)]
