@@ -39,8 +39,8 @@ class Doorbell:
 
     def wait(self, timeout: float) -> bool:
         """Wait for a ring that no other thread is answering, or for ``ring_all``,
-        at most ``timeout`` seconds. True when woken: the caller then answers
-        (claims) and calls :meth:`answered` before it claims."""
+        at most ``timeout`` seconds. True when woken: the caller is then answering,
+        and calls :meth:`answered` just before it claims."""
         with self._changed:
             seen = getattr(self._seen, "everyone", 0)
             woken = self._changed.wait_for(

@@ -425,12 +425,12 @@ def test_a_stream_reads_as_urllib3_streams_it(scripted: type[ScriptedServer], na
         assert expected == (200, b"".join(EVENTS))  # the oracle read it
 
 
-@pytest.mark.parametrize("coded", [False, True], ids=["plain", "gzip"])
-def test_each_event_is_relayed_before_the_next_is_sent(coded: bool) -> None:
-    """The reader hands over what has arrived: the server sends the next event only
-    after the test got the previous one (a reader waiting for more would time out)."""
-    parts = _gzip_stream(EVENTS) if coded else EVENTS
-    got_one = threading.Event()
+def _read_in_lockstep(head: bytes, pieces: list[tuple[int, bytes]]) -> list[bytes]:
+    """The parts ``Answer.chunks`` hands over from a server that sends ``head``, then
+    each piece ``(after, wire)`` only once the reader has handed over ``after`` bytes
+    of the body: a reader that waited for more than had arrived would time out."""
+    handed = 0
+    changed = threading.Condition()
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -439,29 +439,41 @@ def test_each_event_is_relayed_before_the_next_is_sent(coded: bool) -> None:
         conn, _ = listener.accept()
         with conn:
             conn.recv(65536)
-            coding = b"Content-Encoding: gzip\r\n" if coded else b""
-            conn.sendall(b"HTTP/1.1 200 OK\r\n" + coding + b"Transfer-Encoding: chunked\r\n\r\n")
-            for part in parts:
-                conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
-                if not got_one.wait(5):
-                    return
-                got_one.clear()
-            conn.sendall(b"0\r\n\r\n")
+            conn.sendall(head)
+            for after, wire in pieces:
+                with changed:
+                    if not changed.wait_for(lambda after=after: handed >= after, 5):
+                        return
+                conn.sendall(wire)
 
     threading.Thread(target=serve, daemon=True).start()
+    parts = []
     try:
         origin, target = KeepAliveRoutes(urllib3.PoolManager(), maxsize=1)(
             f"http://127.0.0.1:{listener.getsockname()[1]}/v1/chat/completions"
         )
         sent = origin.send("POST", target, BODY, HEADERS, 5.0, read_timeout=2.0)
-        received = b""
         for part in sent.chunks():
-            received += part
-            got_one.set()
+            parts.append(part)
+            with changed:
+                handed += len(part)
+                changed.notify_all()
         sent.release()
-        assert received == b"".join(EVENTS)
     finally:
         listener.close()
+    return parts
+
+
+@pytest.mark.parametrize("coded", [False, True], ids=["plain", "gzip"])
+def test_each_event_is_relayed_before_the_next_is_sent(coded: bool) -> None:
+    coding = b"Content-Encoding: gzip\r\n" if coded else b""
+    head = b"HTTP/1.1 200 OK\r\n" + coding + b"Transfer-Encoding: chunked\r\n\r\n"
+    wire = [b"%x\r\n%s\r\n" % (len(p), p) for p in (_gzip_stream(EVENTS) if coded else EVENTS)]
+    before = [sum(len(e) for e in EVENTS[:i]) for i in range(len(EVENTS) + 1)]
+    parts = _read_in_lockstep(
+        head, [*zip(before[:-1], wire, strict=True), (before[-1], b"0\r\n\r\n")]
+    )
+    assert b"".join(parts) == b"".join(EVENTS)
 
 
 def test_a_stream_read_to_its_end_keeps_the_connection(scripted: type[ScriptedServer]) -> None:
@@ -476,42 +488,14 @@ def test_a_stream_read_to_its_end_keeps_the_connection(scripted: type[ScriptedSe
 
 
 def test_chunks_that_arrived_together_are_handed_over_as_one_part() -> None:
-    """A burst of whole chunks is one part (one write to the client downstream);
-    a chunk still arriving is handed over as it comes, nothing held back: the
-    server sends the rest only after the test got what came before it."""
+    """A burst of whole chunks is one part (one write to the client downstream); a
+    chunk still arriving is handed over as it comes, nothing held back."""
     burst = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in EVENTS[:3])
     half = b"%x\r\n%s" % (len(EVENTS[3]), EVENTS[3][:10])
     rest = EVENTS[3][10:] + b"\r\n" + _sse_chunked(EVENTS[4:])
-    got = threading.Event()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for part in (burst + half, rest):
-                if not got.wait(5):
-                    return
-                got.clear()
-                conn.sendall(part)
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        origin, target = KeepAliveRoutes(urllib3.PoolManager(), maxsize=1)(
-            f"http://127.0.0.1:{listener.getsockname()[1]}/v1/chat/completions"
-        )
-        sent = origin.send("POST", target, BODY, HEADERS, 5.0, read_timeout=2.0)
-        got.set()
-        parts = []
-        for part in sent.chunks():
-            parts.append(part)
-            got.set()
-        sent.release()
-    finally:
-        listener.close()
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    handed_before_rest = len(b"".join(EVENTS[:3])) + 10
+    parts = _read_in_lockstep(head, [(0, burst + half), (handed_before_rest, rest)])
     assert parts[0] == b"".join(EVENTS[:3])
     assert parts[1] == EVENTS[3][:10]
     assert b"".join(parts) == b"".join(EVENTS)
