@@ -24,6 +24,7 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from proxy.http_head import Reader
 from proxy.keepalive import KeepAliveOrigin, KeepAliveRoutes
+from tests.support.raw_server import RawHTTPServer
 
 BODY = '{"event": "spend_tracked", "customer_id": "krrish12", "note": "é"}'.encode()
 HEADERS = {
@@ -33,62 +34,12 @@ HEADERS = {
 }
 
 
-class ScriptedServer:
-    """Answers the n-th request (over all connections) with ``answers[n]``: raw
-    bytes, or None to close the connection without a word; after the answers
-    whose index is in ``hang_up`` it closes the connection. Records each request
-    and how many connections it accepted."""
+class ScriptedServer(RawHTTPServer):
+    """Answers the n-th request with ``answers[n]``, and hangs up after the answers
+    whose index is in ``hang_up``."""
 
     def __init__(self, answers: list[bytes | None], hang_up: frozenset[int] = frozenset()) -> None:
-        self.answers = answers
-        self.hang_up = hang_up
-        self.requests: list[bytes] = []
-        self.accepted = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            data = b""
-            while True:
-                while b"\r\n\r\n" not in data:
-                    part = conn.recv(65536)
-                    if not part:
-                        return
-                    data += part
-                head, _, data = data.partition(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                while len(data) < length:
-                    data += conn.recv(65536)
-                self.requests.append(head + b"\r\n\r\n" + data[:length])
-                data = data[length:]
-                index = len(self.requests) - 1
-                answer = self.answers[index]
-                if answer is None:
-                    return
-                conn.sendall(answer)
-                if index in self.hang_up:
-                    return
-
-    def close(self) -> None:
-        self.sock.close()
+        super().__init__(answers.__getitem__, hang_up.__contains__)
 
 
 @pytest.fixture
@@ -333,28 +284,14 @@ def test_fetch_keeps_the_connection_after_framed_answers(scripted: type[Scripted
 
 
 def test_fetch_sends_no_length_for_a_bodiless_get(scripted: type[ScriptedServer]) -> None:
-    class GetServer(ScriptedServer):
-        def _serve(self, conn: socket.socket) -> None:
-            with conn:  # requests without a body, answered until the client closes
-                data = b""
-                while part := conn.recv(65536):
-                    data += part
-                    while b"\r\n\r\n" in data:
-                        head, _, data = data.partition(b"\r\n\r\n")
-                        self.requests.append(head + b"\r\n\r\n")
-                        conn.sendall(OK_LENGTH)
-
-    server = GetServer([])
-    try:
-        origin, target = origin_for(server, "/v1/responses/resp_1")
-        headers = {"User-Agent": "sdk/1", "Authorization": "Bearer sk-x"}
-        _by_http_client(server, "GET", target, None, headers)
-        assert origin.fetch("GET", target, None, headers, 5.0, 5.0) == (200, b"{}")
-        by_http_client, ours = server.requests
-        assert ours == by_http_client
-        assert b"content-length" not in ours.lower()
-    finally:
-        server.close()
+    server = scripted([OK_LENGTH, OK_LENGTH])  # requests without a body
+    origin, target = origin_for(server, "/v1/responses/resp_1")
+    headers = {"User-Agent": "sdk/1", "Authorization": "Bearer sk-x"}
+    _by_http_client(server, "GET", target, None, headers)
+    assert origin.fetch("GET", target, None, headers, 5.0, 5.0) == (200, b"{}")
+    by_http_client, ours = server.requests
+    assert ours == by_http_client
+    assert b"content-length" not in ours.lower()
 
 
 def test_a_silent_upstream_is_a_read_timeout_for_fetch(

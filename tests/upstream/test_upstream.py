@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,6 +29,7 @@ from tests.conftest import MASTER, base_config
 from tests.support.mock_openai import MockOpenAI, chat_prompt_tokens
 from tests.support.plugins import OutcomeRecorder
 from tests.support.proxy_server import free_port
+from tests.support.raw_server import RawHTTPServer
 
 MESSAGES = [{"role": "user", "content": "what llm are you"}]
 VIRTUAL_KEY = "sk-virtual-upstream-test-key"
@@ -305,57 +305,16 @@ def test_after_a_failure_the_next_call_succeeds(client: FlaskClient, upstream: M
 # --- answers no well-behaved upstream gives: a tiny socket server -----------
 
 
-class CannedServer:
-    """Answers every connection with ``reply`` (raw bytes) after reading the request.
-
-    ``reply=None`` closes the connection without a word.
-    """
+class CannedServer(RawHTTPServer):
+    """Answers every request with ``reply`` (raw bytes) and hangs up; ``reply=None``
+    hangs up without a word."""
 
     def __init__(self, reply: bytes | None) -> None:
-        self.reply = reply
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.requests: list[bytes] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(lambda index: reply, hang_up=lambda index: True)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    part = conn.recv(65536)
-                    if not part:
-                        break
-                    data += part
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                while len(body) < length:
-                    part = conn.recv(65536)
-                    if not part:
-                        break
-                    body += part
-                self.requests.append(head + b"\r\n\r\n" + body)
-                if self.reply is not None:
-                    conn.sendall(self.reply)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def http_reply(status: str, body: bytes, content_type: str = "application/json") -> bytes:
