@@ -89,8 +89,17 @@ class Stack:
         threads: int = 16,
         disable: list[str] | None = None,
         synchronous_commit: bool = True,
+        app_root: Path = ROOT,
+        gunicorn_prefix: list[str] | None = None,
+        start_timeout: float = 60.0,
     ) -> None:
+        """``app_root``: the checkout gunicorn serves (``wsgi:app`` from there);
+        ``gunicorn_prefix``: a command gunicorn runs under (``valgrind ...``), which
+        may slow its start: ``start_timeout`` is how long it gets."""
         self.workdir = workdir
+        self.app_root = app_root
+        self.gunicorn_prefix = list(gunicorn_prefix or [])
+        self.start_timeout = start_timeout
         self.disable = list(disable or [])
         self.synchronous_commit = synchronous_commit
         self.workers = workers
@@ -195,7 +204,10 @@ class Stack:
         env = {**os.environ, "COMPTROLLER_CONFIG": str(config_path)}
         env.pop("DATABASE_URL", None)
         env["WEBHOOK_URL"] = f"{self.receiver_url}/hook"
+        paths = [str(self.app_root), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
         cmd = [
+            *self.gunicorn_prefix,
             sys.executable, "-m", "gunicorn", "wsgi:app",
             "-c", str(ROOT / "bench" / "gunicorn_bench.py"),
             "--bind", f"127.0.0.1:{self.proxy_port}",
@@ -204,7 +216,7 @@ class Stack:
         ]  # fmt: skip
         log = self._log("gunicorn")
         self._gunicorn = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            cmd, cwd=self.app_root, env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
         def ready() -> bool:
@@ -214,7 +226,7 @@ class Stack:
             up = requests.get(f"{self.proxy_url}/health/readiness", timeout=2).ok
             return up and len(self.worker_pids()) == self.workers
 
-        wait_for(ready, 60, "gunicorn")
+        wait_for(ready, self.start_timeout, "gunicorn")
 
     def _admin(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         resp = requests.post(
