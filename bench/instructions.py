@@ -150,6 +150,16 @@ class _CountedWorker:
         return found[0]
 
 
+def _sender(url: str, bodies: list[str], headers: dict[str, str]) -> Callable[[int, float], int]:
+    """Sends that many calls one at a time over that many seconds; returns how many
+    were answered."""
+
+    def send(calls: int, seconds: float) -> int:
+        return run_wrk(url, bodies, headers, 1, seconds, stop_after=calls).requests
+
+    return send
+
+
 def _per_call(worker: _CountedWorker, send: Callable[[int, float], int]) -> float:
     """Millions of instructions per call: few and many calls sent in the same wall
     time, so what the worker does while idle cancels out."""
@@ -180,11 +190,7 @@ def measure_gunicorn(code: Path, stream: bool) -> float:
         )
         with stack:
             url = f"{stack.proxy_url}/v1/chat/completions"
-            bodies, headers = _bodies(stream), stack.proxy_headers()
-
-            def send(calls: int, seconds: float) -> int:
-                return run_wrk(url, bodies, headers, 1, seconds, stop_after=calls).requests
-
+            send = _sender(url, _bodies(stream), stack.proxy_headers())
             send(20, 20 * SECONDS_PER_CALL + 30)  # warm: pools, prepared statements, windows
             return _per_call(_CountedWorker(stack.worker_pids()[0], out_dir), send)
 
@@ -212,11 +218,7 @@ def measure_bare_gunicorn() -> float:
                 "bare gunicorn",
             )
             headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bare"}
-            bodies = _bodies(False)
-
-            def send(calls: int, seconds: float) -> int:
-                return run_wrk(url, bodies, headers, 1, seconds, stop_after=calls).requests
-
+            send = _sender(url, _bodies(False), headers)
             send(20, 30)
             worker = _CountedWorker(procstats.children(server.pid)[0], out_dir)
             return _per_call(worker, send)
