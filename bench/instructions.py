@@ -51,11 +51,14 @@ import requests
 
 from bench import procstats
 from bench.load import run_wrk
+from bench.run import _bodies
 from bench.stack import ROOT, Stack, free_port, wait_for
 
 FEW, MANY = 50, 250
 # Wall time of one call at concurrency 1 under callgrind, generously (~0.1 s here).
 SECONDS_PER_CALL = 0.4
+# Calls before counting: pools, prepared statements, rate-limit windows.
+WARM_CALLS = 20
 _SUMMARY = re.compile(rb"^summary: (\d+)$", re.MULTILINE)
 
 
@@ -160,6 +163,10 @@ def _sender(url: str, bodies: list[str], headers: dict[str, str]) -> Callable[[i
     return send
 
 
+def _warm(send: Callable[[int, float], int]) -> None:
+    send(WARM_CALLS, WARM_CALLS * SECONDS_PER_CALL + 30)
+
+
 def _per_call(worker: _CountedWorker, send: Callable[[int, float], int]) -> float:
     """Millions of instructions per call: few and many calls sent in the same wall
     time, so what the worker does while idle cancels out."""
@@ -176,8 +183,6 @@ def _per_call(worker: _CountedWorker, send: Callable[[int, float], int]) -> floa
 
 def measure_gunicorn(code: Path, stream: bool) -> float:
     """Millions of instructions per call of the checkout's gunicorn worker (all threads)."""
-    from bench.run import _bodies
-
     with tempfile.TemporaryDirectory(prefix="comptroller-callgrind-") as tmp:
         out_dir = Path(tmp)
         stack = Stack(
@@ -191,14 +196,12 @@ def measure_gunicorn(code: Path, stream: bool) -> float:
         with stack:
             url = f"{stack.proxy_url}/v1/chat/completions"
             send = _sender(url, _bodies(stream), stack.proxy_headers())
-            send(20, 20 * SECONDS_PER_CALL + 30)  # warm: pools, prepared statements, windows
+            _warm(send)
             return _per_call(_CountedWorker(stack.worker_pids()[0], out_dir), send)
 
 
 def measure_bare_gunicorn() -> float:
     """Millions of instructions per call of a worker serving :mod:`bench.bare_wsgi`."""
-    from bench.run import _bodies
-
     with tempfile.TemporaryDirectory(prefix="comptroller-callgrind-") as tmp:
         out_dir = Path(tmp)
         port = free_port()
@@ -219,7 +222,7 @@ def measure_bare_gunicorn() -> float:
             )
             headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bare"}
             send = _sender(url, _bodies(False), headers)
-            send(20, 30)
+            _warm(send)
             worker = _CountedWorker(procstats.children(server.pid)[0], out_dir)
             return _per_call(worker, send)
         finally:
