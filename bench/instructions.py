@@ -52,7 +52,7 @@ import requests
 from bench import procstats
 from bench.load import run_wrk
 from bench.run import _bodies
-from bench.stack import ROOT, Stack, free_port, wait_for
+from bench.stack import ROOT, Stack, free_port, gunicorn_command, wait_for
 
 FEW, MANY = 50, 250
 # Wall time of one call at concurrency 1 under callgrind, generously (~0.1 s here).
@@ -205,12 +205,7 @@ def measure_bare_gunicorn() -> float:
     with tempfile.TemporaryDirectory(prefix="comptroller-callgrind-") as tmp:
         out_dir = Path(tmp)
         port = free_port()
-        cmd = [
-            *_callgrind_prefix(out_dir),
-            sys.executable, "-m", "gunicorn", "bench.bare_wsgi:app",
-            "-c", str(ROOT / "bench" / "gunicorn_bench.py"),
-            "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "16",
-        ]  # fmt: skip
+        cmd = gunicorn_command("bench.bare_wsgi:app", port, 1, 16, _callgrind_prefix(out_dir))
         with open(out_dir / "gunicorn.log", "wb") as log:
             server = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:

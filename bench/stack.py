@@ -79,6 +79,21 @@ def chat_body(end_user: str, stream: bool, model: str = MODEL) -> dict[str, Any]
     return body
 
 
+def gunicorn_command(
+    app: str, port: int, workers: int, threads: int, prefix: list[str] | None = None
+) -> list[str]:
+    """gunicorn serving ``app`` on 127.0.0.1:``port`` with the benchmark's settings
+    (``bench/gunicorn_bench.py``), run under ``prefix`` (``valgrind ...``) if given."""
+    return [
+        *(prefix or []),
+        sys.executable, "-m", "gunicorn", app,
+        "-c", str(ROOT / "bench" / "gunicorn_bench.py"),
+        "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers),
+        "--threads", str(threads),
+    ]  # fmt: skip
+
+
 class Stack:
     """Starts and stops everything; knows the URLs, the key and the processes."""
 
@@ -206,14 +221,9 @@ class Stack:
         env["WEBHOOK_URL"] = f"{self.receiver_url}/hook"
         paths = [str(self.app_root), env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
-        cmd = [
-            *self.gunicorn_prefix,
-            sys.executable, "-m", "gunicorn", "wsgi:app",
-            "-c", str(ROOT / "bench" / "gunicorn_bench.py"),
-            "--bind", f"127.0.0.1:{self.proxy_port}",
-            "--workers", str(self.workers),
-            "--threads", str(self.threads),
-        ]  # fmt: skip
+        cmd = gunicorn_command(
+            "wsgi:app", self.proxy_port, self.workers, self.threads, self.gunicorn_prefix
+        )
         log = self._log("gunicorn")
         self._gunicorn = subprocess.Popen(
             cmd, cwd=self.app_root, env=env, stdout=log, stderr=subprocess.STDOUT
